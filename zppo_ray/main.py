@@ -1,0 +1,60 @@
+"""Entry point: `python -m zppo_ray.main [config.yaml] [dotted.overrides=...]`.
+
+Loads and validates the whole configuration before anything starts, saves the resolved config into the
+run directory, and makes sure the toy world (tokenizer, pretrained student and teacher) exists when the
+config refers to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("zppo_ray")
+
+
+def _split_args(argv: list[str]) -> tuple[str | None, list[str]]:
+    if argv and "=" not in argv[0] and argv[0].endswith((".yaml", ".yml")):
+        return argv[0], argv[1:]
+    return None, argv
+
+
+def uses_toy(cfg) -> bool:
+    paths = [cfg.student.path, cfg.teacher.model.path] + [s.path for s in cfg.data.train + cfg.data.eval]
+    return any(str(p) == "toy" or str(p).startswith("toy:") for p in paths)
+
+
+def run(argv: list[str]) -> Path:
+    from zppo_ray.config import load_config, save_resolved
+    from zppo_ray.toy.bootstrap import ensure_toy_world, format_report
+
+    path, overrides = _split_args(argv)
+    cfg = load_config(path, overrides)
+    run_dir = Path(cfg.trainer.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, run_dir)
+    log.info("run directory %s (resolved config saved as config.yaml)", run_dir)
+    if uses_toy(cfg):
+        art = ensure_toy_world(cfg.toy)
+        report = format_report(art.report)
+        print(report, flush=True)
+        (run_dir / "toy_report.txt").write_text(report + "\n")
+    return run_dir
+
+
+def cli() -> None:
+    logging.basicConfig(level=os.environ.get("ZPPO_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from zppo_ray.config import ConfigError
+
+    try:
+        run(sys.argv[1:])
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

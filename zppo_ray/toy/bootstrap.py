@@ -1,0 +1,193 @@
+"""One command that builds the toy world: questions, tokenizer, pretrained student and teacher.
+
+    python -m zppo_ray.toy.bootstrap [config.yaml] [overrides...]
+
+Artefacts land in `toy.cache_dir/<key>/` where the key hashes everything that shapes them (generator,
+architectures, pretraining budget), so a changed config rebuilds and an unchanged one is reused by
+every later run and test. The directory is written under a temporary name and renamed when complete:
+an interrupted bootstrap never leaves a half-built cache that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from zppo_ray.data.schema import Question
+from zppo_ray.toy import corpus
+from zppo_ray.toy.models import Arch, build_model, encode_pair, greedy_complete, pretrain
+from zppo_ray.toy.tokenizer import build_tokenizer
+from zppo_ray.toy.world import ToySpec, generate_split
+
+log = logging.getLogger(__name__)
+
+# Bump when the generator, document formats or training recipe change in a way the config can't see.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ToyArtifacts:
+    root: Path
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def student(self) -> Path:
+        return self.root / "student"
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "teacher"
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.root / "report.json").read_text())
+
+    def model(self, role: str) -> Path:
+        if role not in ("student", "teacher"):
+            raise ValueError(f"toy model role must be 'student' or 'teacher', got {role!r}")
+        return self.root / role
+
+
+def toy_spec(toy_cfg) -> ToySpec:
+    return ToySpec(tiers=tuple(int(t) for t in toy_cfg.tiers), mc_fraction=float(toy_cfg.mc_fraction))
+
+
+def toy_questions(toy_cfg, split: str) -> list[Question]:
+    """The RL splits: "eval" (held out) and "train"; the training split never contains an eval question."""
+    spec = toy_spec(toy_cfg)
+    held_out = generate_split(spec, toy_cfg.n_eval, toy_cfg.seed, "eval")
+    if split == "eval":
+        return held_out
+    if split == "train":
+        return generate_split(spec, toy_cfg.n_train, toy_cfg.seed, "train",
+                              exclude={q.extra["expr"] for q in held_out})
+    raise ValueError(f"toy split must be 'train' or 'eval', got {split!r}")
+
+
+def cache_key(toy_cfg) -> str:
+    from omegaconf import OmegaConf
+
+    blob = OmegaConf.to_container(toy_cfg, resolve=True) if OmegaConf.is_config(toy_cfg) else asdict(toy_cfg)
+    blob = {k: v for k, v in blob.items() if k != "cache_dir"}
+    blob["format_version"] = FORMAT_VERSION
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def artifacts_for(toy_cfg) -> ToyArtifacts:
+    return ToyArtifacts(Path(os.path.expanduser(str(toy_cfg.cache_dir))) / cache_key(toy_cfg))
+
+
+def _arch(m) -> Arch:
+    return Arch(m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.intermediate_size)
+
+
+def _tier_weights(m, tiers: list[str]) -> dict[str, float]:
+    weights = [float(w) for w in m.tier_weights]
+    if len(weights) != len(tiers):
+        raise ValueError(f"tier_weights has {len(weights)} entries for {len(tiers)} tiers")
+    return dict(zip(tiers, weights))
+
+
+def evaluate_greedy(model, tokenizer, questions: list[Question], max_new_tokens: int) -> dict[str, float]:
+    """Greedy accuracy per tier with the project's grader (the same one RL rewards use)."""
+    from zppo_ray.algo.reformulate import with_format_closer
+    from zppo_ray.rewards import grade
+
+    outs = greedy_complete(model, tokenizer, [with_format_closer(q.text) for q in questions], max_new_tokens)
+    per_tier: dict[str, list[float]] = {}
+    for q, o in zip(questions, outs):
+        per_tier.setdefault(q.tier, []).append(grade(o, q.answer, q.kind))
+    return {t: round(sum(v) / len(v), 4) for t, v in sorted(per_tier.items())}
+
+
+def ensure_toy_world(toy_cfg, force: bool = False) -> ToyArtifacts:
+    """Build (or reuse) the tokenizer and both pretrained models; returns where they are."""
+    art = artifacts_for(toy_cfg)
+    if (art.root / "report.json").exists() and not force:
+        return art
+    t_start = time.time()
+    spec = toy_spec(toy_cfg)
+    held_out = toy_questions(toy_cfg, "eval")
+    exclude = {q.extra["expr"] for q in held_out}
+    pool = generate_split(spec, toy_cfg.pretrain_pool_per_tier, toy_cfg.seed, "pretrain", exclude)
+    tiers = sorted({q.tier for q in pool})
+
+    student_docs = corpus.documents(pool, _tier_weights(toy_cfg.student, tiers),
+                                    toy_cfg.student.pretrain_docs, toy_cfg.seed, "student")
+    teacher_docs = corpus.documents(pool, _tier_weights(toy_cfg.teacher, tiers),
+                                    toy_cfg.teacher.pretrain_docs, toy_cfg.seed, "teacher")
+    tok = build_tokenizer([p + "\n" + c for p, c in student_docs[:3000] + teacher_docs[:3000]]
+                          + ["user assistant system"] * 100, vocab_size=toy_cfg.vocab_size)
+
+    tmp = art.root.with_name(art.root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tok.save_pretrained(tmp / "tokenizer")
+    report: dict = {"cache_key": art.root.name, "tiers_operands": list(spec.tiers), "models": {}}
+    for role, docs, mcfg in (("student", student_docs, toy_cfg.student), ("teacher", teacher_docs, toy_cfg.teacher)):
+        t0 = time.time()
+        model = build_model(_arch(mcfg), tok, mcfg.max_position_embeddings, toy_cfg.seed)
+        encoded = [encode_pair(tok, p, c) for p, c in docs]
+        losses = pretrain(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
+                          toy_cfg.seed, tok.pad_token_id, role)
+        train_s = time.time() - t0
+        acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96)
+        model.save_pretrained(tmp / role, safe_serialization=True)
+        tok.save_pretrained(tmp / role)
+        report["models"][role] = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "pretrain_seconds": round(train_s, 1),
+            "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4),
+            "heldout_greedy_accuracy_by_tier": acc,
+        }
+        log.info("toy %s: %s params, %.0fs, held-out greedy accuracy by tier %s", role,
+                 report["models"][role]["params"], train_s, acc)
+    report["bootstrap_seconds"] = round(time.time() - t_start, 1)
+    (tmp / "report.json").write_text(json.dumps(report, indent=2))
+    if art.root.exists():
+        shutil.rmtree(art.root)
+    os.replace(tmp, art.root)
+    return art
+
+
+def format_report(report: dict) -> str:
+    tiers = report["tiers_operands"]
+    lines = ["toy world held-out greedy accuracy by tier (operands per question: "
+             + ", ".join(f"tier {i + 1} = {n}" for i, n in enumerate(tiers)) + ")"]
+    for role, r in report["models"].items():
+        acc = r["heldout_greedy_accuracy_by_tier"]
+        cells = "  ".join(f"tier {t}: {acc[t]:.0%}" for t in sorted(acc))
+        lines.append(f"  {role:<8} {r['params']:>9,} params  {cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    from zppo_ray.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    force = "--force" in argv
+    argv = [a for a in argv if a != "--force"]
+    path = argv[0] if argv and not ("=" in argv[0]) else None
+    cfg = load_config(path, argv[1:] if path else argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    art = ensure_toy_world(cfg.toy, force=force)
+    print(f"toy world at {art.root}")
+    print(format_report(art.report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Pretraining documents for the toy student and teacher.
+
+Every document is a (prompt, completion) pair whose prompt is built by the same functions the trainer
+uses (`zppo_ray.algo.reformulate`), so nothing the models meet during RL is alien to them:
+
+- student: plain questions (weighted towards the easy tiers, so it stays weak on the hard one), and
+  the "reading references" documents a pretrained LLM would have seen: questions followed by
+  candidate solutions (one right, one wrong; or several wrong) and a solution that uses them, and
+  questions with a hint;
+- teacher: plain questions of every tier (weighted towards the hard tier), and its three service
+  verbs: compress a candidate (keeping its mistakes), turn a solution into an answer-free hint, and
+  judge a response against a gold answer with strict JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+
+from zppo_ray.algo.reformulate import (
+    Templates,
+    build_bcq,
+    build_compression_prompt,
+    build_hint_prompt,
+    build_hinted_question,
+    build_judge_prompt,
+    build_ncq,
+    with_format_closer,
+)
+from zppo_ray.data.schema import Question
+from zppo_ray.toy.world import Expr, expr_of, solution_text, wrong_solution
+
+
+def compressed(solution: str) -> str:
+    """What a faithful compression of a toy solution is: the chain on one line, then the boxed answer.
+
+    Toy solutions have no exploration to remove, so compression drops the <think> wrapper only and
+    keeps every step, mistakes included (a compressor must never repair a wrong candidate).
+    """
+    work, _, tail = solution.partition("</think>")
+    return work.replace("<think>", "").strip() + "\n" + tail.strip()
+
+
+def hint_for(expr: Expr) -> str:
+    """An answer-free hint: where to start and in which order (it gives away no result)."""
+    return f"Start with {expr.nums[0]}{expr.ops[0]}{expr.nums[1]} and go from left to right."
+
+
+def _candidate(sol: str, rng: random.Random) -> str:
+    # Half of the candidates come compressed (compression on), half raw (compression off).
+    return compressed(sol) if rng.random() < 0.5 else sol
+
+
+def student_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, float]) -> tuple[str, str]:
+    expr = expr_of(q)
+    right, _ = solution_text(expr, choices=q.choices)
+    kind = rng.choices(list(mix), weights=list(mix.values()))[0]
+    if kind == "bcq" and expr.ops:
+        wrong, _ = wrong_solution(expr, rng, q.choices)
+        prompt, _ = build_bcq(q.text, _candidate(right, rng), _candidate(wrong, rng), rng, t)
+        return prompt, right
+    if kind == "ncq" and expr.ops:
+        wrongs = [wrong_solution(expr, rng, q.choices) for _ in range(rng.randint(1, 4))]
+        prompt = build_ncq(q.text, [a for _, a in wrongs], [_candidate(w, rng) for w, _ in wrongs], t)
+        return prompt, right
+    if kind == "hint" and expr.ops:
+        return build_hinted_question(q.text, hint_for(expr), t), right
+    return with_format_closer(q.text, t), right
+
+
+def teacher_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, float]) -> tuple[str, str]:
+    expr = expr_of(q)
+    right, _ = solution_text(expr, choices=q.choices)
+    kind = rng.choices(list(mix), weights=list(mix.values()))[0]
+    if kind in ("compress", "judge") and expr.ops:
+        sol, _ = wrong_solution(expr, rng, q.choices) if rng.random() < 0.5 else (right, None)
+        if kind == "compress":
+            return build_compression_prompt(q.text, sol, t), compressed(sol)
+        verdict = "correct" if sol == right else "wrong"
+        return build_judge_prompt(q.text, q.answer, sol, t), json.dumps({"verdict": verdict})
+    if kind == "hint" and expr.ops:
+        return build_hint_prompt(q.text, right, t), hint_for(expr)
+    return with_format_closer(q.text, t), right
+
+
+STUDENT_MIX = {"solve": 0.55, "bcq": 0.2, "ncq": 0.15, "hint": 0.1}
+TEACHER_MIX = {"solve": 0.7, "compress": 0.1, "judge": 0.1, "hint": 0.1}
+
+
+def documents(questions: Sequence[Question], tier_weights: dict[str, float], n: int, seed: int,
+              role: str, templates: Templates | None = None) -> list[tuple[str, str]]:
+    """`n` documents for `role` ("student" | "teacher"), questions drawn with `tier_weights`."""
+    rng = random.Random(f"{seed}:{role}")
+    t = templates or Templates()
+    by_tier: dict[str, list[Question]] = {}
+    for q in questions:
+        by_tier.setdefault(q.tier, []).append(q)
+    tiers = [k for k in tier_weights if tier_weights[k] > 0 and k in by_tier]
+    if not tiers:
+        raise ValueError(f"no questions in the weighted tiers {sorted(tier_weights)}; have {sorted(by_tier)}")
+    make, mix = (student_doc, STUDENT_MIX) if role == "student" else (teacher_doc, TEACHER_MIX)
+    docs = []
+    for _ in range(n):
+        tier = rng.choices(tiers, weights=[tier_weights[k] for k in tiers])[0]
+        docs.append(make(rng.choice(by_tier[tier]), rng, t, mix))
+    return docs
