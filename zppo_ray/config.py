@@ -136,13 +136,13 @@ class ToyModelConfig:
     num_kv_heads: int = 1
     intermediate_size: int = 256
     max_position_embeddings: int = 1024
-    pretrain_steps: int = 400
+    pretrain_steps: int = 1200
     pretrain_batch_size: int = 64
     pretrain_lr: float = 3e-3
     pretrain_docs: int = 20000  # documents drawn from the pretraining pool (see zppo_ray/toy/corpus.py)
     # Share of pretraining documents per tier: the student sees mostly easy questions (so hard ones
     # stay hard for it), the teacher mostly hard ones.
-    tier_weights: list[float] = field(default_factory=lambda: [0.6, 0.3, 0.1])
+    tier_weights: list[float] = field(default_factory=lambda: [0.7, 0.3, 0.0])
 
 
 @dataclass
@@ -161,7 +161,7 @@ class ToyConfig:
     teacher: ToyModelConfig = field(
         default_factory=lambda: ToyModelConfig(
             hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256,
-            pretrain_steps=1200, pretrain_lr=3e-3, tier_weights=[0.2, 0.3, 0.5],
+            pretrain_steps=2000, pretrain_lr=3e-3, tier_weights=[0.2, 0.3, 0.5],
         )
     )
 

@@ -80,8 +80,17 @@ def test_choice_equal_and_grade():
 
 
 def test_adversarial_choice_inputs_return():
-    for text in ["answer is " * 500_000, "(" * 5_000_000, "\\boxed{" * 500_000, "answer:" + " " * 5_000_000 + "B",
-                 "\x00" * 1_000_000 + "answer: C"]:
+    texts = [
+        "answer is " * 500_000,
+        "(" * 5_000_000,
+        "\\boxed{" * 500_000,
+        "answer:" + " " * 5_000_000 + "B",
+        "answer: " + " " * 5_000_000 + ".",  # cubic backtracking with non-possessive whitespace runs
+        ("answer is " + " " * 1000 + "option " + " " * 1000) * 2000,
+        "The answer is" + " \\text{" * 500_000,
+        "\x00" * 1_000_000 + "answer: C",
+    ]
+    for text in texts:
         result = choice_letter(text)
         assert result is None or result in "ABCDEFGHIJ"
     assert choice_letter("\x00" * 1000 + " answer: C") == "C"

@@ -24,11 +24,13 @@ LETTERS = "ABCDEFGHIJ"
 _WRAPPERS = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _BOXED_LETTER = re.compile(r"[(\[]?\s*([A-Ja-j])\s*[)\]]?(?:[.:)]|\s|$)")
 _LONE_LETTER = re.compile(r"[(\[]?\s*([A-Ja-j])\s*[)\]]?[.:]?")
+# Possessive quantifiers (*+) keep this linear: plain `\s*` runs next to optional tokens backtrack
+# cubically on "answer:" followed by a long run of spaces.
 _PHRASE = re.compile(
-    r"\b(?:answer|option|choice)\b[^\S\n]*(?:is|:|=)[^\S\n]*:?"
-    r"[^\S\n]*(?:(?:option|choice|letter)\b[^\S\n]*)?"
-    r"(?:\*{1,2}|\$|\\text(?:bf)?\{|\\mathrm\{)?"
-    r"(?P<open>[(\[])?[^\S\n]*(?P<letter>[A-J])(?P<close>[)\]])?(?=(?P<after>[^\n]{0,16}))",
+    r"\b(?:answer|option|choice)\b[^\S\n]*+(?:is|:|=)[^\S\n]*+:?+"
+    r"[^\S\n]*+(?:(?:option|choice|letter)\b[^\S\n]*+)?+"
+    r"(?:\*{1,2}|\$|\\text(?:bf)?\{|\\mathrm\{)?+"
+    r"(?P<open>[(\[])?+[^\S\n]*+(?P<letter>[A-J])(?P<close>[)\]])?(?=(?P<after>[^\n]{0,16}))",
     re.IGNORECASE,
 )
 _DECORATION = re.compile(r"[*_`$]+")
@@ -75,9 +77,14 @@ def _from_phrase(text: str) -> str | None:
     return found
 
 
+_MAX_LONE_LINE = 64  # a final line holding only a letter is short; longer lines are not inspected
+
+
 def _from_lone_line(text: str) -> str | None:
     stripped = text.rstrip()
     last_line = stripped[stripped.rfind("\n") + 1 :]
+    if len(last_line) > _MAX_LONE_LINE:
+        return None
     m = _LONE_LETTER.fullmatch(_clean(last_line))
     return m.group(1).upper() if m else None
 

@@ -2,10 +2,12 @@
 
     python -m zppo_ray.toy.bootstrap [config.yaml] [overrides...]
 
-Artefacts land in `toy.cache_dir/<key>/` where the key hashes everything that shapes them (generator,
-architectures, pretraining budget), so a changed config rebuilds and an unchanged one is reused by
-every later run and test. The directory is written under a temporary name and renamed when complete:
-an interrupted bootstrap never leaves a half-built cache that looks finished.
+Artefacts land in `toy.cache_dir/<world key>/`: the tokenizer and `world.json` there, and one directory
+per model, `student-<key>/` and `teacher-<key>/`, each keyed on its own `toy.student`/`toy.teacher`
+section. A changed config rebuilds only what it changes (tuning the student never retrains the
+teacher), and an unchanged one is reused by every later run and test. Each directory is written under
+a temporary name and renamed when complete: an interrupted bootstrap never leaves a half-built cache
+that looks finished.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerFast
 
 from zppo_ray.data.schema import Question
 from zppo_ray.toy import corpus
@@ -35,28 +38,26 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class ToyArtifacts:
+    """Where the toy world lives: one tokenizer per world, one directory per model configuration."""
+
     root: Path
+    student: Path
+    teacher: Path
 
     @property
     def tokenizer(self) -> Path:
         return self.root / "tokenizer"
 
     @property
-    def student(self) -> Path:
-        return self.root / "student"
-
-    @property
-    def teacher(self) -> Path:
-        return self.root / "teacher"
-
-    @property
     def report(self) -> dict:
-        return json.loads((self.root / "report.json").read_text())
+        models = {role: json.loads((self.model(role) / "report.json").read_text())
+                  for role in ("student", "teacher")}
+        return {"world": json.loads((self.root / "world.json").read_text()), "models": models}
 
     def model(self, role: str) -> Path:
         if role not in ("student", "teacher"):
             raise ValueError(f"toy model role must be 'student' or 'teacher', got {role!r}")
-        return self.root / role
+        return self.student if role == "student" else self.teacher
 
 
 def toy_spec(toy_cfg) -> ToySpec:
@@ -75,17 +76,30 @@ def toy_questions(toy_cfg, split: str) -> list[Question]:
     raise ValueError(f"toy split must be 'train' or 'eval', got {split!r}")
 
 
-def cache_key(toy_cfg) -> str:
+def _plain(cfg) -> dict:
     from omegaconf import OmegaConf
 
-    blob = OmegaConf.to_container(toy_cfg, resolve=True) if OmegaConf.is_config(toy_cfg) else asdict(toy_cfg)
-    blob = {k: v for k, v in blob.items() if k != "cache_dir"}
-    blob["format_version"] = FORMAT_VERSION
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else asdict(cfg)
+
+
+def _digest(blob: dict) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def world_key(toy_cfg) -> str:
+    """Hash of what shapes the questions and the tokenizer (not the models, not the RL train split)."""
+    blob = {k: v for k, v in _plain(toy_cfg).items() if k not in ("cache_dir", "student", "teacher", "n_train")}
+    return _digest({**blob, "format_version": FORMAT_VERSION})
+
+
+def model_key(role: str, model_cfg) -> str:
+    return f"{role}-{_digest({**_plain(model_cfg), 'format_version': FORMAT_VERSION})}"
+
+
 def artifacts_for(toy_cfg) -> ToyArtifacts:
-    return ToyArtifacts(Path(os.path.expanduser(str(toy_cfg.cache_dir))) / cache_key(toy_cfg))
+    root = Path(os.path.expanduser(str(toy_cfg.cache_dir))) / world_key(toy_cfg)
+    return ToyArtifacts(root, root / model_key("student", toy_cfg.student),
+                        root / model_key("teacher", toy_cfg.teacher))
 
 
 def _arch(m) -> Arch:
@@ -111,58 +125,88 @@ def evaluate_greedy(model, tokenizer, questions: list[Question], max_new_tokens:
     return {t: round(sum(v) / len(v), 4) for t, v in sorted(per_tier.items())}
 
 
+def _atomic_dir(final: Path):
+    """A temporary sibling directory that replaces `final` only once fully written."""
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _pool(toy_cfg) -> list[Question]:
+    held_out = toy_questions(toy_cfg, "eval")
+    return generate_split(toy_spec(toy_cfg), toy_cfg.pretrain_pool_per_tier, toy_cfg.seed, "pretrain",
+                          exclude={q.extra["expr"] for q in held_out})
+
+
+def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question]) -> PreTrainedTokenizerFast:
+    if not (art.root / "world.json").exists():
+        # The corpus uses fixed uniform tier weights so that the tokenizer (and with it every cached
+        # model) does not change when one model's pretraining mix does.
+        tiers = sorted({q.tier for q in pool})
+        uniform = {t: 1.0 for t in tiers}
+        docs = (corpus.documents(pool, uniform, 3000, toy_cfg.seed, "student")
+                + corpus.documents(pool, uniform, 3000, toy_cfg.seed, "teacher"))
+        tok = build_tokenizer([p + "\n" + c for p, c in docs] + ["user assistant system"] * 100,
+                              vocab_size=toy_cfg.vocab_size)
+        art.root.mkdir(parents=True, exist_ok=True)
+        tmp = _atomic_dir(art.tokenizer)
+        tok.save_pretrained(tmp)
+        _publish(tmp, art.tokenizer)
+        world = {"world_key": art.root.name, "tiers_operands": list(toy_spec(toy_cfg).tiers),
+                 "mc_fraction": toy_cfg.mc_fraction, "n_eval_per_tier": toy_cfg.n_eval}
+        (art.root / "world.json").write_text(json.dumps(world, indent=2))
+    return PreTrainedTokenizerFast.from_pretrained(art.tokenizer)
+
+
+def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Question], final: Path) -> None:
+    mcfg = getattr(toy_cfg, role)
+    t0 = time.time()
+    tiers = sorted({q.tier for q in pool})
+    docs = corpus.documents(pool, _tier_weights(mcfg, tiers), mcfg.pretrain_docs, toy_cfg.seed, role)
+    model = build_model(_arch(mcfg), tok, mcfg.max_position_embeddings, toy_cfg.seed)
+    encoded = [encode_pair(tok, p, c) for p, c in docs]
+    losses = pretrain(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
+                      toy_cfg.seed, tok.pad_token_id, role)
+    train_s = time.time() - t0
+    acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96)
+    tmp = _atomic_dir(final)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    report = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "pretrain_seconds": round(train_s, 1),
+        "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4),
+        "heldout_greedy_accuracy_by_tier": acc,
+    }
+    (tmp / "report.json").write_text(json.dumps(report, indent=2))
+    _publish(tmp, final)
+    log.info("toy %s: %s params, %.0fs, held-out greedy accuracy by tier %s", role, report["params"],
+             train_s, acc)
+
+
 def ensure_toy_world(toy_cfg, force: bool = False) -> ToyArtifacts:
     """Build (or reuse) the tokenizer and both pretrained models; returns where they are."""
     art = artifacts_for(toy_cfg)
-    if (art.root / "report.json").exists() and not force:
+    todo = [r for r in ("student", "teacher") if force or not (art.model(r) / "report.json").exists()]
+    if not todo and (art.root / "world.json").exists():
         return art
-    t_start = time.time()
-    spec = toy_spec(toy_cfg)
+    pool = _pool(toy_cfg)
+    tok = _ensure_tokenizer(toy_cfg, art, pool)
     held_out = toy_questions(toy_cfg, "eval")
-    exclude = {q.extra["expr"] for q in held_out}
-    pool = generate_split(spec, toy_cfg.pretrain_pool_per_tier, toy_cfg.seed, "pretrain", exclude)
-    tiers = sorted({q.tier for q in pool})
-
-    student_docs = corpus.documents(pool, _tier_weights(toy_cfg.student, tiers),
-                                    toy_cfg.student.pretrain_docs, toy_cfg.seed, "student")
-    teacher_docs = corpus.documents(pool, _tier_weights(toy_cfg.teacher, tiers),
-                                    toy_cfg.teacher.pretrain_docs, toy_cfg.seed, "teacher")
-    tok = build_tokenizer([p + "\n" + c for p, c in student_docs[:3000] + teacher_docs[:3000]]
-                          + ["user assistant system"] * 100, vocab_size=toy_cfg.vocab_size)
-
-    tmp = art.root.with_name(art.root.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tok.save_pretrained(tmp / "tokenizer")
-    report: dict = {"cache_key": art.root.name, "tiers_operands": list(spec.tiers), "models": {}}
-    for role, docs, mcfg in (("student", student_docs, toy_cfg.student), ("teacher", teacher_docs, toy_cfg.teacher)):
-        t0 = time.time()
-        model = build_model(_arch(mcfg), tok, mcfg.max_position_embeddings, toy_cfg.seed)
-        encoded = [encode_pair(tok, p, c) for p, c in docs]
-        losses = pretrain(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
-                          toy_cfg.seed, tok.pad_token_id, role)
-        train_s = time.time() - t0
-        acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96)
-        model.save_pretrained(tmp / role, safe_serialization=True)
-        tok.save_pretrained(tmp / role)
-        report["models"][role] = {
-            "params": sum(p.numel() for p in model.parameters()),
-            "pretrain_seconds": round(train_s, 1),
-            "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4),
-            "heldout_greedy_accuracy_by_tier": acc,
-        }
-        log.info("toy %s: %s params, %.0fs, held-out greedy accuracy by tier %s", role,
-                 report["models"][role]["params"], train_s, acc)
-    report["bootstrap_seconds"] = round(time.time() - t_start, 1)
-    (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    if art.root.exists():
-        shutil.rmtree(art.root)
-    os.replace(tmp, art.root)
+    for role in todo:
+        _train_role(toy_cfg, role, tok, pool, held_out, art.model(role))
     return art
 
 
 def format_report(report: dict) -> str:
-    tiers = report["tiers_operands"]
+    tiers = report["world"]["tiers_operands"]
     lines = ["toy world held-out greedy accuracy by tier (operands per question: "
              + ", ".join(f"tier {i + 1} = {n}" for i, n in enumerate(tiers)) + ")"]
     for role, r in report["models"].items():

@@ -84,8 +84,8 @@ def teacher_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, fl
     return with_format_closer(q.text, t), right
 
 
-STUDENT_MIX = {"solve": 0.55, "bcq": 0.2, "ncq": 0.15, "hint": 0.1}
-TEACHER_MIX = {"solve": 0.7, "compress": 0.1, "judge": 0.1, "hint": 0.1}
+STUDENT_MIX = {"solve": 0.7, "bcq": 0.15, "ncq": 0.1, "hint": 0.05}
+TEACHER_MIX = {"solve": 0.85, "compress": 0.05, "judge": 0.05, "hint": 0.05}
 
 
 def documents(questions: Sequence[Question], tier_weights: dict[str, float], n: int, seed: int,

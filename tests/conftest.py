@@ -1,0 +1,24 @@
+"""Shared fixtures: the toy world is built once per machine (cached) and reused by every test."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
+@pytest.fixture(scope="session")
+def toy_cfg():
+    from zppo_ray.config import load_config
+
+    return load_config(None, [])
+
+
+@pytest.fixture(scope="session")
+def toy_world(toy_cfg):
+    """Tokenizer + pretrained student and teacher (built on first use, minutes; then cached)."""
+    from zppo_ray.toy.bootstrap import ensure_toy_world
+
+    return ensure_toy_world(toy_cfg.toy)

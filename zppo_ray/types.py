@@ -1,0 +1,51 @@
+"""The records that cross actor boundaries: what is generated and what is trained on.
+
+Plain dataclasses of Python lists (no tensors) so they pickle cheaply through Ray's object store and
+mean the same thing on every role.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GenRequest:
+    """One prompt to sample `n` completions for.
+
+    `prompt` is plain user text (the engine applies the chat template) or a list of chat messages.
+    `images` are paths or bytes passed to vLLM as multi-modal input. `prefix_ids` forces the first
+    completion tokens (Prefix baseline): they are part of the context, not generated.
+    """
+
+    prompt: str | list[dict]
+    n: int
+    images: tuple = ()
+    prefix_ids: list[int] = field(default_factory=list)
+    tag: str = ""  # free-form label carried back (e.g. "plain:qid", "bcq:qid")
+
+
+@dataclass
+class Sample:
+    """One completion with everything the learner needs to treat it as a rollout."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]  # behaviour-policy logprob of each completion token (sampled token)
+    text: str
+    finish_reason: str  # "stop" | "length" | "abort"
+    version: int  # policy version of the weights that produced it
+    loss_mask: list[int] | None = None  # per completion token; None = all ones (Prefix masks the prefix)
+
+
+@dataclass
+class TrainItem:
+    """One rollout prepared for the policy loss."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+    old_logprobs: list[float] | None = None  # filled by the learner's recompute at step start
+    loss_mask: list[int] | None = None
+    group: str = ""  # uid of the group it was normalised in
+    version: int = 0
