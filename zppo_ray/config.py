@@ -290,6 +290,9 @@ class TrainerConfig:
     seed: int = 0
     run_dir: str = "runs/${now:%Y%m%d-%H%M%S}"  # set it explicitly to resume a run
     resume: str = "never"  # never | auto (latest checkpoint in run_dir, if any) | a checkpoint path
+    # Plain rollouts are requested in this many chunks; each chunk is graded as soon as it arrives and the
+    # teacher starts on its hard questions while the student samples the rest (overlap).
+    plain_chunks: int = 2
 
 
 @dataclass
@@ -563,7 +566,8 @@ _AT_LEAST_1 = [
     "rollout.max_num_seqs", "rollout.group_size", "teacher.tp", "teacher.group_size", "teacher.max_new_tokens",
     "teacher.compress_max_tokens", "teacher.compress_max_lines", "teacher.judge_max_tokens",
     "learner.num_ranks", "learner.micro_batch_size", "buffer.capacity", "algo.updates_per_step",
-    "trainer.prompts_per_step", "metrics.log_every", "data.max_prompt_tokens", "student.max_model_len",
+    "trainer.prompts_per_step", "trainer.plain_chunks", "metrics.log_every", "data.max_prompt_tokens",
+    "student.max_model_len",
     "teacher.model.max_model_len", "eval.max_new_tokens", "eval.num_samples",
 ]
 _AT_LEAST_0 = [

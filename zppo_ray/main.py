@@ -1,8 +1,9 @@
 """Entry point: `python -m zppo_ray.main [config.yaml] [dotted.overrides=...]`.
 
 Loads and validates the whole configuration before anything starts, saves the resolved config into the
-run directory, and makes sure the toy world (tokenizer, pretrained student and teacher) exists when the
-config refers to it.
+run directory, makes sure the toy world (tokenizer, pretrained student and teacher) exists when the
+config refers to it, then trains (`zppo_ray.launch.train`). Under `ray job submit` it joins the cluster
+in RAY_ADDRESS; otherwise it starts a local one.
 """
 
 from __future__ import annotations
@@ -28,19 +29,27 @@ def uses_toy(cfg) -> bool:
 
 def run(argv: list[str]) -> Path:
     from zppo_ray.config import load_config, save_resolved
+    from zppo_ray.launch import train
     from zppo_ray.toy.bootstrap import ensure_toy_world, format_report
 
     path, overrides = _split_args(argv)
-    cfg = load_config(path, overrides)
+    cfg = load_config(path, overrides, check_paths=True)
     run_dir = Path(cfg.trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, run_dir)
     log.info("run directory %s (resolved config saved as config.yaml)", run_dir)
+    art = None
     if uses_toy(cfg):
         art = ensure_toy_world(cfg.toy)
         report = format_report(art.report)
         print(report, flush=True)
         (run_dir / "toy_report.txt").write_text(report + "\n")
+    if cfg.trainer.steps > 0:
+        summary = train(cfg, run_dir, art)
+        print(f"run directory: {run_dir}  (config.yaml, metrics.jsonl, final/, buffer/, summary.json)")
+        if summary.get("eval_before") and summary.get("eval_after"):
+            b, a = summary["eval_before"]["all"], summary["eval_after"]["all"]
+            print(f"held-out accuracy: {b:.1%} before -> {a:.1%} after {summary['steps']} steps", flush=True)
     return run_dir
 
 

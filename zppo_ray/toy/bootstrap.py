@@ -192,8 +192,33 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
 
 
 def ensure_toy_world(toy_cfg, force: bool = False) -> ToyArtifacts:
-    """Build (or reuse) the tokenizer and both pretrained models; returns where they are."""
+    """Build (or reuse) the tokenizer and both pretrained models; returns where they are.
+
+    Concurrent callers (parallel tests, two runs started together) take a file lock, so one builds and
+    the others wait and then reuse its result instead of training the same models twice.
+    """
+    import fcntl
+
     art = artifacts_for(toy_cfg)
+    if _complete(art) and not force:
+        return art
+    art.root.mkdir(parents=True, exist_ok=True)
+    with open(art.root / ".lock", "w") as lock:
+        if not _complete(art):
+            log.info("toy world incomplete: building it, or waiting for whoever holds %s", art.root / ".lock")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build(toy_cfg, art, force)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _complete(art: ToyArtifacts) -> bool:
+    return (art.root / "world.json").exists() and all(
+        (art.model(r) / "report.json").exists() for r in ("student", "teacher"))
+
+
+def _build(toy_cfg, art: ToyArtifacts, force: bool) -> ToyArtifacts:
     todo = [r for r in ("student", "teacher") if force or not (art.model(r) / "report.json").exists()]
     if not todo and (art.root / "world.json").exists():
         return art

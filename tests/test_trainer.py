@@ -1,0 +1,203 @@
+"""The controller's step logic with fake engines (the engines themselves are tested in test_engine.py).
+
+A fake rollout pool answers each request from a script: for (kind, question id, step) it says which of
+the n samples are correct. That makes every corner case of spec §2 reachable in milliseconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from zppo_ray.actors.buffer import ReplayBufferShell
+from zppo_ray.buffer import BufferConfig
+from zppo_ray.config import load_config
+from zppo_ray.data.schema import Question
+from zppo_ray.metrics import RunLog
+from zppo_ray.trainer import Roles, Trainer
+from zppo_ray.types import Sample
+
+
+def answer(ok: bool, gold: str) -> str:
+    return f"<think>work</think>\n\\boxed{{{gold if ok else 'wrong'}}}"
+
+
+class FakeRollout:
+    """Scripted student: script(kind, qid, step) -> list of correctness flags, one per sample."""
+
+    def __init__(self, questions: dict[str, Question], script):
+        self.q = questions
+        self.script = script
+        self.version = 0
+        self.requests = []  # (step-tagged) every request seen
+        self.step = 0
+
+    def _one(self, req):
+        kind, qid = req.tag.split(":", 1)
+        flags = self.script(kind, qid, self.step)
+        assert len(flags) == req.n
+        self.requests.append((self.step, kind, qid, req.prompt))
+        return [Sample([1, 2], [3, 4], [-0.1, -0.2], answer(f, self.q[qid].answer), "stop", self.version)
+                for f in flags]
+
+    def generate_async(self, requests, sampling):
+        return [self._one(r) for r in requests]
+
+    def collect(self, pending):
+        return pending
+
+    def generate(self, requests, sampling):
+        return [self._one(r) for r in requests]
+
+    def push_weights(self, blob, version):
+        assert version == self.version + 1
+        self.version = version
+        self.step += 1
+        return 0.001
+
+
+class FakeTeacher:
+    def __init__(self, questions, correct: bool):
+        self.q, self.correct, self.generated, self.compressed = questions, correct, [], []
+
+    def generate_async(self, requests, sampling):
+        self.generated += [r.tag.split(":", 1)[1] for r in requests]
+        return [[Sample([1], [2], [0.0], answer(self.correct and i == 0, self.q[r.tag.split(":", 1)[1]].answer),
+                        "stop", 0) for i in range(r.n)] for r in requests]
+
+    def result(self, call):
+        return call
+
+    def compress(self, items, max_tokens, max_lines):
+        self.compressed += items
+        return [f"compressed<{c[-12:]}>" for _, c in items]
+
+
+class FakeLearner:
+    def __init__(self):
+        self.minibatches = []
+
+    def compute_logprobs(self, items):
+        return [[-0.1] * len(it.completion_ids) for it in items]
+
+    def train_minibatch(self, items):
+        assert all(it.old_logprobs is not None for it in items)
+        self.minibatches.append(items)
+        return {"loss": 0.0, "tokens": float(sum(len(it.completion_ids) for it in items))}
+
+    def export_safetensors(self):
+        return b"weights"
+
+
+def make(tmp_path, script, teacher_correct=True, overrides=(), n_questions=8):
+    cfg = load_config(None, ["trainer.prompts_per_step=4", "rollout.group_size=4", "teacher.group_size=2",
+                             "algo.rho_aug=0.5", "algo.rho_replay=0.5", *overrides])
+    qs = [Question(id=f"q{i}", prompt=f"question {i}", answer=str(i), tier="1") for i in range(n_questions)]
+    by_id = {q.id: q for q in qs}
+    roles = Roles(rollout=FakeRollout(by_id, script), learner=FakeLearner(),
+                  teacher=FakeTeacher(by_id, teacher_correct),
+                  buffer=ReplayBufferShell(BufferConfig(capacity=cfg.buffer.capacity, tau=cfg.buffer.tau), 0))
+    trainer = Trainer(cfg, roles, qs, qs[:2], tokenizer=None, run_log=RunLog(tmp_path, enabled=False))
+    return trainer, roles
+
+
+def all_right(kind, qid, step):
+    return [True] * (4 if kind != "teacher" else 2)
+
+
+def test_no_hard_question_means_no_teacher_no_reformulation(tmp_path):
+    trainer, roles = make(tmp_path, all_right)
+    m = trainer.train_step()
+    assert m["n_hard"] == 0 and m["n_bcq"] == m["n_ncq"] == 0
+    assert roles.teacher.generated == [] and roles.teacher.compressed == []
+    assert m["admitted"] == 0 and m["buffer_size"] == 0
+    items = [it for mb in roles.learner.minibatches for it in mb]
+    assert len(items) == 4 * 4 and all(it.advantage == 0.0 for it in items)  # all groups degenerate
+    assert len(roles.learner.minibatches) == 4  # I = 4 mini-batches, one optimizer step each
+    assert roles.rollout.version == 1 and m["version"] == 1
+
+
+def test_hard_questions_get_bcq_then_ncq_under_the_cap(tmp_path):
+    # q0 all wrong, q1 1/4, q2 2/4 (not hard at tau 0.5), q3 all right
+    pattern = {"q0": [0, 0, 0, 0], "q1": [1, 0, 0, 0], "q2": [1, 1, 0, 0], "q3": [1, 1, 1, 1]}
+
+    def script(kind, qid, step):
+        return [bool(x) for x in pattern.get(qid, [1, 1, 1, 1])] if kind == "plain" else [True] * 4
+
+    trainer, roles = make(tmp_path, script)
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]  # q0..q3, fixed order
+    m = trainer.train_step()
+    assert m["n_hard"] == 2
+    assert sorted(roles.teacher.generated) == ["q0", "q1"]  # teacher samples for every hard question
+    # cap = floor(0.5 * 4) = 2: q0 gets BCQ then NCQ, nothing left for q1
+    reform = [(k, q) for s, k, q, _ in roles.rollout.requests if k in ("bcq", "ncq")]
+    assert reform == [("bcq", "q0"), ("ncq", "q0")]
+    bcq_prompt = next(p for s, k, q, p in roles.rollout.requests if k == "bcq")
+    assert bcq_prompt.count("compressed<") == 2  # both candidates went through the teacher's compression
+    uids = {it.group for mb in roles.learner.minibatches for it in mb}
+    assert {"plain:q0", "bcq:q0", "ncq:q0"} <= uids  # separate groups per prompt kind
+    assert m["bcq_reward"] == 1.0 and m["admitted"] == 2
+
+
+def test_teacher_always_wrong_gives_no_bcq_but_ncq(tmp_path):
+    def script(kind, qid, step):
+        return [False] * 4 if kind == "plain" else [True] * 4
+
+    trainer, roles = make(tmp_path, script, teacher_correct=False)
+    m = trainer.train_step()
+    assert m["n_hard"] == 4 and m["teacher_solved"] == 0
+    assert m["n_bcq"] == 0 and m["n_ncq"] == 2  # cap 2, one NCQ each for the two hardest
+
+
+def test_buffer_empty_then_replay_and_graduate_in_one_step(tmp_path):
+    def script(kind, qid, step):
+        if kind != "plain":
+            return [True] * 4
+        # step 0: q0 hard (admitted). step 1: q0 is replayed and now solved -> graduates.
+        return [step >= 1 or qid != "q0"] * 4
+
+    trainer, roles = make(tmp_path, script)
+    m1 = trainer.train_step()
+    assert m1["n_replay"] == 0 and m1["admitted"] == 1  # buffer was empty: nothing to replay
+    m2 = trainer.train_step()
+    assert m2["n_replay"] == 1 and m2["graduated"] == 1 and m2["buffer_size"] == 0
+    fate = roles.buffer.fates()[0]
+    assert fate["qid"] == "q0" and fate["fate"] == "graduated" and fate["visits"] == 1
+    assert fate["entry_accuracy"] == 0.0 and fate["exit_accuracy"] == 1.0
+
+
+def test_buffer_full_evicts_oldest(tmp_path):
+    def script(kind, qid, step):
+        return [False] * 4 if kind == "plain" else [True] * 4
+
+    trainer, roles = make(tmp_path, script, overrides=["buffer.capacity=3", "algo.rho_replay=0"])
+    m = trainer.train_step()
+    assert m["admitted"] == 4 and m["evicted"] == 1 and m["buffer_size"] == 3
+    assert roles.buffer.fates()[0]["fate"] == "evicted"
+
+
+def test_grpo_uses_neither_teacher_nor_buffer(tmp_path):
+    def script(kind, qid, step):
+        return [False, True, False, False]
+
+    trainer, roles = make(tmp_path, script, overrides=["algo.name=grpo"])
+    m = trainer.train_step()
+    assert roles.teacher.generated == [] and m["n_bcq"] == m["n_ncq"] == 0 and m["buffer_size"] == 0
+    adv = [it.advantage for mb in roles.learner.minibatches for it in mb]
+    assert any(a > 0 for a in adv) and any(a < 0 for a in adv)
+
+
+def test_state_round_trip_continues_the_same_data_order(tmp_path):
+    trainer, _ = make(tmp_path, all_right, n_questions=10)
+    trainer.train_step()
+    state = trainer.state()
+    expected = [q.id for q in trainer.data.next(6)]  # crosses into the next epoch (10 questions)
+    other, _ = make(tmp_path, all_right, n_questions=10)
+    other.load_state(state)
+    assert [q.id for q in other.data.next(6)] == expected
+    assert other.step == 1 and other.version == 1
+    assert other.rng.random() == trainer.rng.random()  # the controller RNG continues where it stopped
+
+
+def test_unavailable_algorithm_is_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match="not available"):
+        make(tmp_path, all_right, overrides=["algo.name=hint"])

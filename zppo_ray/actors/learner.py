@@ -1,0 +1,164 @@
+"""The learner group: K DeepSpeed ranks (`PolicyLearner`) as Ray actors on one placement group.
+
+The actor is a thin shell; all learning logic lives in `zppo_ray.learner`. The group turns one call from the
+driver into one call per rank, because every heavy method is collective (a rank that is not called blocks
+the others): items are split into contiguous, near-equal shards, results are put back in the original order.
+
+Start-up follows the usual rendezvous pattern: the actors start empty, rank 0 reports its node address and
+a free port, then all ranks build their learner concurrently (init_distributed blocks until all joined).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from zppo_ray.learner import check_items
+from zppo_ray.types import TrainItem
+
+SUMMED_METRICS = ("tokens", "items")  # per-rank counts; every other metric is already global or a mean
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class _LearnerShell:
+    """One rank in its own process. `setup` builds the PolicyLearner; the rest forwards to it."""
+
+    def __init__(self, num_threads: int = 1):
+        import torch
+
+        torch.set_num_threads(max(1, num_threads))  # ranks share the host's cores with other actors
+        self.learner = None
+
+    def master_address(self) -> tuple[str, int]:
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def setup(self, model_path, learner_cfg, algo_cfg, rank, world_size, master_addr, master_port, seed) -> dict:
+        from zppo_ray.learner import PolicyLearner
+
+        self.learner = PolicyLearner(model_path, learner_cfg, algo_cfg, rank, world_size, master_addr,
+                                     master_port, seed)
+        return {"max_len": self.learner.max_len, "init_seconds": self.learner.init_seconds, "pid": os.getpid()}
+
+    def compute_logprobs(self, items):
+        return self.learner.compute_logprobs(items)
+
+    def train_minibatch(self, items, loss_fn=None):
+        return self.learner.train_minibatch(items, loss_fn)
+
+    def export_weights(self):
+        return self.learner.export_weights()
+
+    def export_safetensors(self):
+        return self.learner.export_safetensors()
+
+    def save(self, path):
+        return self.learner.save(path)
+
+    def load(self, path):
+        return self.learner.load(path)
+
+    def save_hf(self, path):
+        return self.learner.save_hf(path)
+
+
+LearnerActor = ray.remote(_LearnerShell)
+
+
+def shard(items: list, n: int) -> list[list]:
+    """`n` contiguous shards whose sizes differ by at most one (concatenating them gives `items` back)."""
+    q, r = divmod(len(items), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + q + (1 if i < r else 0)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
+def reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """Counts are summed over ranks, everything else averaged."""
+    keys = per_rank[0].keys()
+    return {k: (sum(m[k] for m in per_rank) if k in SUMMED_METRICS else sum(m[k] for m in per_rank) / len(per_rank))
+            for k in keys}
+
+
+class LearnerGroup:
+    """`learner_cfg.num_ranks` data-parallel ranks; one method call = one collective call on every rank."""
+
+    def __init__(self, model_path: str, learner_cfg, algo_cfg, seed: int = 0, ready_timeout_s: float = 600.0):
+        self.num_ranks = n = int(learner_cfg.num_ranks)
+        cpus, gpus = float(learner_cfg.cpus_per_rank), float(learner_cfg.gpus_per_rank)
+        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+        self._pg = placement_group([dict(bundle) for _ in range(n)], strategy="PACK")
+        ray.get(self._pg.ready(), timeout=ready_timeout_s)
+        self.actors = [
+            LearnerActor.options(
+                num_cpus=cpus, num_gpus=gpus,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=i),
+            ).remote(max(1, int(cpus)))
+            for i in range(n)
+        ]
+        addr, port = ray.get(self.actors[0].master_address.remote())
+        infos = ray.get([a.setup.remote(model_path, learner_cfg, algo_cfg, i, n, addr, port, seed)
+                         for i, a in enumerate(self.actors)], timeout=ready_timeout_s)
+        self.max_len = infos[0]["max_len"]
+        self.init_seconds = max(i["init_seconds"] for i in infos)
+
+    def _all(self, method: str, *args) -> list[Any]:
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def compute_logprobs(self, items: list[TrainItem]) -> list[list[float]]:
+        err = check_items(items, self.max_len, train=False)
+        if err:
+            raise ValueError(err)
+        shards = shard(items, self.num_ranks)
+        results = ray.get([a.compute_logprobs.remote(s) for a, s in zip(self.actors, shards)])
+        return [lp for part in results for lp in part]
+
+    def train_minibatch(self, items: list[TrainItem], loss_fn=None) -> dict[str, float]:
+        """One optimizer step over `items` (all ranks step together on their shards)."""
+        if not items:
+            raise ValueError("empty mini-batch")
+        err = check_items(items, self.max_len, train=True)
+        if err:
+            raise ValueError(err)
+        shards = shard(items, self.num_ranks)
+        return reduce_metrics(ray.get([a.train_minibatch.remote(s, loss_fn) for a, s in zip(self.actors, shards)]))
+
+    def export_weights(self) -> dict:
+        """The full HF state dict (rank 0's; the other ranks only take part in the gather)."""
+        return self._all("export_weights")[0]
+
+    def export_safetensors(self, as_ref: bool = False):
+        """safetensors bytes of the full state dict; `as_ref=True` returns rank 0's ObjectRef so the bytes can
+        go to rollout workers without passing through the driver."""
+        refs = [a.export_safetensors.remote() for a in self.actors]
+        ray.get(refs[1:])  # surface errors of the other ranks
+        return refs[0] if as_ref else ray.get(refs[0])
+
+    def save(self, path: str) -> None:
+        self._all("save", str(path))
+
+    def load(self, path: str) -> None:
+        self._all("load", str(path))
+
+    def save_hf(self, path: str) -> None:
+        self._all("save_hf", str(path))
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+        if self._pg is not None:
+            remove_placement_group(self._pg)
+            self._pg = None

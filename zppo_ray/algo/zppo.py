@@ -1,0 +1,94 @@
+"""ZPPO's per-step reformulation (spec §2 steps 3-7) as pure functions over graded groups.
+
+The controller calls them in order:
+
+    hard = hard_questions(plain, tau)                       # step 3 (+ hardest-first order)
+    kept = hard[:aug_cap(rho_aug, n_new)]                   # step 5
+    instances = choose_instances(kept, plain, teacher, ...) # step 6 (which candidates, under the cap)
+    ... compress every instance's candidates (teacher) ...
+    prompt = render_instance(instance, question, compressed, ...)   # BCQ / NCQ prompt text
+
+No Ray, no models: everything here is unit-tested with hand-built groups.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from zppo_ray.algo.reformulate import Templates, build_bcq, build_ncq
+from zppo_ray.algo.selection import plan_instances, select_hardest
+
+
+@dataclass
+class Group:
+    """One prompt's graded samples: texts, binary rewards and parsed final answers."""
+
+    qid: str
+    texts: list[str]
+    rewards: list[float]
+    answers: list[str | None] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.rewards) / len(self.rewards) if self.rewards else 0.0
+
+    def correct(self) -> list[int]:
+        return [i for i, r in enumerate(self.rewards) if r > 0.5]
+
+    def wrong(self) -> list[int]:
+        return [i for i, r in enumerate(self.rewards) if r <= 0.5]
+
+
+@dataclass
+class Instance:
+    """A planned reformulation: which question, which kind, which raw candidates in which order."""
+
+    qid: str
+    kind: str  # "bcq" | "ncq"
+    candidates: list[str]  # BCQ: [correct teacher, wrong student]; NCQ: every wrong plain rollout
+    wrong_answers: list[str | None] = field(default_factory=list)  # NCQ: parsed answers of those rollouts
+
+
+def hard_questions(plain: dict[str, Group], tau: float) -> list[str]:
+    """Step 3 + the ordering of step 5: ids with plain accuracy < tau, hardest first (stable on ties)."""
+    return select_hardest({q: g.mean for q, g in plain.items() if g.mean < tau}, len(plain))
+
+
+def choose_instances(kept: list[str], plain: dict[str, Group], teacher: dict[str, Group], cap: int,
+                     enable_bcq: bool, enable_ncq: bool, rng: random.Random) -> list[Instance]:
+    """Step 6: BCQ then NCQ per question, hardest first, stopping at the first instance over the cap.
+
+    BCQ takes one correct teacher sample and one wrong student sample, each uniformly at random; a
+    question whose teacher samples are all wrong (or missing) gets no BCQ on this visit. NCQ takes every
+    wrong plain rollout.
+    """
+    has_pos = {q: bool(teacher.get(q) and teacher[q].correct()) for q in kept}
+    has_wrong = {q: bool(plain[q].wrong()) for q in kept}
+    out: list[Instance] = []
+    for qid, kind in plan_instances(kept, has_pos, has_wrong, cap, enable_bcq, enable_ncq):
+        p = plain[qid]
+        if kind == "bcq":
+            t = teacher[qid]
+            right = t.texts[rng.choice(t.correct())]
+            wrong = p.texts[rng.choice(p.wrong())]
+            out.append(Instance(qid, "bcq", [right, wrong]))
+        else:
+            idx = p.wrong()
+            out.append(Instance(qid, "ncq", [p.texts[i] for i in idx],
+                                [p.answers[i] if p.answers else None for i in idx]))
+    return out
+
+
+def render_instance(instance: Instance, question_text: str, compressed: list[str], rng: random.Random,
+                    templates: Templates, list_unparseable: bool = False) -> str:
+    """The student prompt of one instance, from its compressed (or truncated) candidates."""
+    if len(compressed) != len(instance.candidates):
+        raise ValueError(f"{instance.kind} {instance.qid}: {len(compressed)} compressed candidates for "
+                         f"{len(instance.candidates)} planned")
+    if instance.kind == "bcq":
+        prompt, _ = build_bcq(question_text, compressed[0], compressed[1], rng, templates)
+        return prompt
+    if instance.kind == "ncq":
+        return build_ncq(question_text, instance.wrong_answers, compressed, templates, list_unparseable)
+    raise ValueError(f"unknown instance kind {instance.kind!r}")

@@ -1,0 +1,182 @@
+"""Wiring: config -> Ray cluster -> actors -> the training loop -> the run directory.
+
+`main.py` parses the command line; this module does the rest, in the order a reader expects:
+resolve models and data, connect to Ray, start the roles, resume if asked, evaluate, train, checkpoint,
+evaluate again, write the final artefacts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from zppo_ray import checkpoint as ckpt
+from zppo_ray.data.schema import Question
+from zppo_ray.metrics import RunLog
+from zppo_ray.trainer import Roles, Trainer
+
+log = logging.getLogger("zppo_ray")
+
+
+# ---------------------------------------------------------------------------------------- resolution
+
+def model_paths(cfg, toy_artifacts) -> tuple[str, str]:
+    """Student and teacher model directories ("toy:student"/"toy:teacher" resolve to the toy world)."""
+    def resolve(path: str) -> str:
+        if path.startswith("toy:"):
+            return str(toy_artifacts.model(path.split(":", 1)[1]))
+        return path
+    return resolve(cfg.student.path), resolve(cfg.teacher.model.path)
+
+
+def load_split(cfg, section: str, tokenizer) -> list[Question]:
+    from zppo_ray.data import ensure_unique_ids, load_questions
+    from zppo_ray.toy.bootstrap import toy_questions
+
+    out: list[Question] = []
+    for src in getattr(cfg.data, section):
+        if src.path == "toy":
+            qs = toy_questions(cfg.toy, src.split)
+            out += qs[:src.limit] if src.limit else qs
+        else:
+            out += load_questions(src, tokenizer, cfg.data.on_bad_row, max_prompt_tokens=cfg.data.max_prompt_tokens)
+    ensure_unique_ids(out)
+    return out
+
+
+def connect_ray(cfg) -> None:
+    """Join `ray.address` / RAY_ADDRESS (e.g. under `ray job submit`), or start a local cluster."""
+    if ray.is_initialized():  # a caller (a test, a notebook) already connected
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=cfg.ray.namespace, log_to_driver=True)
+        log.info("joined Ray cluster at %s", address)
+        return
+    # On a small machine every role still reserves a logical CPU: ask for at least what they need
+    # (Ray's CPUs are scheduling units; the OS shares the cores).
+    need = (cfg.rollout.num_workers * cfg.rollout.cpus_per_worker
+            + cfg.teacher.num_replicas * cfg.teacher.cpus_per_replica
+            + cfg.learner.num_ranks * cfg.learner.cpus_per_rank + 1)
+    num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(need + 0.999))
+    ray.init(num_cpus=num_cpus, namespace=cfg.ray.namespace, include_dashboard=False,
+             runtime_env={"env_vars": {k: v for k, v in os.environ.items()
+                                       if k.startswith(("ZPPO_", "VLLM_", "DS_", "TORCH_EXTENSIONS"))}})
+    log.info("started a local Ray cluster with %d logical CPUs", num_cpus)
+
+
+def start_roles(cfg, student_path: str, teacher_path: str) -> Roles:
+    from zppo_ray.actors.buffer import ReplayBufferActor, buffer_config
+    from zppo_ray.actors.learner import LearnerGroup
+    from zppo_ray.actors.rollout import RolloutPool
+    from zppo_ray.actors.teacher import TeacherGroup
+
+    t = time.time()
+    learner = LearnerGroup(student_path, cfg.learner, cfg.algo, seed=cfg.trainer.seed)
+    rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path)
+    uses_teacher = cfg.teacher.num_replicas > 0 and (cfg.algo.enable_bcq or cfg.algo.enable_ncq)
+    teacher = TeacherGroup.create(cfg.teacher, model_path=teacher_path) if uses_teacher else None
+    buffer = (ReplayBufferActor.remote(buffer_config(cfg.buffer), cfg.trainer.seed)
+              if cfg.algo.use_buffer else None)
+    log.info("roles up in %.0fs: %d rollout worker(s), %s teacher replica(s), %d learner rank(s), buffer %s",
+             time.time() - t, cfg.rollout.num_workers, cfg.teacher.num_replicas if teacher else 0,
+             cfg.learner.num_ranks, "on" if buffer else "off")
+    return Roles(rollout=rollout, learner=learner, teacher=teacher, buffer=buffer)
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: int) -> Path:
+    d = ckpt.checkpoint_dir(run_dir, trainer.step)
+    d.mkdir(parents=True, exist_ok=True)
+    roles.learner.save(str(d / "learner"))
+    if roles.buffer is not None:
+        ray.get(roles.buffer.snapshot.remote(str(d / "buffer")))
+    ckpt.write_trainer_state(d, trainer.state())
+    ckpt.mark_complete(d)
+    ckpt.prune(run_dir, keep_last)
+    log.info("checkpoint %s", d)
+    return d
+
+
+def resume(trainer: Trainer, roles: Roles, d: Path) -> None:
+    """Restore learner, buffer and controller, then bring every rollout worker to the saved version
+    before it serves (a restarted worker must never generate with stale weights)."""
+    roles.learner.load(str(d / "learner"))
+    if roles.buffer is not None:
+        ray.get(roles.buffer.restore.remote(str(d / "buffer")))
+    state = ckpt.read_trainer_state(d)
+    trainer.load_state(state)
+    roles.rollout.push_weights(roles.learner.export_safetensors(), state.version)
+    log.info("resumed from %s at step %d (version %d, data cursor %d, epoch %d)", d, state.step,
+             state.version, state.cursor, state.epoch)
+
+
+# ---------------------------------------------------------------------------------------- the run
+
+def train(cfg, run_dir: Path, toy_artifacts) -> dict:
+    from transformers import AutoTokenizer
+
+    student_path, teacher_path = model_paths(cfg, toy_artifacts)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.student.tokenizer or student_path)
+    train_qs, eval_qs = load_split(cfg, "train", tokenizer), load_split(cfg, "eval", tokenizer)
+    log.info("data: %d training questions, %d held-out", len(train_qs), len(eval_qs))
+
+    connect_ray(cfg)
+    roles = start_roles(cfg, student_path, teacher_path)
+    try:
+        return _train(cfg, run_dir, roles, train_qs, eval_qs, tokenizer)
+    finally:
+        stop_roles(roles)
+
+
+def stop_roles(roles: Roles) -> None:
+    for role in (roles.rollout, roles.teacher, roles.learner):
+        if role is not None:
+            try:
+                role.shutdown()
+            except Exception:  # noqa: BLE001 - shutting down must not hide the run's own error
+                log.exception("shutting down %s failed", type(role).__name__)
+    if roles.buffer is not None:
+        ray.kill(roles.buffer)
+
+
+def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer) -> dict:
+    run_log = RunLog(run_dir, cfg.metrics.jsonl)
+    trainer = Trainer(cfg, roles, train_qs, eval_qs, tokenizer, run_log)
+    start = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
+    if start is not None:
+        resume(trainer, roles, start)
+
+    before = trainer.evaluate("before") if trainer.step == 0 and eval_qs else None
+    t0 = time.time()
+    while trainer.step < cfg.trainer.steps:
+        metrics = trainer.train_step()
+        trainer.print_step(metrics)
+        last = trainer.step == cfg.trainer.steps
+        if cfg.trainer.eval_every and trainer.step % cfg.trainer.eval_every == 0 and not last and eval_qs:
+            trainer.evaluate(f"step {trainer.step}")
+        if cfg.checkpoint.every and trainer.step % cfg.checkpoint.every == 0 and not last:
+            save_checkpoint(trainer, roles, run_dir, cfg.checkpoint.keep_last)
+    train_s = time.time() - t0
+    after = trainer.evaluate("after") if eval_qs else None
+
+    save_checkpoint(trainer, roles, run_dir, cfg.checkpoint.keep_last)
+    roles.learner.save_hf(str(run_dir / "final"))
+    summary = {"steps": trainer.step, "train_seconds": round(train_s, 1), "eval_before": before,
+               "eval_after": after, "final_model": str(run_dir / "final")}
+    if roles.buffer is not None:
+        ray.get(roles.buffer.snapshot.remote(str(run_dir / "buffer")))
+        stats = ray.get(roles.buffer.stats.remote())
+        fates = ray.get(roles.buffer.fates.remote())
+        (run_dir / "buffer" / "fates.jsonl").write_text("".join(json.dumps(f) + "\n" for f in fates))
+        summary["buffer"] = stats
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    run_log.write("summary", **summary)
+    run_log.close()
+    return summary

@@ -1,0 +1,47 @@
+"""The run log: one JSON line per event in `run_dir/metrics.jsonl`, and a readable console line.
+
+Events are flat dicts with a `kind` ("step", "eval", "summary") so that `jq`, pandas or a notebook read
+them without a schema. The log is appended to (a resumed run continues the same file) and flushed
+every line so a killed run loses nothing it logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger("zppo_ray.trainer")
+
+
+class RunLog:
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._f = self.path.open("a") if enabled else None
+
+    def write(self, kind: str, **fields) -> None:
+        if self._f is None:
+            return
+        self._f.write(json.dumps({"kind": kind, "time": round(time.time(), 3), **fields}, default=float) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def step_line(m: dict) -> str:
+    """One console line per step: what a user watches while the run trains."""
+    t = m["time"]
+    return (f"step {m['step']:>4} | reward {m['plain_reward']:.3f} | hard {m['n_hard']:>3}/{m['n_prompts']:<3}"
+            f" | bcq {m['n_bcq']:>2} acc {m['bcq_reward']:.2f} | ncq {m['n_ncq']:>2} acc {m['ncq_reward']:.2f}"
+            f" | buffer {m['buffer_size']:>4} +{m['admitted']} grad {m['graduated']} evict {m['evicted']}"
+            f" | {t['total']:.1f}s (gen {t['generate']:.1f} teach {t['teacher']:.1f} learn {t['learn']:.1f}"
+            f" push {t['push']:.2f})")
+
+
+def eval_line(label: str, acc: dict[str, float]) -> str:
+    cells = "  ".join(f"tier {k}: {v:.1%}" for k, v in sorted(acc.items()) if k != "all")
+    return f"eval {label:<7} held-out accuracy  all: {acc.get('all', 0.0):.1%}  {cells}"

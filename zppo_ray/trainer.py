@@ -1,0 +1,354 @@
+"""The controller: one ZPPO step after another (spec §2), reading top to bottom like the paper's list.
+
+It holds no model. It asks the rollout pool for samples, grades them, asks the teacher group for
+solutions and compressions, builds the reformulated prompts with the pure functions of `zppo_ray.algo`,
+hands advantages to the learner group, pushes the new weights and tells the buffer actor what happened.
+Every role is passed in, so tests drive this class with fake engines and the real run with Ray actors.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import ray
+import torch
+
+from zppo_ray.algo.advantages import compute_advantages
+from zppo_ray.algo.reformulate import Templates, truncate_candidate, with_format_closer
+from zppo_ray.algo.selection import aug_cap, replay_count
+from zppo_ray.algo.zppo import Group, choose_instances, hard_questions, render_instance
+from zppo_ray.checkpoint import TrainerState
+from zppo_ray.data.cursor import DataCursor
+from zppo_ray.data.schema import Question
+from zppo_ray.metrics import RunLog, eval_line, step_line
+from zppo_ray.rewards import grade, last_boxed
+from zppo_ray.types import GenRequest, Sample, TrainItem
+
+log = logging.getLogger("zppo_ray.trainer")
+
+# Pipelines this controller runs; the other names of config.ALGORITHMS arrive with their own issue.
+GROUP_ALGORITHMS = {"zppo", "grpo", "grpo_buffer", "grpo_bcq_ncq", "grpo_buffer_bcq", "grpo_buffer_ncq"}
+
+TIMERS = ("generate", "grade", "teacher", "compress", "learn", "push", "buffer")
+
+
+@dataclass
+class Roles:
+    """The actors (or in tests, fakes) the controller drives."""
+
+    rollout: object  # RolloutPool: generate / generate_async / collect / push_weights
+    learner: object  # LearnerGroup: compute_logprobs / train_minibatch / export_safetensors / save / load
+    teacher: object | None = None  # TeacherGroup: generate_async / result / compress / judge
+    buffer: object | None = None  # ReplayBufferActor handle (or a local ReplayBufferShell)
+
+
+@dataclass
+class StepTimer:
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t
+
+
+def _call(obj, method: str, *args):
+    """Call a method on a Ray actor handle or a plain object alike (tests pass local objects)."""
+    fn = getattr(obj, method)
+    if hasattr(fn, "remote"):
+        return ray.get(fn.remote(*args))
+    return fn(*args)
+
+
+class Trainer:
+    def __init__(self, cfg, roles: Roles, train_questions: list[Question], eval_questions: list[Question],
+                 tokenizer, run_log: RunLog):
+        algo = cfg.algo.name
+        if algo not in GROUP_ALGORITHMS:
+            raise ValueError(f"algo.name={algo!r} is not available in this version; available: "
+                             f"{', '.join(sorted(GROUP_ALGORITHMS))}")
+        if (cfg.algo.enable_bcq or cfg.algo.enable_ncq) and roles.teacher is None:
+            raise ValueError("BCQ/NCQ need a teacher group")
+        if cfg.algo.use_buffer and roles.buffer is None:
+            raise ValueError("algo.use_buffer needs a replay-buffer actor")
+        self.cfg = cfg
+        self.roles = roles
+        self.tokenizer = tokenizer
+        self.eval_questions = eval_questions
+        self.log = run_log
+        self.templates = Templates()
+        self.data = DataCursor(train_questions, cfg.data.shuffle_seed)
+        self.rng = random.Random(cfg.trainer.seed)
+        self.step = 0
+        self.version = 0
+
+    # ------------------------------------------------------------------------------------ sampling
+
+    def _student_sampling(self, seed_offset: int) -> dict:
+        r = self.cfg.rollout
+        return dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_new_tokens,
+                    seed=r.seed + 1_000_003 * self.step + seed_offset)
+
+    def _teacher_sampling(self) -> dict:
+        t = self.cfg.teacher
+        return dict(temperature=t.temperature, top_p=t.top_p, max_tokens=t.max_new_tokens,
+                    seed=t.seed + 1_000_003 * self.step)
+
+    # ------------------------------------------------------------------------------------ grading
+
+    def grade_groups(self, questions: list[Question], samples: list[list[Sample]]) -> list[Group]:
+        """Binary rewards against each question's gold; free-form answers go to the teacher as judge."""
+        groups = []
+        judge_items, judge_slots = [], []
+        for q, ss in zip(questions, samples):
+            g = Group(q.id, [s.text for s in ss], [0.0] * len(ss), [last_boxed(s.text) for s in ss])
+            for i, s in enumerate(ss):
+                if q.kind == "free":
+                    judge_items.append((q.text, q.answer, s.text))
+                    judge_slots.append((g, i))
+                else:
+                    g.rewards[i] = grade(s.text, q.answer, q.kind)
+            groups.append(g)
+        if judge_items:
+            if self.roles.teacher is None:
+                raise ValueError("free-form questions need the teacher as judge (teacher.num_replicas >= 1)")
+            for (g, i), r in zip(judge_slots, self.roles.teacher.judge(judge_items)):
+                g.rewards[i] = float(r)
+        return groups
+
+    # ------------------------------------------------------------------------------------ the step
+
+    def train_step(self) -> dict:
+        cfg, a = self.cfg, self.cfg.algo
+        timer = StepTimer()
+        t_step = time.perf_counter()
+        n_new = cfg.trainer.prompts_per_step
+
+        # 1. Prompts: the next new questions, plus a uniform draw from the buffer.
+        new = self.data.next(n_new)
+        replay: list[Question] = []
+        if a.use_buffer:
+            with timer("buffer"):
+                size = _call(self.roles.buffer, "size")
+                replay = _call(self.roles.buffer, "sample", replay_count(a.rho_replay, n_new, size))
+        new_ids = {q.id for q in new}
+        replay = [q for q in replay if q.id not in new_ids]  # after a wrap-around a question can be both
+        batch = new + replay
+        by_id = {q.id: q for q in batch}
+
+        # 2-4. Plain rollouts in chunks; each chunk is graded as soon as it arrives and the teacher starts
+        # on its hard questions while the student is still sampling the next chunk.
+        plain: dict[str, Group] = {}
+        plain_samples: dict[str, list[Sample]] = {}
+        teacher_calls = []
+        want_teacher = a.enable_bcq and self.roles.teacher is not None
+        chunks = self._chunks(batch)
+        with timer("generate"):
+            pending = [(qs, self.roles.rollout.generate_async(
+                [GenRequest(with_format_closer(q.text, self.templates), n=cfg.rollout.group_size,
+                            images=tuple(q.images), tag=f"plain:{q.id}") for q in qs],
+                self._student_sampling(k))) for k, qs in enumerate(chunks)]
+        for qs, p in pending:
+            with timer("generate"):
+                samples = self.roles.rollout.collect(p)
+            with timer("grade"):
+                groups = self.grade_groups(qs, samples)
+            for q, g, ss in zip(qs, groups, samples):
+                plain[q.id], plain_samples[q.id] = g, ss
+            hard_here = [q for q, g in zip(qs, groups) if g.mean < a.tau]
+            if want_teacher and hard_here:
+                with timer("teacher"):
+                    teacher_calls.append((hard_here, self.roles.teacher.generate_async(
+                        [GenRequest(with_format_closer(q.text, self.templates), n=cfg.teacher.group_size,
+                                    images=tuple(q.images), tag=f"teacher:{q.id}") for q in hard_here],
+                        self._teacher_sampling())))
+
+        # 3 + 5. Hard set, hardest first; keep the first rho_aug * |X_new|.
+        hard = hard_questions(plain, a.tau)
+        cap = aug_cap(a.rho_aug, n_new)
+        kept = hard[:cap]
+
+        # 4. Teacher samples, graded with the same reward: the correct ones are the positive pool.
+        teacher: dict[str, Group] = {}
+        with timer("teacher"):
+            for qs, call in teacher_calls:
+                for q, g in zip(qs, self.grade_groups(qs, self.roles.teacher.result(call))):
+                    teacher[q.id] = g
+
+        # 6. BCQ then NCQ per kept question under the cap; candidates compressed by the teacher.
+        instances = choose_instances(kept, plain, teacher, cap, a.enable_bcq, a.enable_ncq, self.rng)
+        with timer("compress"):
+            compressed = self._compress([(by_id[i.qid].text, c) for i in instances for c in i.candidates])
+        prompts, k = [], 0
+        for inst in instances:
+            part = compressed[k:k + len(inst.candidates)]
+            k += len(inst.candidates)
+            prompts.append(render_instance(inst, by_id[inst.qid].text, part, self.rng, self.templates,
+                                           a.ncq_list_unparseable))
+
+        # 7. Reformulated rollouts, graded against the ORIGINAL question's gold answer.
+        reform: list[tuple[str, Group, list[Sample]]] = []
+        if instances:
+            qs = [by_id[i.qid] for i in instances]
+            with timer("generate"):
+                samples = self.roles.rollout.generate(
+                    [GenRequest(p, n=cfg.rollout.group_size, images=tuple(q.images), tag=f"{i.kind}:{q.id}")
+                     for p, q, i in zip(prompts, qs, instances)], self._student_sampling(len(chunks)))
+            with timer("grade"):
+                groups = self.grade_groups(qs, samples)
+            reform = [(f"{i.kind}:{i.qid}", g, ss) for i, g, ss in zip(instances, groups, samples)]
+
+        # 8. Advantages: plain, BCQ and NCQ groups of one question are separate groups.
+        all_groups = [(f"plain:{q}", plain[q], plain_samples[q]) for q in plain] + reform
+        rewards = torch.tensor([r for _, g, _ in all_groups for r in g.rewards], dtype=torch.float32)
+        uids = [uid for uid, g, _ in all_groups for _ in g.rewards]
+        adv = compute_advantages(a.advantage, rewards, uids, a.adv_eps).tolist()
+        items = [TrainItem(s.prompt_ids, s.completion_ids, 0.0, loss_mask=s.loss_mask, group=uid,
+                           version=s.version)
+                 for uid, _, ss in all_groups for s in ss]
+        for it, v in zip(items, adv):
+            it.advantage = v
+
+        # 9. I mini-batch PPO updates on the step's rollouts (old logprobs recomputed by the learner).
+        with timer("learn"):
+            learn = self._learn(items)
+
+        # Weight push: every rollout worker moves to the new version before anything is generated again.
+        with timer("push"):
+            self.version += 1
+            blob = self.roles.learner.export_safetensors()
+            push_s = self.roles.rollout.push_weights(blob, self.version)
+
+        # 10. Buffer refresh with PLAIN accuracies only.
+        refresh = {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
+        if a.use_buffer:
+            with timer("buffer"):
+                refresh = _call(self.roles.buffer, "refresh", self.step + 1,
+                                {q: g.mean for q, g in plain.items()}, by_id, [q.id for q in replay])
+
+        self.step += 1
+        seconds = dict(timer.seconds)
+        seconds["total"] = time.perf_counter() - t_step
+        seconds["idle"] = max(0.0, seconds["total"] - sum(seconds.get(k, 0.0) for k in TIMERS))
+        for k in TIMERS:
+            seconds.setdefault(k, 0.0)
+        metrics = self._step_metrics(batch, replay, plain, hard, teacher, reform, refresh, learn, seconds,
+                                     push_s)
+        self.log.write("step", **metrics)
+        for fate in refresh["fates"]:
+            self.log.write("fate", step=self.step, **fate)
+        return metrics
+
+    # ------------------------------------------------------------------------------------ pieces
+
+    def _chunks(self, batch: list[Question]) -> list[list[Question]]:
+        """Split the plain prompts so grading and teacher work can start before all sampling is done."""
+        n = max(1, min(len(batch), self.cfg.trainer.plain_chunks))
+        size = -(-len(batch) // n)
+        return [batch[i:i + size] for i in range(0, len(batch), size)]
+
+    def _compress(self, items: list[tuple[str, str]]) -> list[str]:
+        if not items:
+            return []
+        t = self.cfg.teacher
+        if t.compress:
+            return self.roles.teacher.compress(items, t.compress_max_tokens, t.compress_max_lines)
+        # Compression off: truncation to the same token cap (characters first, then exact tokens).
+        out = []
+        for _, cand in items:
+            text = truncate_candidate(cand, max_chars=8 * t.compress_max_tokens)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:t.compress_max_tokens]
+            out.append(self.tokenizer.decode(ids))
+        return out
+
+    def _learn(self, items: list[TrainItem]) -> dict:
+        a = self.cfg.algo
+        learner = self.roles.learner
+        for it, lp in zip(items, learner.compute_logprobs(items)):
+            it.old_logprobs = lp
+        order = list(range(len(items)))
+        if a.minibatch_split == "shuffle":
+            self.rng.shuffle(order)
+        n_mb = min(a.updates_per_step, len(items))
+        bounds = [round(i * len(order) / n_mb) for i in range(n_mb + 1)]
+        per_mb = [learner.train_minibatch([items[j] for j in order[lo:hi]])
+                  for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+        keys = per_mb[0].keys() if per_mb else []
+        return {k: sum(m[k] for m in per_mb) / len(per_mb) for k in keys}
+
+    def _step_metrics(self, batch, replay, plain, hard, teacher, reform, refresh, learn, seconds, push_s):
+        def mean(xs):
+            xs = list(xs)
+            return sum(xs) / len(xs) if xs else 0.0
+
+        kind_groups = defaultdict(list)
+        for uid, g, _ in reform:
+            kind_groups[uid.split(":", 1)[0]].append(g)
+        return {
+            "step": self.step,
+            "version": self.version,
+            "n_prompts": len(batch),
+            "n_replay": len(replay),
+            "plain_reward": mean(g.mean for g in plain.values()),
+            "new_reward": mean(plain[q.id].mean for q in batch if q not in replay),
+            "replay_reward": mean(plain[q.id].mean for q in replay),
+            "n_hard": len(hard),
+            "teacher_reward": mean(g.mean for g in teacher.values()),
+            "teacher_solved": sum(bool(g.correct()) for g in teacher.values()),
+            "n_bcq": len(kind_groups["bcq"]),
+            "n_ncq": len(kind_groups["ncq"]),
+            "bcq_reward": mean(g.mean for g in kind_groups["bcq"]),
+            "ncq_reward": mean(g.mean for g in kind_groups["ncq"]),
+            "buffer_size": refresh["size"],
+            "admitted": refresh["admitted"],
+            "graduated": refresh["graduated"],
+            "evicted": refresh["evicted"],
+            "data_epoch": self.data.epoch,
+            "push_seconds": push_s,
+            "learn": learn,
+            "time": seconds,
+        }
+
+    # ------------------------------------------------------------------------------------ eval
+
+    def evaluate(self, label: str) -> dict[str, float]:
+        """pass@1 on the held-out questions with the paper's evaluation decoding, per tier and overall."""
+        e = self.cfg.eval
+        qs = self.eval_questions
+        samples = self.roles.rollout.generate(
+            [GenRequest(with_format_closer(q.text, self.templates), n=e.num_samples, images=tuple(q.images),
+                        tag=f"eval:{q.id}") for q in qs],
+            dict(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, max_tokens=e.max_new_tokens,
+                 presence_penalty=e.presence_penalty, seed=self.cfg.trainer.seed))
+        groups = self.grade_groups(qs, samples)
+        per_tier: dict[str, list[float]] = defaultdict(list)
+        for q, g in zip(qs, groups):
+            per_tier[q.tier or "all"].append(g.mean)
+        acc = {t: sum(v) / len(v) for t, v in per_tier.items()}
+        acc["all"] = sum(g.mean for g in groups) / len(groups)
+        self.log.write("eval", step=self.step, label=label, accuracy=acc)
+        print(eval_line(label, acc), flush=True)
+        return acc
+
+    # ------------------------------------------------------------------------------------ state
+
+    def state(self) -> TrainerState:
+        return TrainerState(step=self.step, version=self.version, cursor=self.data.cursor,
+                            epoch=self.data.epoch, rng_state=TrainerState.rng_to_json(self.rng))
+
+    def load_state(self, state: TrainerState) -> None:
+        self.step, self.version = state.step, state.version
+        self.data = DataCursor(self.data.questions, self.cfg.data.shuffle_seed, state.cursor, state.epoch)
+        state.restore_rng(self.rng)
+
+    def print_step(self, metrics: dict) -> None:
+        if self.cfg.metrics.log_every and metrics["step"] % self.cfg.metrics.log_every == 0:
+            print(step_line(metrics), flush=True)
