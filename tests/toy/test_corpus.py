@@ -32,7 +32,7 @@ def test_documents_use_the_trainer_templates_and_tier_weights():
     for p, c in docs:
         expr = p.split("compute ")[1].split(" ")[0]
         assert len(expr) == 3
-        assert c == solution_text(parse_expr(expr), choices=None)[0] or "choice" in c
+        assert c == solution_text(parse_expr(expr), choices=None)[0] or " yes</think>" in c
 
     tdocs = corpus.documents(pool, {"1": 0, "2": 0, "3": 1}, 300, 0, "teacher")
     verdicts = [json.loads(c)["verdict"] for p, c in tdocs if c.startswith("{")]

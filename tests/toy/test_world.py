@@ -23,7 +23,11 @@ def test_solution_text_format():
     assert text == "<think>3+8=1,1*2=2,2-5=7</think>\n\\boxed{7}"
     assert answer == "7"
     text, answer = solution_text(parse_expr("1+2"), choices=("7", "3", "1", "0"))
-    assert answer == "B" and text.endswith("which is choice B</think>\n\\boxed{B}")
+    assert answer == "B"
+    assert text == "<think>1+2=3. A:7 vs 3 no, B:3 vs 3 yes</think>\n\\boxed{B}"
+    # a value off the list: the scan ends with "none" and boxes the value (graded wrong for mc)
+    text, answer = solution_text(parse_expr("1+2"), choices=("7", "4", "1", "0"))
+    assert answer == "3" and text.endswith("D:0 vs 3 no, none</think>\n\\boxed{3}")
 
 
 def test_wrong_solution_is_wrong_and_consistent():

@@ -33,7 +33,7 @@ from zppo_ray.toy.world import ToySpec, generate_split
 log = logging.getLogger(__name__)
 
 # Bump when the generator, document formats or training recipe change in a way the config can't see.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -102,16 +102,25 @@ def solution_text(expr: Expr, error_at: int | None = None, rng: random.Random | 
     """A worked solution in the project's answer format, and its final answer.
 
     Returns (text, final answer): "<think>3+8=1,1*2=2,2-5=7</think>\\n\\boxed{7}".
-    For multiple choice the final answer is the letter whose choice equals the computed value,
-    or the computed value itself when no choice matches (a wrong solution can land off the list).
+    Multiple choice scans the options in order until one equals the computed value:
+    "<think>3+8=1,1*2=2,2-5=7. A:4 vs 7 no, B:7 vs 7 yes</think>\\n\\boxed{B}". Why a scan: every
+    piece is then a copy at a fixed offset or keyed on a unique letter, which a tiny model learns; a
+    direct "value -> letter" lookup is keyed on a digit that appears all over the prompt and was not
+    learned in the pretraining budget. No option matching (a wrong solution can land off the list)
+    ends the scan with "none" and boxes the value itself.
     """
     st = steps(expr, error_at, rng)
     result = str(st[-1][3]) if st else str(expr.nums[0])
     work = ",".join(f"{v}{op}{n}={r}" for v, op, n, r in st)
     answer = result
-    if choices is not None and result in choices:
-        answer = LETTERS[choices.index(result)]
-        work += f", which is choice {answer}"
+    if choices is not None:
+        checks = []
+        for letter, c in zip(LETTERS, choices):
+            checks.append(f"{letter}:{c} vs {result} {'yes' if c == result else 'no'}")
+            if c == result:
+                answer = letter
+                break
+        work += ". " + ", ".join(checks) + ("" if answer != result else ", none")
     return f"<think>{work}</think>\n\\boxed{{{answer}}}", answer
 
 

@@ -1,0 +1,295 @@
+"""Student rollout workers: `RolloutWorker` (one vLLM engine in a Ray actor) and `RolloutPool` (N of them).
+
+The actor is a shell over `zppo_ray.engine.VLLMEngine`; all sampling and weight-loading logic lives there.
+
+Versioning and atomic pushes (docs/stack.md lesson 2). The pool is driven by ONE controller (the trainer
+loop), and every call it makes is synchronous from the controller's point of view:
+
+* `push_weights` puts the blob into the object store once, sends it to every worker, and returns only when
+  every worker confirmed the new version. A worker that fails leaves the push failed (WeightPushError), and
+  the pool refuses to generate until a push succeeds, so a mixed-version pool never serves.
+* a lock serialises `generate` dispatch and `push_weights`, and `push_weights` refuses to start while an
+  async generate (`generate_async`) is still uncollected: no generate runs while weights change.
+* every generate call checks that all returned samples carry the pool's current version.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from zppo_ray.types import GenRequest, Sample
+
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "logprobs")
+
+
+class WeightPushError(RuntimeError):
+    """A weight push did not reach every worker; the pool does not serve until a push succeeds."""
+
+
+def balanced_split(weights: Sequence[int], parts: int) -> list[list[int]]:
+    """Indices of `weights` split into `parts` groups with near-equal sums (longest-first greedy).
+
+    Each group keeps ascending index order, so results can be put back in request order. Empty groups
+    are possible when there are fewer items than parts.
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    groups: list[list[int]] = [[] for _ in range(parts)]
+    loads = [0] * parts
+    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        g = min(range(parts), key=lambda g: (loads[g], g))
+        groups[g].append(i)
+        loads[g] += max(1, int(weights[i]))
+    return [sorted(g) for g in groups]
+
+
+def sampling_kwargs(sampling: dict) -> dict:
+    """Validate a sampling dict (keys of VLLMEngine.generate); typos fail loudly instead of being ignored."""
+    unknown = set(sampling) - set(SAMPLING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown sampling keys {sorted(unknown)}; allowed: {', '.join(SAMPLING_KEYS)}")
+    return dict(sampling)
+
+
+def engine_kwargs(model_cfg: Any, *, tp: int, seed: int, kv_cache_gib: float, gpu_memory_utilization: float,
+                  max_num_seqs: int = 256, **extra: Any) -> dict:
+    """VLLMEngine keyword arguments from a ModelConfig and the role's resources."""
+    return dict(tokenizer=model_cfg.tokenizer, dtype=model_cfg.dtype, max_model_len=model_cfg.max_model_len,
+                tp=tp, seed=seed, kv_cache_gib=kv_cache_gib, gpu_memory_utilization=gpu_memory_utilization,
+                max_num_seqs=max_num_seqs, trust_remote_code=model_cfg.trust_remote_code, **extra)
+
+
+def actor_options(num_cpus: float, num_gpus: int, tp: int) -> tuple[dict, Any]:
+    """Ray options for an engine actor, and the placement group it owns (None if none).
+
+    TP > 1 on GPU: vLLM's Ray executor (engine kwarg distributed_executor_backend="ray", see
+    `gpu_tp_engine_kwargs`) places its TP workers in the actor's *current* placement group, so the actor
+    reserves `tp` GPU bundles, sits in bundle 0 holding no GPU itself, and captures child tasks.
+    UNTESTED here (no GPU). On CPU, TP > 1 uses vLLM's own multiprocessing inside the actor.
+    """
+    if num_gpus and tp > 1:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        pg = placement_group([{"GPU": 1, "CPU": num_cpus}] * tp, strategy="PACK")
+        strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0,
+                                                    placement_group_capture_child_tasks=True)
+        return dict(num_cpus=num_cpus, num_gpus=0, scheduling_strategy=strategy), pg
+    return dict(num_cpus=num_cpus, num_gpus=num_gpus), None
+
+
+def gpu_tp_engine_kwargs(num_gpus: int, tp: int) -> dict:
+    """Extra engine kwargs matching `actor_options`: Ray executor for TP > 1 on GPU."""
+    return {"distributed_executor_backend": "ray"} if num_gpus and tp > 1 else {}
+
+
+class _EngineActor:
+    """Shared shell: build the engine in the actor process, expose health and the GPU weight-transfer calls."""
+
+    def __init__(self, model_path: str, engine_kwargs: dict, name: str = "engine"):
+        from zppo_ray.engine import VLLMEngine
+
+        self.name = name
+        self.engine = VLLMEngine(model_path, **engine_kwargs)
+        self.generated_tokens = 0
+        self.last_push_seconds: float | None = None
+
+    def version(self) -> int:
+        return self.engine.version
+
+    def health(self) -> dict:
+        import os
+
+        return {"name": self.name, "alive": True, "version": self.engine.version, "pid": os.getpid(),
+                "device": "cuda" if self.engine.on_gpu else "cpu", "model": self.engine.model_path,
+                "start_seconds": round(self.engine.start_seconds, 2), "generated_tokens": self.generated_tokens,
+                "last_push_seconds": self.last_push_seconds}
+
+    def sleep(self, level: int = 1) -> None:
+        self.engine.sleep(level)
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self.engine.wake_up(tags)
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+    def _generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
+        out = self.engine.generate(requests, **sampling_kwargs(sampling))
+        self.generated_tokens += sum(len(s.completion_ids) for group in out for s in group)
+        return out
+
+
+@ray.remote
+class RolloutWorker(_EngineActor):
+    """One student vLLM engine. Owns nothing but the engine and its version."""
+
+    def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
+        return self._generate(requests, sampling)
+
+    def update_weights(self, blob: bytes, version: int) -> int:
+        """Load a safetensors blob of the full state dict; returns the version now served."""
+        self.last_push_seconds = self.engine.load_weights_from_bytes(blob, version)
+        return self.engine.version
+
+    def update_weights_from_path(self, path: str, version: int) -> int:
+        self.last_push_seconds = self.engine.load_weights_from_path(path, version)
+        return self.engine.version
+
+    # GPU native weight transfer control plane (driven by weight_sync.RolloutFleetClient). UNTESTED here.
+    def wt_init(self, init_info: dict) -> None:
+        self.engine.wt_init(init_info)
+
+    def wt_start(self) -> None:
+        self._push_t0 = time.perf_counter()
+        self.engine.wt_start()
+
+    def wt_update(self, update_info: Any) -> None:
+        self.engine.wt_update(update_info)
+
+    def wt_finish(self, version: int) -> int:
+        self.engine.wt_finish(version)
+        self.last_push_seconds = time.perf_counter() - getattr(self, "_push_t0", time.perf_counter())
+        return self.engine.version
+
+
+@dataclass
+class PendingGenerate:
+    """An async generate: `refs` can be passed to `ray.wait`; `RolloutPool.collect` returns the samples."""
+
+    refs: list
+    groups: list[list[int]]
+    n_requests: int
+    version: int
+    done: bool = field(default=False)
+
+
+class RolloutPool:
+    """N rollout workers behind one controller-facing API (see module doc for the push protocol)."""
+
+    def __init__(self, workers: Sequence[Any], placement_groups: Sequence[Any] = (), timeout_s: float | None = None):
+        if not workers:
+            raise ValueError("a RolloutPool needs at least one worker")
+        self.workers = list(workers)
+        self.placement_groups = [pg for pg in placement_groups if pg is not None]
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._version = 0
+        self._broken: str | None = None
+        self._pending: list[PendingGenerate] = []
+        self.last_push_seconds: float | None = None
+
+    @classmethod
+    def create(cls, rollout_cfg: Any, model_cfg: Any, model_path: str | None = None) -> RolloutPool:
+        """Start `rollout_cfg.num_workers` workers (model_path overrides model_cfg.path, e.g. a resolved toy dir)."""
+        path = model_path or model_cfg.path
+        if str(path).startswith("toy:"):
+            raise ValueError(f"model path {path!r} is a toy alias: pass the bootstrapped directory as model_path")
+        workers, pgs = [], []
+        for i in range(rollout_cfg.num_workers):
+            opts, pg = actor_options(rollout_cfg.cpus_per_worker, rollout_cfg.gpus_per_worker, rollout_cfg.tp)
+            kw = engine_kwargs(model_cfg, tp=rollout_cfg.tp, seed=rollout_cfg.seed + i,
+                               kv_cache_gib=rollout_cfg.kv_cache_gib,
+                               gpu_memory_utilization=rollout_cfg.gpu_memory_utilization,
+                               max_num_seqs=rollout_cfg.max_num_seqs,
+                               enable_sleep_mode=bool(rollout_cfg.colocate_with_learner),
+                               **gpu_tp_engine_kwargs(rollout_cfg.gpus_per_worker, rollout_cfg.tp))
+            workers.append(RolloutWorker.options(**opts).remote(str(path), kw, f"rollout-{i}"))
+            pgs.append(pg)
+        pool = cls(workers, pgs)
+        pool.versions()  # wait until every engine is up (surfaces start errors here, not at first use)
+        return pool
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    # ------------------------------------------------------------------------------------ generate
+
+    def generate_async(self, requests: Sequence[GenRequest], sampling: dict) -> PendingGenerate:
+        """Dispatch a generate across workers (balanced by total n) and return without waiting."""
+        sampling = sampling_kwargs(sampling)
+        with self._lock:
+            if self._broken:
+                raise WeightPushError(f"pool not serving: {self._broken}")
+            groups = balanced_split([r.n for r in requests], len(self.workers))
+            refs, used = [], []
+            seed = sampling.get("seed")
+            for w, g in zip(self.workers, groups):
+                if g:
+                    part = dict(sampling, seed=[seed + i for i in g]) if isinstance(seed, int) else sampling
+                    refs.append(w.generate.remote([requests[i] for i in g], part))
+                    used.append(g)
+            pending = PendingGenerate(refs, used, len(requests), self._version)
+            self._pending.append(pending)
+            return pending
+
+    def collect(self, pending: PendingGenerate) -> list[list[Sample]]:
+        """Samples of an async generate, in request order; checks they all carry one version."""
+        try:
+            parts = ray.get(pending.refs, timeout=self.timeout_s)
+        finally:
+            with self._lock:
+                pending.done = True
+                self._pending = [p for p in self._pending if not p.done]
+        out: list[list[Sample] | None] = [None] * pending.n_requests
+        for g, part in zip(pending.groups, parts):
+            for i, samples in zip(g, part):
+                out[i] = samples
+        versions = {s.version for group in out for s in group or []}
+        assert versions <= {pending.version}, (
+            f"one generate call returned samples of versions {sorted(versions)}, expected {pending.version}")
+        return [o or [] for o in out]
+
+    def generate(self, requests: Sequence[GenRequest], sampling: dict) -> list[list[Sample]]:
+        """`n` samples per request, in request order, all produced by the pool's current version."""
+        if not requests:
+            return []
+        return self.collect(self.generate_async(requests, sampling))
+
+    # ------------------------------------------------------------------------------------ weights
+
+    def push_weights(self, blob: bytes, version: int) -> float:
+        """Atomically move every worker to `version`; returns seconds. Raises WeightPushError on failure."""
+        with self._lock:
+            if self._pending:
+                raise WeightPushError(f"{len(self._pending)} generate call(s) still in flight: collect them "
+                                      "before pushing weights")
+            if version <= self._version and not self._broken:
+                raise ValueError(f"new version {version} must exceed the current version {self._version}")
+            t0 = time.perf_counter()
+            ref = ray.put(blob)  # one copy in the object store, shared by all workers
+            try:
+                got = ray.get([w.update_weights.remote(ref, version) for w in self.workers],
+                              timeout=self.timeout_s)
+            except Exception as e:
+                self._broken = f"weight push to version {version} failed: {type(e).__name__}: {e}"
+                raise WeightPushError(self._broken) from e
+            if any(v != version for v in got):
+                self._broken = f"workers report versions {got} after pushing {version}"
+                raise WeightPushError(self._broken)
+            self._broken = None
+            self._version = version
+            self.last_push_seconds = time.perf_counter() - t0
+            return self.last_push_seconds
+
+    def versions(self) -> list[int]:
+        return ray.get([w.version.remote() for w in self.workers], timeout=self.timeout_s)
+
+    def health(self) -> list[dict]:
+        return ray.get([w.health.remote() for w in self.workers], timeout=self.timeout_s)
+
+    def shutdown(self, grace_s: float = 30.0) -> None:
+        """Stop the engines cleanly (bounded by grace_s), then kill the actors and free placement groups."""
+        ray.wait([w.shutdown.remote() for w in self.workers], num_returns=len(self.workers), timeout=grace_s)
+        for w in self.workers:
+            ray.kill(w)
+        for pg in self.placement_groups:
+            ray.util.remove_placement_group(pg)
+        self.workers = []

@@ -1,0 +1,272 @@
+"""The frozen teacher as a service group: `TeacherReplica` (one vLLM engine in a Ray actor) × M.
+
+Verbs (docs/design.md, spec §3-§5): `generate` (BCQ positives, hints, prefixes), `compress` (candidate
+summaries), `judge` (free-form rewards), `score_topk` (top-k logprobs for on-policy distillation).
+
+Why a group with deadlines: teacher work is overlapped with student work (the controller holds a
+`TeacherCall` and collects it later), and a stuck replica must surface as a clear `TeacherTimeout` naming
+the verb and the replica rather than hanging the step. A timed-out replica may still be busy; the
+controller decides whether to retry or restart it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import ray
+
+from zppo_ray.actors.rollout import _EngineActor, actor_options, balanced_split, engine_kwargs, gpu_tp_engine_kwargs
+from zppo_ray.algo.reformulate import build_compression_prompt, build_judge_prompt, truncate_candidate
+from zppo_ray.rewards import grade_judged, last_boxed
+from zppo_ray.types import GenRequest, Sample
+
+
+
+class TeacherTimeout(TimeoutError):
+    """A teacher call did not finish within `request_timeout_s`."""
+
+    def __init__(self, verb: str, replicas: list[str], timeout_s: float):
+        self.verb, self.replicas, self.timeout_s = verb, replicas, timeout_s
+        super().__init__(f"teacher {verb!r} timed out after {timeout_s:g}s on replica(s) {', '.join(replicas)}")
+
+
+def summary_rejection(summary: str, candidate: str) -> str | None:
+    """Why a teacher summary of `candidate` must not be used (None = use it): "empty", "no_boxed" (spec §3
+    wants the final answer in \\boxed{}), or "answer_changed" (the summary's final answer differs from
+    the candidate's, or the candidate had none: a BCQ pair would no longer hold exactly one correct
+    candidate, an NCQ block could smuggle in an answer that is not known to be wrong)."""
+    if not summary.strip():
+        return "empty"
+    answer = last_boxed(summary)
+    if answer is None:
+        return "no_boxed"
+    original = last_boxed(candidate)
+    if original is None or answer.strip() != original.strip():
+        return "answer_changed"  # includes inventing an answer the candidate never gave (NCQ safety)
+    return None
+
+
+@ray.remote
+class TeacherReplica(_EngineActor):
+    """One teacher engine. Deterministic verbs (compress, judge) decode at temperature 0."""
+
+    def __init__(self, model_path: str, engine_kwargs: dict, name: str = "teacher",
+                 judge_max_tokens: int = 512):
+        super().__init__(model_path, engine_kwargs, name)
+        self.judge_max_tokens = judge_max_tokens
+        self.counters = {"compress_calls": 0, "compress_items": 0, "compress_fallbacks": 0,
+                         "compress_answer_changed": 0, "judge_items": 0, "judge_too_long": 0}
+
+    def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
+        return self._generate(requests, sampling)
+
+    def compress(self, items: list[tuple[str, str]], max_tokens: int, max_lines: int) -> list[str]:
+        """Summaries of (question_text, candidate) pairs, at most `max_lines` lines and `max_tokens` tokens.
+
+        Falls back to `truncate_candidate` of the original (same caps), counted in `stats()`, when the
+        teacher's summary is empty or has no `\\boxed{}` answer, when it changed the candidate's final
+        answer (a BCQ pair must keep one correct and one wrong candidate; spec §3 "add nothing new"), or
+        when the prompt does not fit the engine.
+        """
+        self.counters["compress_calls"] += 1
+        self.counters["compress_items"] += len(items)
+        prompts = [build_compression_prompt(q, c) for q, c in items]
+        fits = [len(self.engine.prompt_ids(p)) < self.engine.max_model_len - 1 for p in prompts]
+        reqs = [GenRequest(prompt=p, n=1, tag=f"compress:{i}") for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
+        outs = iter(self._generate(reqs, dict(temperature=0.0, max_tokens=max_tokens, logprobs=False)))
+        results = []
+        for (_, candidate), ok in zip(items, fits):
+            summary = self._cap(next(outs)[0].text, max_tokens, max_lines) if ok else ""
+            reason = summary_rejection(summary, candidate)
+            if reason is not None:
+                self.counters["compress_fallbacks"] += 1
+                self.counters["compress_answer_changed"] += int(reason == "answer_changed")
+                summary = self._cap(candidate, max_tokens, max_lines)
+            results.append(summary)
+        return results
+
+    def _cap(self, text: str, max_tokens: int, max_lines: int) -> str:
+        text = truncate_candidate(text, max_chars=len(text), max_lines=max_lines)
+        ids = self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= max_tokens else self.engine.tokenizer.decode(ids[:max_tokens]).strip()
+
+    def judge(self, items: list[tuple[str, str, str]]) -> list[float]:
+        """1.0 / 0.0 per (question, gold, response): strict JSON verdict, anything malformed is wrong."""
+        self.counters["judge_items"] += len(items)
+        prompts = [build_judge_prompt(q, g, r) for q, g, r in items]
+        fits = [len(self.engine.prompt_ids(p)) < self.engine.max_model_len - 1 for p in prompts]
+        self.counters["judge_too_long"] += fits.count(False)
+        reqs = [GenRequest(prompt=p, n=1, tag=f"judge:{i}") for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
+        outs = iter(self._generate(reqs, dict(temperature=0.0, max_tokens=self.judge_max_tokens, logprobs=False)))
+        return [grade_judged(next(outs)[0].text) if ok else 0.0 for ok in fits]
+
+    def score_topk(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], k: int) -> list[dict]:
+        return self.engine.score_topk(prompt_ids, completion_ids, k)
+
+    def stats(self) -> dict:
+        return dict(self.counters)
+
+
+@dataclass
+class TeacherCall:
+    """A dispatched teacher call: pass `refs` to `ray.wait`, or `TeacherGroup.result(call)` to gather."""
+
+    verb: str
+    refs: list
+    groups: list[list[int]] | None  # item indices per ref; None = one whole result per replica
+    replicas: list[str]
+    n_items: int
+    deadline: float
+    timeout_s: float
+
+    def ready(self) -> bool:
+        """True when every replica finished (non-blocking), so the controller can poll between student work."""
+        return not self.refs or len(ray.wait(self.refs, num_returns=len(self.refs), timeout=0)[0]) == len(self.refs)
+
+
+class TeacherGroup:
+    """M teacher replicas; each call's items are split evenly across replicas and gathered in order."""
+
+    def __init__(self, replicas: Sequence[Any], request_timeout_s: float, names: Sequence[str] | None = None,
+                 placement_groups: Sequence[Any] = ()):
+        if not replicas:
+            raise ValueError("a TeacherGroup needs at least one replica (teacher.num_replicas >= 1)")
+        self.replicas = list(replicas)
+        self.names = list(names) if names else [f"teacher-{i}" for i in range(len(replicas))]
+        self.request_timeout_s = float(request_timeout_s)
+        self.placement_groups = [pg for pg in placement_groups if pg is not None]
+
+    @classmethod
+    def create(cls, teacher_cfg: Any, model_path: str | None = None) -> TeacherGroup:
+        path = model_path or teacher_cfg.model.path
+        if str(path).startswith("toy:"):
+            raise ValueError(f"model path {path!r} is a toy alias: pass the bootstrapped directory as model_path")
+        replicas, names, pgs = [], [], []
+        for i in range(teacher_cfg.num_replicas):
+            opts, pg = actor_options(teacher_cfg.cpus_per_replica, teacher_cfg.gpus_per_replica, teacher_cfg.tp)
+            kw = engine_kwargs(teacher_cfg.model, tp=teacher_cfg.tp, seed=teacher_cfg.seed + i,
+                               kv_cache_gib=teacher_cfg.kv_cache_gib,
+                               gpu_memory_utilization=teacher_cfg.gpu_memory_utilization,
+                               max_logprobs=max(20, teacher_cfg.topk_logprobs),
+                               **gpu_tp_engine_kwargs(teacher_cfg.gpus_per_replica, teacher_cfg.tp))
+            names.append(f"teacher-{i}")
+            replicas.append(TeacherReplica.options(**opts).remote(str(path), kw, names[-1],
+                                                                  teacher_cfg.judge_max_tokens))
+            pgs.append(pg)
+        group = cls(replicas, teacher_cfg.request_timeout_s, names, pgs)
+        ray.get([r.version.remote() for r in replicas])  # engines up (start errors surface here)
+        return group
+
+    # ------------------------------------------------------------------------------------ dispatch/gather
+
+    def _dispatch(self, verb: str, items: Sequence[Any], weights: Sequence[int],
+                  call: Callable[[Any, list, list[int]], Any], timeout_s: float | None = None) -> TeacherCall:
+        """Split items over replicas (balanced by weight); `call(replica, chunk, indices)` returns a ref."""
+        timeout = self.request_timeout_s if timeout_s is None else timeout_s
+        groups = balanced_split(list(weights), len(self.replicas))
+        refs, used, names = [], [], []
+        for replica, name, g in zip(self.replicas, self.names, groups):
+            if g:
+                refs.append(call(replica, [items[i] for i in g], g))
+                used.append(g)
+                names.append(name)
+        return TeacherCall(verb, refs, used, names, len(items), time.monotonic() + timeout, timeout)
+
+    def result(self, call: TeacherCall) -> list:
+        """Gather a call's per-item results in item order; TeacherTimeout when its deadline passes."""
+        if not call.refs:
+            return []
+        remaining = max(0.0, call.deadline - time.monotonic())
+        ready, not_ready = ray.wait(call.refs, num_returns=len(call.refs), timeout=remaining)
+        if not_ready:
+            late = {r.hex() for r in not_ready}
+            for ref in not_ready:
+                try:
+                    ray.cancel(ref)  # drops queued work; a running sync-actor task keeps running
+                except Exception:  # noqa: BLE001
+                    pass
+            raise TeacherTimeout(call.verb, [n for n, r in zip(call.replicas, call.refs) if r.hex() in late],
+                                 call.timeout_s)
+        parts = ray.get(call.refs)
+        if call.groups is None:
+            return parts
+        out: list = [None] * call.n_items
+        for g, part in zip(call.groups, parts):
+            if len(part) != len(g):
+                raise RuntimeError(f"teacher {call.verb!r}: a replica returned {len(part)} results for {len(g)} items")
+            for i, r in zip(g, part):
+                out[i] = r
+        return out
+
+    # ------------------------------------------------------------------------------------ verbs (async)
+
+    def generate_async(self, requests: Sequence[GenRequest], sampling: dict) -> TeacherCall:
+        """Dispatch now, gather later with `result(call)`; the controller keeps the student busy meanwhile."""
+        seed = sampling.get("seed")
+
+        def call(rep: Any, chunk: list, idx: list[int]) -> Any:  # seeds follow the request, not the split
+            return rep.generate.remote(chunk, dict(sampling, seed=[seed + i for i in idx])
+                                       if isinstance(seed, int) else sampling)
+
+        return self._dispatch("generate", requests, [r.n for r in requests], call)
+
+    def compress_async(self, items: Sequence[tuple[str, str]], max_tokens: int, max_lines: int) -> TeacherCall:
+        return self._dispatch("compress", items, [1] * len(items),
+                              lambda rep, chunk, _: rep.compress.remote(chunk, max_tokens, max_lines))
+
+    def judge_async(self, items: Sequence[tuple[str, str, str]]) -> TeacherCall:
+        return self._dispatch("judge", items, [1] * len(items), lambda rep, chunk, _: rep.judge.remote(chunk))
+
+    def score_topk_async(self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]],
+                         k: int) -> TeacherCall:
+        if len(prompt_ids) != len(completion_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+        pairs = list(zip(prompt_ids, completion_ids))
+        return self._dispatch("score_topk", pairs, [len(p) + len(c) for p, c in pairs],
+                              lambda rep, chunk, idx: rep.score_topk.remote([p for p, _ in chunk],
+                                                                             [c for _, c in chunk], k))
+
+    # ------------------------------------------------------------------------------------ verbs (blocking)
+
+    def generate(self, requests: Sequence[GenRequest], sampling: dict) -> list[list[Sample]]:
+        return self.result(self.generate_async(requests, sampling))
+
+    def compress(self, items: Sequence[tuple[str, str]], max_tokens: int, max_lines: int) -> list[str]:
+        return self.result(self.compress_async(items, max_tokens, max_lines))
+
+    def judge(self, items: Sequence[tuple[str, str, str]]) -> list[float]:
+        return self.result(self.judge_async(items))
+
+    def score_topk(self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], k: int) -> list[dict]:
+        return self.result(self.score_topk_async(prompt_ids, completion_ids, k))
+
+    # ------------------------------------------------------------------------------------ housekeeping
+
+    def _each(self, verb: str, call: Callable[[Any], Any]) -> list:
+        """One call per replica (not split by items), under the same deadline rule."""
+        refs = [call(r) for r in self.replicas]
+        return self.result(TeacherCall(verb, refs, None, list(self.names), len(refs),
+                                       time.monotonic() + self.request_timeout_s, self.request_timeout_s))
+
+    def stats(self) -> dict:
+        """Counters summed over replicas (e.g. compress_fallbacks)."""
+        total: dict = {}
+        for s in self._each("stats", lambda r: r.stats.remote()):
+            for k, v in s.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def health(self) -> list[dict]:
+        return self._each("health", lambda r: r.health.remote())
+
+    def shutdown(self, grace_s: float = 30.0) -> None:
+        """Stop the engines cleanly (bounded by grace_s: a replica busy with a timed-out call is killed)."""
+        ray.wait([r.shutdown.remote() for r in self.replicas], num_returns=len(self.replicas), timeout=grace_s)
+        for r in self.replicas:
+            ray.kill(r)
+        for pg in self.placement_groups:
+            ray.util.remove_placement_group(pg)
+        self.replicas = []

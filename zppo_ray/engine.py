@@ -1,0 +1,367 @@
+"""`VLLMEngine`: one vLLM `LLM` instance with the three things RL needs from it, and no Ray.
+
+    generate(requests)          rollouts as token ids + sampled-token logprobs + the weight version
+    score_topk(prompts, compl)  teacher top-k logprobs on GIVEN sequences (on-policy distillation)
+    load_weights_from_bytes     the learner's new weights, then a new version (see zppo_ray/weight_sync.py)
+
+Why Ray-free: the engine is tested directly (tests/test_engine.py) and wrapped by thin actors
+(zppo_ray/actors/rollout.py, teacher.py), so nothing about sampling or weight loading lives in actor code.
+
+vLLM on CPU traps handled here (docs/stack.md): the CPU env vars must be set before vllm is imported;
+the KV cache is sized explicitly (else vLLM sizes it from RAM); threads are not pinned (cores are shared
+with other actors); sleep mode does not exist on CPU (sleep/wake_up log and return).
+
+Logprobs: vLLM's `logprobs=0` returns exactly one entry per generated token, the sampled token's logprob
+(verified in tests). They are vLLM's default "raw_logprobs": log-softmax of the model's logits *before*
+temperature/top-p/top-k and penalties, i.e. the policy's own distribution. With the training recipe
+(temperature 1, top-p 1, no top-k) this is the behaviour policy; otherwise it is the unmodified policy,
+which is what the learner recomputes at step start anyway.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from zppo_ray.types import GenRequest, Sample
+from zppo_ray.weight_sync import EXTENSION_QUALNAME, SHM_THRESHOLD_BYTES
+
+log = logging.getLogger(__name__)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _set_cpu_env(kv_cache_gib: float) -> None:
+    """Env vars vLLM's CPU backend reads at import/engine start (inherited by its spawned processes)."""
+    if float(kv_cache_gib).is_integer():
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(kv_cache_gib)))
+    else:  # the env var is whole GiB only and would override kv_cache_memory_bytes
+        os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
+def _load_image(image: Any) -> Any:
+    try:
+        from PIL import Image
+    except ImportError as e:  # pragma: no cover - PIL ships with vllm
+        raise RuntimeError("image inputs need Pillow (PIL), which is not installed in this environment") from e
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (bytes, bytearray)):
+        return Image.open(io.BytesIO(image)).convert("RGB")
+    if isinstance(image, (str, os.PathLike)):
+        return Image.open(image).convert("RGB")
+    raise TypeError(f"an image must be a path, bytes or PIL.Image, got {type(image).__name__}")
+
+
+class VLLMEngine:
+    """One vLLM engine (TP ≥ 1). Not thread-safe: one caller at a time (the actor shells guarantee it)."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        tokenizer: str | None = None,
+        dtype: str = "float32",
+        max_model_len: int = 1024,
+        tp: int = 1,
+        seed: int = 0,
+        kv_cache_gib: float = 1.0,
+        gpu_memory_utilization: float = 0.9,
+        enforce_eager: bool | None = None,
+        enable_sleep_mode: bool = False,
+        max_num_seqs: int = 256,
+        max_logprobs: int = 20,
+        weight_transfer_backend: str | None = None,
+        distributed_executor_backend: str | None = None,
+        trust_remote_code: bool = False,
+    ):
+        self.on_gpu = _cuda_available()
+        if not self.on_gpu:
+            _set_cpu_env(kv_cache_gib)
+            if enable_sleep_mode:
+                log.info("sleep mode is not supported by vLLM on CPU: enable_sleep_mode ignored")
+            enable_sleep_mode = False
+            if weight_transfer_backend is not None:
+                raise ValueError("weight_transfer_backend (vLLM's NCCL/IPC transfer) needs CUDA; on CPU "
+                                 "weights are pushed as safetensors bytes (load_weights_from_bytes)")
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=str(model_path), tokenizer=str(tokenizer or model_path), dtype=dtype,
+            max_model_len=max_model_len, tensor_parallel_size=tp, seed=seed,
+            enforce_eager=(not self.on_gpu) if enforce_eager is None else enforce_eager,
+            enable_sleep_mode=enable_sleep_mode, max_num_seqs=max_num_seqs, max_logprobs=max_logprobs,
+            worker_extension_cls=EXTENSION_QUALNAME, trust_remote_code=trust_remote_code,
+        )
+        if distributed_executor_backend is not None:  # "ray" for TP > 1 inside a Ray actor (placement group)
+            kwargs["distributed_executor_backend"] = distributed_executor_backend
+        if self.on_gpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            if weight_transfer_backend is not None:
+                from vllm.config import WeightTransferConfig
+
+                kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer_backend)
+        else:  # explicit size also skips the CPU warm-up pass (faster start)
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+            # A seeded request whose prefill is split by chunked prefill kills the CPU engine: the runner
+            # rewinds the request's generator with Generator.set_offset, which CPU generators lack
+            # ("CPU Generator does not use offset"). Unchunked prefill never splits a prompt.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_model_len, 4096)
+        t0 = time.perf_counter()
+        self.llm = LLM(**kwargs)
+        self.start_seconds = time.perf_counter() - t0
+        self.tokenizer = self.llm.get_tokenizer()
+        self.model_path = str(model_path)
+        self.max_model_len = max_model_len
+        self.sleep_enabled = enable_sleep_mode
+        self.is_multimodal = bool(self.llm.llm_engine.model_config.is_multimodal_model)
+        self._version = 0
+        log.info("vLLM engine for %s up in %.1fs (%s, tp=%d)", model_path, self.start_seconds,
+                 "cuda" if self.on_gpu else "cpu", tp)
+
+    # ------------------------------------------------------------------------------------ properties
+
+    @property
+    def version(self) -> int:
+        """Policy version of the weights currently served (0 = the checkpoint the engine started from)."""
+        return self._version
+
+    # ------------------------------------------------------------------------------------ prompts
+
+    def prompt_ids(self, prompt: str | list[dict], n_images: int = 0) -> list[int]:
+        """Chat-templated prompt token ids (user message = `prompt` when it is a string)."""
+        if isinstance(prompt, str):
+            content: Any = prompt
+            if n_images:  # HF multi-modal chat templates expect typed content parts
+                content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+            messages = [{"role": "user", "content": content}]
+        else:
+            messages = list(prompt)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _engine_prompt(self, req: GenRequest) -> tuple[dict, list[int]]:
+        if req.images and not self.is_multimodal:
+            raise ValueError(f"request {req.tag!r} has {len(req.images)} image(s) but {self.model_path} "
+                             "is not a multi-modal model in vLLM")
+        ids = self.prompt_ids(req.prompt, len(req.images))
+        prompt: dict[str, Any] = {"prompt_token_ids": ids + list(req.prefix_ids)}
+        if req.images:  # vLLM's multi-modal processor expands the template's image placeholder tokens
+            images = [_load_image(im) for im in req.images]
+            prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
+        return prompt, ids
+
+    # ------------------------------------------------------------------------------------ generate
+
+    def generate(
+        self,
+        requests: Sequence[GenRequest],
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        max_tokens: int = 128,
+        seed: int | Sequence[int] | None = None,
+        presence_penalty: float = 0.0,
+        logprobs: bool = True,
+    ) -> list[list[Sample]]:
+        """`n` samples per request, in request order.
+
+        `seed`: request i is sampled with seed `seed + i` (reproducible, yet not the same noise for every
+        prompt), or with `seed[i]` when a list is given (RolloutPool keeps seeds tied to the request's
+        position in the whole call, whatever the split); None = engine RNG.
+        `prefix_ids` (Prefix baseline): the prefix is appended to the prompt tokens and generation
+        continues after it; the returned Sample has `prompt_ids` = the templated
+        prompt only, `completion_ids` = prefix + generated, `logprobs` 0.0 for prefix tokens (they are not
+        the policy's choices and are never trained on) and `loss_mask` 0 for them, 1 after.
+        `images` (multi-modal models only; untested here, no VLM on CPU): `prompt_ids` are the templated
+        ids *before* vLLM expands each image placeholder into its feature tokens, i.e. what an HF
+        processor expects next to the same images when the learner recomputes logprobs.
+        """
+        from vllm import SamplingParams
+
+        if not requests:
+            return []
+        seeds = [None] * len(requests) if seed is None else (
+            [seed + i for i in range(len(requests))] if isinstance(seed, int) else [int(x) for x in seed])
+        if len(seeds) != len(requests):
+            raise ValueError(f"{len(seeds)} seeds for {len(requests)} requests")
+        greedy = temperature == 0.0  # vLLM refuses n > 1 with greedy sampling: send n copies of n=1
+        prompts, prompt_ids, params, owner = [], [], [], []
+        for i, req in enumerate(requests):
+            if req.n < 1:
+                raise ValueError(f"request {i} ({req.tag!r}) asks for n={req.n} samples; need >= 1")
+            p, ids = self._engine_prompt(req)
+            if len(p["prompt_token_ids"]) >= self.max_model_len:
+                raise ValueError(f"request {i} ({req.tag!r}): prompt + prefix is {len(p['prompt_token_ids'])} "
+                                 f"tokens, max_model_len is {self.max_model_len}")
+            prompt_ids.append(ids)
+            sp = SamplingParams(
+                n=1 if greedy else req.n, temperature=temperature, top_p=top_p,
+                top_k=0 if top_k in (-1, 0) else top_k,
+                max_tokens=min(max_tokens, self.max_model_len - len(p["prompt_token_ids"])),
+                seed=seeds[i], presence_penalty=presence_penalty,
+                logprobs=0 if logprobs else None, detokenize=False)
+            for _ in range(req.n if greedy else 1):
+                prompts.append(p)
+                params.append(sp)
+                owner.append(i)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        version = self._version
+        completions: list[list] = [[] for _ in requests]
+        for i, out in zip(owner, outputs):
+            completions[i].extend(sorted(out.outputs, key=lambda c: c.index))
+        return [self._samples(req, ids, outs, version, logprobs)
+                for req, ids, outs in zip(requests, prompt_ids, completions)]
+
+    def _samples(self, req: GenRequest, ids: list[int], outs: list, version: int, logprobs: bool) -> list[Sample]:
+        prefix = list(req.prefix_ids)
+        completions = [prefix + list(c.token_ids) for c in outs]
+        # Text is decoded here from the final ids (vLLM detokenization is off): the ids are the ground truth,
+        # and vLLM's incremental detokenizer can disagree with a plain decode on invalid UTF-8 byte runs.
+        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        samples = []
+        for c, ids_c, text in zip(outs, completions, texts):
+            gen = list(c.token_ids)
+            lps = [float(d[t].logprob) for t, d in zip(gen, c.logprobs)] if logprobs else [0.0] * len(gen)
+            samples.append(Sample(
+                prompt_ids=list(ids), completion_ids=ids_c, logprobs=[0.0] * len(prefix) + lps,
+                text=text, finish_reason=str(c.finish_reason or "abort"), version=version,
+                loss_mask=([0] * len(prefix) + [1] * len(gen)) if prefix else None))
+        return samples
+
+    # ------------------------------------------------------------------------------------ scoring
+
+    def score_topk(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                   k: int) -> list[dict]:
+        """Per completion token: the model's top-k token ids and logprobs, and the actual token's logprob.
+
+        One prefill of prompt + completion with `prompt_logprobs=k` (max_tokens=1; the one sampled token
+        is discarded). Returns per sequence {"topk_ids": [[k ids]...], "topk_logprobs": [[k floats]...],
+        "token_logprobs": [float...]}, one row per completion token, top-k sorted by rank.
+        """
+        from vllm import SamplingParams
+
+        if len(prompt_ids) != len(completion_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+        if not prompt_ids:
+            return []
+        prompts = []
+        for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+            if not p or not c:
+                raise ValueError(f"sequence {i}: prompt and completion must both be non-empty")
+            if len(p) + len(c) >= self.max_model_len:
+                raise ValueError(f"sequence {i}: {len(p) + len(c)} tokens >= max_model_len {self.max_model_len}")
+            prompts.append({"prompt_token_ids": list(p) + list(c)})
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for p, c, out in zip(prompt_ids, completion_ids, outputs):
+            rows = out.prompt_logprobs[len(p):]  # row j predicts token j (row 0 is None)
+            ids, lps, actual = [], [], []
+            for tok, row in zip(c, rows):
+                top = sorted((lp for lp in row.items() if lp[1].rank is not None and lp[1].rank <= k),
+                             key=lambda kv: kv[1].rank)[:k]
+                ids.append([t for t, _ in top])
+                lps.append([float(v.logprob) for _, v in top])
+                actual.append(float(row[tok].logprob))
+            results.append({"topk_ids": ids, "topk_logprobs": lps, "token_logprobs": actual})
+        return results
+
+    # ------------------------------------------------------------------------------------ weights
+
+    def load_weights_from_bytes(self, blob: bytes, version: int) -> float:
+        """Replace all weights with a safetensors blob of the FULL state dict (HF names); returns seconds.
+
+        Large blobs go through one /dev/shm file (the RPC channel copies its payload per worker).
+        """
+        if not blob:
+            raise ValueError("empty weight blob")
+        t0 = time.perf_counter()
+        if len(blob) > SHM_THRESHOLD_BYTES and os.path.isdir("/dev/shm"):
+            fd, path = tempfile.mkstemp(prefix="zppo_weights_", suffix=".safetensors", dir="/dev/shm")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(blob)
+                counts = self.llm.collective_rpc("zppo_load_safetensors_file", args=(path,))
+            finally:
+                os.unlink(path)
+        else:
+            counts = self.llm.collective_rpc("zppo_load_safetensors_bytes", args=(blob,))
+        self._commit(version, counts)
+        return time.perf_counter() - t0
+
+    def load_weights_from_path(self, path: str, version: int) -> float:
+        """Reload from a .safetensors file or an HF directory holding the FULL state dict; returns seconds."""
+        t0 = time.perf_counter()
+        counts = self.llm.collective_rpc("zppo_load_safetensors_file", args=(str(path),))
+        self._commit(version, counts)
+        return time.perf_counter() - t0
+
+    def _commit(self, version: int, counts: list[int]) -> None:
+        if any(c == 0 for c in counts):
+            raise RuntimeError(f"weight push delivered no tensors to some worker (per worker: {counts})")
+        self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
+        self._version = int(version)
+
+    def param_checksum(self) -> float:
+        return float(self.llm.collective_rpc("zppo_param_checksum")[0])
+
+    # GPU native weight transfer (vLLM's control plane; the data plane is NCCL/IPC). UNTESTED here.
+    def wt_init(self, init_info: dict) -> None:
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def wt_start(self) -> None:
+        self.llm.start_weight_update()
+
+    def wt_update(self, update_info: Any) -> None:
+        self.llm.update_weights({"update_info": update_info})
+
+    def wt_finish(self, version: int) -> None:
+        self.llm.finish_weight_update(str(version))
+        self.llm.reset_prefix_cache()
+        self._version = int(version)
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    def sleep(self, level: int = 1) -> None:
+        """Free GPU memory for a colocated learner step (level 1: weights to CPU, KV cache dropped)."""
+        if not self.sleep_enabled:
+            log.info("engine sleep skipped: sleep mode %s", "disabled" if self.on_gpu else "unsupported on CPU")
+            return
+        self.llm.sleep(level=level)
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Re-allocate after sleep. Colocated pushes wake `["weights"]` first, receive the new weights,
+        then wake `["kv_cache"]`, so weights and KV cache never hold GPU memory during the learner step."""
+        if not self.sleep_enabled:
+            log.info("engine wake_up skipped: sleep mode %s", "disabled" if self.on_gpu else "unsupported on CPU")
+            return
+        self.llm.wake_up(tags)
+
+    def shutdown(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort at teardown
+            log.debug("engine core shutdown failed", exc_info=True)
+        del llm
+        import gc
+
+        gc.collect()
+
+
+__all__ = ["VLLMEngine"]
