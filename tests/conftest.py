@@ -22,3 +22,14 @@ def toy_world(toy_cfg):
     from zppo_ray.toy.bootstrap import ensure_toy_world
 
     return ensure_toy_world(toy_cfg.toy)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for every test that needs one (starting Ray costs seconds each time)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="zppo-test")
+    yield ray
+    ray.shutdown()

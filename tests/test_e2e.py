@@ -22,15 +22,6 @@ SHORT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, namespace="zppo-test")
-    yield
-    ray.shutdown()
-
-
 def _cfg(run_dir, *extra):
     from zppo_ray.config import load_config
 

@@ -223,13 +223,9 @@ def test_throughput(engine):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
+def ray_session(ray_cluster):
     _close_engine()  # one engine at a time
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    return ray_cluster
 
 
 def test_rollout_pool_push_is_atomic(ray_session, models):

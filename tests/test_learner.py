@@ -218,12 +218,6 @@ def test_clear_errors(model_dir):
 # ---------------------------------------------------------------------------------------------- Ray
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module", params=[0, 3], ids=["zero0", "zero3"])

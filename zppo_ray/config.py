@@ -153,7 +153,10 @@ class ToyConfig:
     n_train: int = 200  # per tier
     n_eval: int = 50  # per tier
     tiers: list[int] = field(default_factory=lambda: [2, 3, 5])  # operands per question, one tier each
-    mc_fraction: float = 0.25  # share of multiple-choice questions
+    # Share of multiple-choice questions. 0 by default: the tiny models learn the arithmetic within the
+    # bootstrap budget (teacher 100% on every tier) but not the option scan that turns a value into a
+    # letter (teacher 18-30% on MC at 0.25, measured); raise it to exercise the MC path end to end.
+    mc_fraction: float = 0.0
     vocab_size: int = 512  # BPE vocabulary of the locally built tokenizer
     pretrain_pool_per_tier: int = 20000  # distinct pretraining questions per tier (never held-out ones)
     cache_dir: str = "${oc.env:ZPPO_CACHE,'~/.cache/zppo_ray/toy'}"  # consumers call expanduser()
@@ -161,7 +164,7 @@ class ToyConfig:
     teacher: ToyModelConfig = field(
         default_factory=lambda: ToyModelConfig(
             hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256,
-            pretrain_steps=2000, pretrain_lr=3e-3, tier_weights=[0.2, 0.3, 0.5],
+            pretrain_steps=1500, pretrain_lr=3e-3, tier_weights=[0.2, 0.3, 0.5],
         )
     )
 
@@ -233,7 +236,7 @@ class LearnerConfig:
     zero_stage: int = 0
     offload: bool = False  # ZeRO optimizer-state offload to CPU (needs zero_stage >= 1)
     precision: Literal["fp32", "bf16"] = "fp32"
-    lr: float = 1e-6  # constant
+    lr: float = 2e-4  # constant; toy scale (the paper uses 1e-6 for 0.8B-9B students: configs/paper_8x8_h100.yaml)
     warmup_steps: int = 0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -277,7 +280,9 @@ class EvalConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     top_k: int = 20
-    presence_penalty: float = 1.5
+    # The paper evaluates with 1.5 (configs/paper_8x8_h100.yaml); the toy default is 0 because its answers
+    # must repeat digits (a chain "3+8=1,1*2=2" reuses 1 and 2), which a presence penalty punishes.
+    presence_penalty: float = 0.0
     max_new_tokens: int = 128
     num_samples: int = 1  # pass@1 averaged over this many samples
 

@@ -81,3 +81,17 @@ def test_generate_split_other_seed_differs():
 @pytest.mark.parametrize("text", ["3+8*2-5", "0", "9*9-1+2*3"])
 def test_parse_roundtrip(text):
     assert str(parse_expr(text)) == text
+
+
+def test_worked_solutions_grade_right_and_slips_grade_wrong_in_both_kinds():
+    from zppo_ray.rewards import grade
+
+    rng = random.Random(5)
+    qs = generate_split(ToySpec(tiers=(2, 3, 5), mc_fraction=0.5), 30, 2, "eval")
+    assert {q.kind for q in qs} == {"math", "mc"}
+    for q in qs:
+        e = expr_of(q)
+        right, _ = solution_text(e, choices=q.choices)
+        wrong, _ = wrong_solution(e, rng, q.choices)
+        assert grade(right, q.answer, q.kind) == 1.0, (q, right)
+        assert grade(wrong, q.answer, q.kind) == 0.0, (q, wrong)
