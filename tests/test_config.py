@@ -46,7 +46,7 @@ def test_defaults_are_the_toy_world():
     assert (cfg.algo.tau, cfg.algo.rho_replay, cfg.algo.rho_aug) == (0.5, 0.25, 0.25)
     assert (cfg.algo.eps_low, cfg.algo.eps_high, cfg.algo.dual_clip, cfg.algo.kl_coef) == (0.2, 0.28, 10.0, 0.0)
     assert cfg.buffer.capacity == 10000 and cfg.buffer.tau == 0.5
-    assert cfg.learner.lr == 2e-4 and cfg.learner.betas == [0.9, 0.999] and cfg.learner.weight_decay == 0.1
+    assert cfg.learner.lr == 5e-5 and cfg.learner.betas == [0.9, 0.999] and cfg.learner.weight_decay == 0.1
     assert cfg.teacher.compress_max_tokens == 512 and cfg.teacher.compress_max_lines == 5
     assert cfg.data.train[0].path == "toy" and cfg.data.train[0].split == "train"
     assert cfg.trainer.run_dir.startswith("runs/") and "$" not in cfg.trainer.run_dir

@@ -236,7 +236,7 @@ class LearnerConfig:
     zero_stage: int = 0
     offload: bool = False  # ZeRO optimizer-state offload to CPU (needs zero_stage >= 1)
     precision: Literal["fp32", "bf16"] = "fp32"
-    lr: float = 2e-4  # constant; toy scale (the paper uses 1e-6 for 0.8B-9B students: configs/paper_8x8_h100.yaml)
+    lr: float = 5e-5  # constant; toy scale (the paper uses 1e-6 for 0.8B-9B students: configs/paper_8x8_h100.yaml)
     warmup_steps: int = 0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
