@@ -159,6 +159,17 @@ class RolloutWorker(_EngineActor):
         return self.engine.version
 
 
+def stop_engine_actors(actors: Sequence[Any], placement_groups: Sequence[Any], grace_s: float) -> None:
+    """Ask every engine actor to shut down, wait at most grace_s (a busy one is not waited for), then
+    kill them all and release their placement groups. Shared by the rollout pool and the teacher group."""
+    if actors:
+        ray.wait([a.shutdown.remote() for a in actors], num_returns=len(actors), timeout=grace_s)
+    for a in actors:
+        ray.kill(a)
+    for pg in placement_groups:
+        ray.util.remove_placement_group(pg)
+
+
 @dataclass
 class PendingGenerate:
     """An async generate: `refs` can be passed to `ray.wait`; `RolloutPool.collect` returns the samples."""
@@ -287,9 +298,5 @@ class RolloutPool:
 
     def shutdown(self, grace_s: float = 30.0) -> None:
         """Stop the engines cleanly (bounded by grace_s), then kill the actors and free placement groups."""
-        ray.wait([w.shutdown.remote() for w in self.workers], num_returns=len(self.workers), timeout=grace_s)
-        for w in self.workers:
-            ray.kill(w)
-        for pg in self.placement_groups:
-            ray.util.remove_placement_group(pg)
+        stop_engine_actors(self.workers, self.placement_groups, grace_s)
         self.workers = []

@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 import ray
 
-from zppo_ray.actors.rollout import _EngineActor, actor_options, balanced_split, engine_kwargs, gpu_tp_engine_kwargs
+from zppo_ray.actors.rollout import (
+    _EngineActor, actor_options, balanced_split, engine_kwargs, gpu_tp_engine_kwargs, stop_engine_actors,
+)
 from zppo_ray.algo.reformulate import build_compression_prompt, build_judge_prompt, truncate_candidate
 from zppo_ray.rewards import grade_judged, last_boxed
 from zppo_ray.types import GenRequest, Sample
@@ -264,9 +266,5 @@ class TeacherGroup:
 
     def shutdown(self, grace_s: float = 30.0) -> None:
         """Stop the engines cleanly (bounded by grace_s: a replica busy with a timed-out call is killed)."""
-        ray.wait([r.shutdown.remote() for r in self.replicas], num_returns=len(self.replicas), timeout=grace_s)
-        for r in self.replicas:
-            ray.kill(r)
-        for pg in self.placement_groups:
-            ray.util.remove_placement_group(pg)
+        stop_engine_actors(self.replicas, self.placement_groups, grace_s)
         self.replicas = []
