@@ -289,6 +289,7 @@ class Trainer:
             xs = list(xs)
             return sum(xs) / len(xs) if xs else 0.0
 
+        replay_ids = {q.id for q in replay}
         kind_groups = defaultdict(list)
         for uid, g, _ in reform:
             kind_groups[uid.split(":", 1)[0]].append(g)
@@ -298,7 +299,7 @@ class Trainer:
             "n_prompts": len(batch),
             "n_replay": len(replay),
             "plain_reward": mean(g.mean for g in plain.values()),
-            "new_reward": mean(plain[q.id].mean for q in batch if q not in replay),
+            "new_reward": mean(plain[q.id].mean for q in batch if q.id not in replay_ids),
             "replay_reward": mean(plain[q.id].mean for q in replay),
             "n_hard": len(hard),
             "teacher_reward": mean(g.mean for g in teacher.values()),
