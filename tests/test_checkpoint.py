@@ -12,7 +12,7 @@ def _save(run_dir, step, complete=True):
     d = ckpt.checkpoint_dir(run_dir, step)
     d.mkdir(parents=True)
     rng = random.Random(step)
-    ckpt.write_trainer_state(d, ckpt.TrainerState(step, step, 4 * step, 0, ckpt.TrainerState.rng_to_json(rng)))
+    ckpt.write_trainer_state(d, ckpt.TrainerState(step, step, 4 * step, 0, ckpt.rng_to_json(rng)))
     if complete:
         ckpt.mark_complete(d)
     return d

@@ -23,7 +23,7 @@ import os
 import random
 import tempfile
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from zppo_ray.data.schema import Question

@@ -24,6 +24,17 @@ from pathlib import Path
 MARKER = "COMPLETE"
 
 
+def rng_to_json(rng: random.Random) -> list:
+    """random.Random state as JSON-friendly lists (the state is a tuple holding a tuple)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def rng_from_json(rng: random.Random, state: list) -> None:
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
+
+
 @dataclass
 class TrainerState:
     step: int  # steps completed
@@ -32,14 +43,8 @@ class TrainerState:
     epoch: int  # passes over the training set completed
     rng_state: list  # controller RNG (random.Random.getstate, JSON-friendly)
 
-    @staticmethod
-    def rng_to_json(rng: random.Random) -> list:
-        version, internal, gauss = rng.getstate()
-        return [version, list(internal), gauss]
-
     def restore_rng(self, rng: random.Random) -> None:
-        version, internal, gauss = self.rng_state
-        rng.setstate((version, tuple(internal), gauss))
+        rng_from_json(rng, self.rng_state)
 
 
 def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:

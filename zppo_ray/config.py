@@ -768,6 +768,13 @@ def gpus_required(cfg: RunConfig) -> int:
 # ---------------------------------------------------------------------------------------------- CLI
 
 
+def split_cli_args(items: Sequence[str]) -> tuple[str | None, list[str]]:
+    """`[config.yaml] key.path=value ...` -> (config file or None, overrides): every entry point's rule."""
+    items = list(items)
+    path = items.pop(0) if items and "=" not in items[0] else None
+    return path, items
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -775,8 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("items", nargs="*", help="[config.yaml] key.path=value ...")
     parser.add_argument("--available-gpus", type=int, default=None, help="also check the GPU layout fits")
     args = parser.parse_args(argv)
-    items = list(args.items)
-    path = items.pop(0) if items and "=" not in items[0] else None
+    path, items = split_cli_args(args.items)
     try:
         cfg = load_config(path, items, available_gpus=args.available_gpus)
     except ConfigError as e:

@@ -16,23 +16,17 @@ from pathlib import Path
 log = logging.getLogger("zppo_ray")
 
 
-def _split_args(argv: list[str]) -> tuple[str | None, list[str]]:
-    if argv and "=" not in argv[0] and argv[0].endswith((".yaml", ".yml")):
-        return argv[0], argv[1:]
-    return None, argv
-
-
 def uses_toy(cfg) -> bool:
     paths = [cfg.student.path, cfg.teacher.model.path] + [s.path for s in cfg.data.train + cfg.data.eval]
     return any(str(p) == "toy" or str(p).startswith("toy:") for p in paths)
 
 
 def run(argv: list[str]) -> Path:
-    from zppo_ray.config import load_config, save_resolved
+    from zppo_ray.config import load_config, save_resolved, split_cli_args
     from zppo_ray.launch import train
     from zppo_ray.toy.bootstrap import ensure_toy_world, format_report
 
-    path, overrides = _split_args(argv)
+    path, overrides = split_cli_args(argv)
     cfg = load_config(path, overrides, check_paths=True)
     run_dir = Path(cfg.trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

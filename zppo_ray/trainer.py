@@ -22,7 +22,7 @@ from zppo_ray.algo.advantages import compute_advantages
 from zppo_ray.algo.reformulate import Templates, truncate_candidate, with_format_closer
 from zppo_ray.algo.selection import aug_cap, replay_count
 from zppo_ray.algo.zppo import Group, choose_instances, hard_questions, render_instance
-from zppo_ray.checkpoint import TrainerState
+from zppo_ray.checkpoint import TrainerState, rng_to_json
 from zppo_ray.data.cursor import DataCursor
 from zppo_ray.data.schema import Question
 from zppo_ray.metrics import RunLog, eval_line, step_line
@@ -343,7 +343,7 @@ class Trainer:
 
     def state(self) -> TrainerState:
         return TrainerState(step=self.step, version=self.version, cursor=self.data.cursor,
-                            epoch=self.data.epoch, rng_state=TrainerState.rng_to_json(self.rng))
+                            epoch=self.data.epoch, rng_state=rng_to_json(self.rng))
 
     def load_state(self, state: TrainerState) -> None:
         self.step, self.version = state.step, state.version

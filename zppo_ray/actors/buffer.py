@@ -17,6 +17,7 @@ from pathlib import Path
 import ray
 
 from zppo_ray.buffer import BufferConfig, PromptReplayBuffer
+from zppo_ray.checkpoint import rng_from_json, rng_to_json
 from zppo_ray.data.schema import Question
 
 
@@ -58,7 +59,7 @@ class ReplayBufferShell:
         d.mkdir(parents=True, exist_ok=True)
         self.buffer.snapshot(d / "buffer.json")
         tmp = d / "buffer_rng.json.tmp"
-        tmp.write_text(json.dumps(_rng_state_to_json(self.rng.getstate())))
+        tmp.write_text(json.dumps(rng_to_json(self.rng)))
         os.replace(tmp, d / "buffer_rng.json")
 
     def restore(self, directory: str) -> int:
@@ -68,18 +69,8 @@ class ReplayBufferShell:
             raise ValueError(f"buffer snapshot in {d} was written with {restored.config}, "
                              f"this run uses {self.buffer.config}")
         self.buffer = restored
-        self.rng.setstate(_rng_state_from_json(json.loads((d / "buffer_rng.json").read_text())))
+        rng_from_json(self.rng, json.loads((d / "buffer_rng.json").read_text()))
         return len(self.buffer)
-
-
-def _rng_state_to_json(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _rng_state_from_json(state: list) -> tuple:
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)
 
 
 # Questions and fate records are small; the actor needs no CPU reservation of its own.

@@ -139,8 +139,7 @@ def _publish(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def _pool(toy_cfg) -> list[Question]:
-    held_out = toy_questions(toy_cfg, "eval")
+def _pool(toy_cfg, held_out: list[Question]) -> list[Question]:
     return generate_split(toy_spec(toy_cfg), toy_cfg.pretrain_pool_per_tier, toy_cfg.seed, "pretrain",
                           exclude={q.extra["expr"] for q in held_out})
 
@@ -222,9 +221,9 @@ def _build(toy_cfg, art: ToyArtifacts, force: bool) -> ToyArtifacts:
     todo = [r for r in ("student", "teacher") if force or not (art.model(r) / "report.json").exists()]
     if not todo and (art.root / "world.json").exists():
         return art
-    pool = _pool(toy_cfg)
-    tok = _ensure_tokenizer(toy_cfg, art, pool)
     held_out = toy_questions(toy_cfg, "eval")
+    pool = _pool(toy_cfg, held_out)
+    tok = _ensure_tokenizer(toy_cfg, art, pool)
     for role in todo:
         _train_role(toy_cfg, role, tok, pool, held_out, art.model(role))
     return art
@@ -244,14 +243,13 @@ def format_report(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     import sys
 
-    from zppo_ray.config import load_config
+    from zppo_ray.config import load_config, split_cli_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     force = "--force" in argv
-    argv = [a for a in argv if a != "--force"]
-    path = argv[0] if argv and not ("=" in argv[0]) else None
-    cfg = load_config(path, argv[1:] if path else argv)
+    path, overrides = split_cli_args(a for a in argv if a != "--force")
+    cfg = load_config(path, overrides)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     art = ensure_toy_world(cfg.toy, force=force)
     print(f"toy world at {art.root}")
