@@ -7,6 +7,7 @@ the next step depends on. Both runs share one local Ray cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -73,3 +74,44 @@ def test_resume_equals_uninterrupted(run_a, tmp_path, toy_world, ray_cluster):
     buf_a = json.loads((a3 / "buffer" / "buffer.json").read_text())
     buf_b = json.loads((b3 / "buffer" / "buffer.json").read_text())
     assert buf_b == buf_a
+
+
+@pytest.fixture(scope="module")
+def shared_roles(toy_world, ray_cluster):
+    """One set of real actors (teacher, buffer and all) that every method below drives in turn."""
+    from zppo_ray.launch import model_paths, start_roles, stop_roles
+
+    cfg = _cfg("unused")
+    roles = start_roles(cfg, *model_paths(cfg, toy_world))
+    yield roles
+    stop_roles(roles)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "grpo_buffer", "grpo_bcq_ncq", "grpo_buffer_bcq", "grpo_buffer_ncq",
+                                  "offpolicy_distill", "onpolicy_distill", "hint", "prefix", "teacher_inject"])
+def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, tmp_path, ray_cluster):
+    """ZPPO itself runs above (run A); each baseline takes two real steps on the same actors."""
+    from transformers import AutoTokenizer
+
+    from zppo_ray.actors.buffer import ReplayBufferActor, buffer_config
+    from zppo_ray.launch import load_split
+    from zppo_ray.metrics import RunLog
+    from zppo_ray.trainer import Trainer
+
+    cfg = _cfg(tmp_path, f"algo.name={algo}", "algo.tau=1.0")  # tau 1: every imperfect question is hard
+    tok = AutoTokenizer.from_pretrained(toy_world.tokenizer)
+    # engines and learner are shared, the buffer is the method's own (its steps restart at 1)
+    roles = dataclasses.replace(shared_roles, buffer=ReplayBufferActor.remote(buffer_config(cfg.buffer), 0))
+    trainer = Trainer(cfg, roles, load_split(cfg, "train", tok), [], tok, RunLog(tmp_path, True))
+    trainer.version = start = shared_roles.rollout.version  # the shared pool has moved on in earlier tests
+    steps = [trainer.train_step() for _ in range(2)]
+    assert [m["version"] for m in steps] == [start + 1, start + 2] == [shared_roles.rollout.version - 1,
+                                                                        shared_roles.rollout.version]
+    for m in steps:
+        assert m["learn"]["tokens"] > 0 and m["learn"]["entropy"] > 0
+    extra = {"offpolicy_distill": "n_distill", "onpolicy_distill": "n_distill", "hint": "n_hint",
+             "prefix": "n_prefix", "teacher_inject": "n_injected", "grpo_bcq_ncq": "n_bcq",
+             "grpo_buffer_bcq": "n_bcq", "grpo_buffer_ncq": "n_ncq"}.get(algo)
+    if extra:  # the method's own ingredient really happened
+        assert sum(m[extra] for m in steps) > 0, [m[extra] for m in steps]
+    ray_cluster.kill(roles.buffer)

@@ -14,7 +14,7 @@ import torch
 
 from zppo_ray.algo.losses import PolicyLossConfig, compute_policy_loss
 from zppo_ray.config import AlgoConfig, LearnerConfig
-from zppo_ray.learner import PolicyLearner
+from zppo_ray.learner import PolicyLearner, collate
 from zppo_ray.types import TrainItem
 
 CORPUS = ["In arithmetic modulo 10, compute 3+8*2-5.\n<think>3+8*2-5=3+6-5=9-5=4</think>\n\\boxed{4}"] * 50 + [
@@ -213,6 +213,85 @@ def test_clear_errors(model_dir):
     with pytest.raises(ValueError, match="entropy_coef"):
         make_learner(model_dir, AlgoConfig(entropy_coef=0.01))
     assert learner.step == 0
+
+
+def teacher_rows(items, k=4, seed=1):
+    """Made-up teacher top-k rows (distinct ids, normalised logprobs) for every completion token."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for it in items:
+        ids = [torch.randperm(300, generator=g)[:k].tolist() for _ in it.completion_ids]
+        lps = [torch.randn(k, generator=g).log_softmax(-1).tolist() for _ in it.completion_ids]
+        out.append(dataclasses.replace(it, teacher_topk_ids=ids, teacher_topk_logprobs=lps))
+    return out
+
+
+def test_jsd_distillation_loss_matches_reference_and_decreases(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from zppo_ray.algo.losses import compute_divergence
+
+    items = teacher_rows(make_items([(5, 6), (4, 9), (7, 3)]))
+    items[1] = dataclasses.replace(items[1], teacher_topk_ids=[r[:2] for r in items[1].teacher_topk_ids],
+                                   teacher_topk_logprobs=[torch.tensor(r[:2]).log_softmax(-1).tolist()
+                                                          for r in items[1].teacher_topk_logprobs])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    per_item, n_tok = [], 0
+    for it in items:  # reference: one sequence at a time, JSD over each row's own support
+        ids = torch.tensor([it.prompt_ids + it.completion_ids])
+        p, c = len(it.prompt_ids), len(it.completion_ids)
+        logits = model(input_ids=ids).logits[0, p - 1:p - 1 + c].float()
+        s = logits.gather(-1, torch.tensor(it.teacher_topk_ids))
+        t = torch.tensor(it.teacher_topk_logprobs)
+        per_item.append(compute_divergence("jsd", s[None], t[None], torch.ones(1, c)) * c)
+        n_tok += c
+    expected = float(sum(per_item) / n_tok)
+    learner = make_learner(model_dir, lr=1e-2, micro_batch_size=2)
+    first = learner.train_minibatch(items, loss_fn="jsd")
+    assert first["loss"] == pytest.approx(expected, rel=1e-4)
+    assert first["entropy"] > 0 and first["tokens"] == 18
+    for _ in range(5):
+        last = learner.train_minibatch(items, loss_fn="jsd")
+    assert last["loss"] < 0.5 * first["loss"]
+
+
+def test_distillation_items_are_checked(model_dir):
+    learner = make_learner(model_dir)
+    items = make_items([(4, 3)])
+    with pytest.raises(ValueError, match="needs teacher_topk_ids"):
+        learner.train_minibatch(items, loss_fn="jsd")
+    bad = teacher_rows(items)
+    bad[0] = dataclasses.replace(bad[0], teacher_topk_ids=bad[0].teacher_topk_ids[:2])
+    with pytest.raises(ValueError, match="2/3 teacher top-k rows for 3 completion tokens"):
+        learner.train_minibatch(bad, loss_fn="jsd")
+
+
+def test_kl_to_the_frozen_reference(model_dir):
+    items = make_items([(5, 8), (6, 8)], advantages=[1.0, -1.0])
+    learner = make_learner(model_dir, algo=AlgoConfig(kl_coef=0.1, kl_type="k3"), lr=1e-2)
+    first = learner.train_minibatch(with_old(items, learner.compute_logprobs(items), shift=0.0))
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy starts at the reference
+    second = learner.train_minibatch(with_old(items, learner.compute_logprobs(items), shift=0.0))
+    assert second["kl"] > 1e-4
+    # the reference itself never moves: a fresh learner's logprobs equal the reference model's
+    ref_lp = learner._logprobs(collate(items, learner.pad_id, learner.device, train=False), learner.ref)[0]
+    fresh = make_learner(model_dir).compute_logprobs(items)
+    torch.testing.assert_close(ref_lp[0, :8], torch.tensor(fresh[0]), atol=1e-5, rtol=0)
+
+
+def test_entropy_metric_matches_transformers(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    items = make_items([(5, 6), (4, 4)])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ents = []
+    for it in items:
+        p, c = len(it.prompt_ids), len(it.completion_ids)
+        logp = model(input_ids=torch.tensor([it.prompt_ids + it.completion_ids])).logits[0, p - 1:p - 1 + c].log_softmax(-1)
+        ents.append(-(logp.exp() * logp).sum(-1))
+    learner = make_learner(model_dir)
+    m = learner.train_minibatch(with_old(items, learner.compute_logprobs(items)))
+    assert m["entropy"] == pytest.approx(float(torch.cat(ents).mean()), rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- Ray

@@ -58,11 +58,23 @@ class FakeRollout:
 class FakeTeacher:
     def __init__(self, questions, correct: bool):
         self.q, self.correct, self.generated, self.compressed = questions, correct, [], []
+        self.hint_prompts, self.scored = [], []
 
     def generate_async(self, requests, sampling):
         self.generated += [r.tag.split(":", 1)[1] for r in requests]
         return [[Sample([1], [2], [0.0], answer(self.correct and i == 0, self.q[r.tag.split(":", 1)[1]].answer),
                         "stop", 0) for i in range(r.n)] for r in requests]
+
+    def generate(self, requests, sampling):
+        if requests and requests[0].tag.startswith("hint:"):
+            self.hint_prompts += [r.prompt for r in requests]
+            return [[Sample([1], [2], [0.0], f"HINT for {r.tag}", "stop", 0)] for r in requests]
+        return self.generate_async(requests, sampling)
+
+    def score_topk(self, prompt_ids, completion_ids, k):
+        self.scored += list(zip(prompt_ids, completion_ids))
+        return [{"topk_ids": [[t, 0] for t in c], "topk_logprobs": [[-0.1, -2.4] for _ in c],
+                 "token_logprobs": [-0.1] * len(c)} for c in completion_ids]
 
     def result(self, call):
         return call
@@ -79,13 +91,29 @@ class FakeLearner:
     def compute_logprobs(self, items):
         return [[-0.1] * len(it.completion_ids) for it in items]
 
-    def train_minibatch(self, items):
-        assert all(it.old_logprobs is not None for it in items)
+    def train_minibatch(self, items, loss_fn=None):
+        if loss_fn is None:
+            assert all(it.old_logprobs is not None for it in items)
+        else:
+            assert all(it.teacher_topk_ids is not None for it in items)
         self.minibatches.append(items)
+        self.loss_fns = getattr(self, "loss_fns", []) + [loss_fn]
         return {"loss": 0.0, "tokens": float(sum(len(it.completion_ids) for it in items))}
 
     def export_safetensors(self):
         return b"weights"
+
+
+class FakeTokenizer:
+    """One token per character (ids 10..), eos = 2: enough to check what the controller tokenizes."""
+
+    eos_token_id = 2
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [10 + ord(c) % 90 for c in text]}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "U:" + messages[0]["content"] + "\nA:"
 
 
 def make(tmp_path, script, teacher_correct=True, overrides=(), n_questions=8):
@@ -96,7 +124,7 @@ def make(tmp_path, script, teacher_correct=True, overrides=(), n_questions=8):
     roles = Roles(rollout=FakeRollout(by_id, script), learner=FakeLearner(),
                   teacher=FakeTeacher(by_id, teacher_correct),
                   buffer=ReplayBufferShell(BufferConfig(capacity=cfg.buffer.capacity, tau=cfg.buffer.tau), 0))
-    trainer = Trainer(cfg, roles, qs, qs[:2], tokenizer=None, run_log=RunLog(tmp_path, enabled=False))
+    trainer = Trainer(cfg, roles, qs, qs[:2], tokenizer=FakeTokenizer(), run_log=RunLog(tmp_path, enabled=False))
     return trainer, roles
 
 
@@ -198,6 +226,117 @@ def test_state_round_trip_continues_the_same_data_order(tmp_path):
     assert other.rng.random() == trainer.rng.random()  # the controller RNG continues where it stopped
 
 
-def test_unavailable_algorithm_is_refused_up_front(tmp_path):
-    with pytest.raises(ValueError, match="not available"):
-        make(tmp_path, all_right, overrides=["algo.name=hint"])
+def hard_q0_q1(kind, qid, step):
+    """q0 all wrong, q1 1/4 right (both hard), the rest solved; every extra group all right."""
+    pattern = {"q0": [0, 0, 0, 0], "q1": [1, 0, 0, 0]}
+    return [bool(x) for x in pattern.get(qid, [1] * 4)] if kind == "plain" else [True] * 4
+
+
+def learned(roles):
+    return [it for mb in roles.learner.minibatches for it in mb]
+
+
+def test_hint_asks_the_teacher_for_a_hint_and_adds_a_hinted_group(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=hint"])
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    m = trainer.train_step()
+    assert m["n_hard"] == 2 and sorted(roles.teacher.generated) == ["q0", "q1"]
+    assert len(roles.teacher.hint_prompts) == 2 and "\\boxed{0}" in roles.teacher.hint_prompts[0]  # a correct sample
+    hinted = [(q, p) for _, k, q, p in roles.rollout.requests if k == "hint"]
+    assert [q for q, _ in hinted] == ["q0", "q1"] and "<hint>\nHINT for hint:q0\n</hint>" in hinted[0][1]
+    assert {"hint:q0", "hint:q1"} <= {it.group for it in learned(roles)}
+    assert m["n_bcq"] == m["n_ncq"] == 0 and roles.teacher.compressed == []
+
+
+def test_prefix_forces_the_teacher_prefix_and_masks_it(tmp_path):
+    class PrefixRollout(FakeRollout):
+        def _one(self, req):
+            out = super()._one(req)
+            if req.prefix_ids:  # like the engine: prefix in the completion, masked out of the loss
+                self.prefixes = getattr(self, "prefixes", []) + [list(req.prefix_ids)]
+                for s in out:
+                    s.completion_ids = list(req.prefix_ids) + s.completion_ids
+                    s.loss_mask = [0] * len(req.prefix_ids) + [1, 1]
+            return out
+
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=prefix", "algo.prefix_alpha=0.4"])
+    roles.rollout.__class__ = PrefixRollout
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    trainer.train_step()
+    text = answer(True, "0")  # q0's correct teacher sample
+    ids = FakeTokenizer()(text)["input_ids"]
+    assert roles.rollout.prefixes[0] == ids[:int(0.4 * len(ids))]
+    items = [it for it in learned(roles) if it.group == "prefix:q0"]
+    assert len(items) == 4 and all(it.loss_mask[:len(roles.rollout.prefixes[0])] == [0] * len(roles.rollout.prefixes[0])
+                                   for it in items)
+
+
+def test_teacher_inject_adds_one_verified_member_to_the_plain_group(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=teacher_inject"])
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    m = trainer.train_step()
+    q0 = [it for it in learned(roles) if it.group == "plain:q0"]
+    assert len(q0) == 5 and m["n_injected"] == 2  # G_S = 4 rollouts + the teacher's response
+    teacher_ids = FakeTokenizer()(answer(True, "0"))["input_ids"] + [2]
+    injected = [it for it in q0 if it.completion_ids == teacher_ids]
+    rollouts = [it for it in q0 if it.completion_ids == [3, 4]]
+    assert len(injected) == 1 and len(rollouts) == 4
+    assert injected[0].advantage > 0 and all(it.advantage < 0 for it in rollouts)  # the only correct member
+    assert m["admitted"] == 2  # the buffer saw plain accuracy 0 and 1/4, not the injected group's
+
+
+def test_offpolicy_distill_trains_on_correct_teacher_samples_only(tmp_path):
+    from zppo_ray.algo.reformulate import with_format_closer
+
+    trainer, roles = make(tmp_path, all_right, overrides=["algo.name=offpolicy_distill"])
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    m = trainer.train_step()
+    # teacher.group_size = 2, one of them correct (FakeTeacher): 4 prompts -> 4 sequences
+    assert m["n_distill"] == 4 and len(roles.teacher.scored) == 4
+    assert roles.rollout.requests == []  # the student samples nothing
+    assert roles.learner.loss_fns == ["jsd"] and len(roles.learner.minibatches) == 1  # one update per step
+    tok = FakeTokenizer()
+    p, c = roles.teacher.scored[0]  # q0, in the student's chat template and tokens, ending with eos
+    assert p == tok("U:" + with_format_closer(trainer.data.questions[0].text) + "\nA:")["input_ids"]
+    assert c == tok(answer(True, "0"))["input_ids"] + [2]
+    assert m["version"] == 1
+
+
+def test_offpolicy_distill_without_a_correct_teacher_sample_skips_the_update(tmp_path):
+    trainer, roles = make(tmp_path, all_right, teacher_correct=False, overrides=["algo.name=offpolicy_distill"])
+    m = trainer.train_step()
+    assert m["n_distill"] == 0 and roles.learner.minibatches == [] and m["version"] == 0 and m["step"] == 1
+
+
+def test_onpolicy_distill_scores_every_student_sample(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=onpolicy_distill"])
+    m = trainer.train_step()
+    assert m["n_distill"] == 16 and len(roles.teacher.scored) == 16  # no reward filtering
+    assert roles.teacher.generated == [] and roles.learner.loss_fns == ["jsd"]
+
+
+def test_dynamic_sampling_drops_degenerate_groups(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=grpo", "algo.dynamic_sampling=true"])
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    m = trainer.train_step()
+    assert m["dropped_groups"] == 3 and {it.group for it in learned(roles)} == {"plain:q1"}
+
+
+def test_overlong_samples_lose_their_loss_tokens(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=grpo", "algo.overlong_filter=true"])
+    for_length = FakeRollout._one
+
+    def one(self, req):
+        out = for_length(self, req)
+        out[0].finish_reason = "length"
+        return out
+
+    roles.rollout._one = one.__get__(roles.rollout)
+    trainer.train_step()
+    items = learned(roles)
+    assert sum(1 for it in items if it.loss_mask == [0, 0]) == 4  # the first sample of each of 4 groups
+
+
+def test_unknown_algorithm_is_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
+        make(tmp_path, all_right, overrides=["algo.name=nope"])

@@ -271,6 +271,12 @@ class AlgoConfig:
     ncq_list_unparseable: bool = False  # list wrong rollouts without a \boxed answer in the NCQ "WRONG" line
     prefix_alpha: float = 0.4
     jsd_beta: float = 0.5
+    divergence: Literal["jsd", "forward_kl", "reverse_kl"] = "jsd"  # the distillation baselines' loss
+    # Knobs users of modern GRPO expect; all off as in the spec.
+    # dynamic_sampling (DAPO): drop groups whose rewards are all equal (no refill). It fights ZPPO: the
+    # two-step advantage gives an all-wrong hard group a signal that dropping it throws away (spec §7).
+    dynamic_sampling: bool = False
+    overlong_filter: bool = False  # samples cut at max_new_tokens keep their group but lose their loss
 
 
 @dataclass
@@ -648,6 +654,11 @@ def _check_algo(cfg: RunConfig, p: list) -> None:
         p.append(("teacher.num_replicas", f"algorithm {a.name!r} uses the teacher: need >= 1 replica"))
     if cfg.teacher.num_replicas == 0 and (a.enable_bcq or a.enable_ncq):
         p.append(("teacher.num_replicas", "algo.enable_bcq / algo.enable_ncq need the teacher: >= 1 replica"))
+    if a.dynamic_sampling and a.name == "zppo":
+        log.warning("algo.dynamic_sampling drops all-equal groups, including the all-wrong hard groups that "
+                    "ZPPO's two-step advantage learns from (spec §7); use it with ZPPO only as an ablation")
+    if a.dynamic_sampling and a.name in NON_GROUP_ALGORITHMS:
+        p.append(("algo.dynamic_sampling", f"filters reward groups; {a.name!r} has none"))
     rollouts = cfg.trainer.prompts_per_step * cfg.rollout.group_size
     needed = a.updates_per_step * cfg.learner.num_ranks
     if a.updates_per_step >= 1 and rollouts < needed:

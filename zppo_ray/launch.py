@@ -16,9 +16,10 @@ from pathlib import Path
 import ray
 
 from zppo_ray import checkpoint as ckpt
+from zppo_ray.config import TEACHER_FREE_ALGORITHMS
 from zppo_ray.data.schema import Question
 from zppo_ray.metrics import RunLog
-from zppo_ray.trainer import Roles, Trainer
+from zppo_ray.trainer import DISTILL_ALGORITHMS, Roles, Trainer
 
 log = logging.getLogger("zppo_ray")
 
@@ -79,7 +80,8 @@ def start_roles(cfg, student_path: str, teacher_path: str) -> Roles:
     t = time.time()
     learner = LearnerGroup(student_path, cfg.learner, cfg.algo, seed=cfg.trainer.seed)
     rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path)
-    uses_teacher = cfg.teacher.num_replicas > 0 and (cfg.algo.enable_bcq or cfg.algo.enable_ncq)
+    uses_teacher = cfg.teacher.num_replicas > 0 and (
+        cfg.algo.name not in TEACHER_FREE_ALGORITHMS or cfg.algo.enable_bcq or cfg.algo.enable_ncq)
     teacher = TeacherGroup.create(cfg.teacher, model_path=teacher_path) if uses_teacher else None
     buffer = (ReplayBufferActor.remote(buffer_config(cfg.buffer), cfg.trainer.seed)
               if cfg.algo.use_buffer else None)
@@ -124,6 +126,8 @@ def train(cfg, run_dir: Path, toy_artifacts) -> dict:
 
     student_path, teacher_path = model_paths(cfg, toy_artifacts)
     tokenizer = AutoTokenizer.from_pretrained(cfg.student.tokenizer or student_path)
+    if cfg.algo.name in DISTILL_ALGORITHMS:
+        check_shared_vocab(tokenizer, teacher_path)
     train_qs, eval_qs = load_split(cfg, "train", tokenizer), load_split(cfg, "eval", tokenizer)
     log.info("data: %d training questions, %d held-out", len(train_qs), len(eval_qs))
 
@@ -133,6 +137,18 @@ def train(cfg, run_dir: Path, toy_artifacts) -> dict:
         return _train(cfg, run_dir, roles, train_qs, eval_qs, tokenizer)
     finally:
         stop_roles(roles)
+
+
+def check_shared_vocab(student_tokenizer, teacher_path: str) -> None:
+    """The distillation baselines compare next-token distributions id by id: the teacher must read and
+    score the student's token ids, so both models need the same vocabulary (true within a model family,
+    e.g. Qwen3.5 0.8B and 27B; true for the toy models, which share one tokenizer)."""
+    from transformers import AutoTokenizer
+
+    teacher = AutoTokenizer.from_pretrained(teacher_path)
+    if student_tokenizer.get_vocab() != teacher.get_vocab():
+        raise ValueError(f"distillation needs the student and the teacher ({teacher_path}) to share one "
+                         f"vocabulary; they differ ({len(student_tokenizer)} vs {len(teacher)} tokens)")
 
 
 def stop_roles(roles: Roles) -> None:

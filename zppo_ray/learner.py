@@ -35,11 +35,13 @@ from typing import Any
 
 import torch
 
-from zppo_ray.algo.losses import PolicyLossConfig, compute_policy_loss
+from zppo_ray.algo.losses import DIVERGENCES, PolicyLossConfig, compute_divergence, compute_policy_loss
 from zppo_ray.types import TrainItem
 
 log = logging.getLogger(__name__)
 
+# Logprob of a padded teacher top-k slot: zero mass after exp() yet finite, so no gradient turns NaN.
+TOPK_PAD_LOGPROB = -1e4
 # Elements gathered at once when exporting ZeRO-3 weights: bounds the transient full-precision copy.
 EXPORT_BUCKET_NUMEL = 256 * 1024 * 1024
 DEFAULT_EXTENSIONS_DIR = "~/.cache/zppo_ray/torch_extensions"
@@ -104,9 +106,10 @@ def loss_config(algo_cfg) -> PolicyLossConfig:
     )
 
 
-def check_items(items: Sequence[TrainItem], max_len: int | None, train: bool) -> str | None:
+def check_items(items: Sequence[TrainItem], max_len: int | None, train: bool, distill: bool = False) -> str | None:
     """Why `items` cannot be processed, or None. Pure, so the driver can reject a batch before any rank
-    enters a collective (a rank raising alone would leave the others blocked)."""
+    enters a collective (a rank raising alone would leave the others blocked). `distill`: the items feed a
+    divergence loss, so they need the teacher's top-k rows instead of old logprobs and an advantage."""
     for i, it in enumerate(items):
         p, c = len(it.prompt_ids), len(it.completion_ids)
         if p == 0:
@@ -115,7 +118,15 @@ def check_items(items: Sequence[TrainItem], max_len: int | None, train: bool) ->
             return f"item {i}: prompt {p} + completion {c} = {p + c} tokens > the model's max length {max_len}"
         if it.loss_mask is not None and len(it.loss_mask) != c:
             return f"item {i}: loss_mask has {len(it.loss_mask)} entries for {c} completion tokens"
-        if train:
+        if train and distill:
+            ids, lps = it.teacher_topk_ids, it.teacher_topk_logprobs
+            if ids is None or lps is None:
+                return f"item {i}: a divergence loss needs teacher_topk_ids and teacher_topk_logprobs"
+            if len(ids) != c or len(lps) != c:
+                return f"item {i}: {len(ids)}/{len(lps)} teacher top-k rows for {c} completion tokens"
+            if any(len(a) != len(b) or not a for a, b in zip(ids, lps)):
+                return f"item {i}: a teacher top-k row is empty or its ids and logprobs differ in length"
+        elif train:
             if it.old_logprobs is None:
                 return (f"item {i}: old_logprobs is None; fill it with compute_logprobs() at the start of the step "
                         "(the ratio must be against the step-start policy, not the current one)")
@@ -159,13 +170,32 @@ def collate(items: Sequence[TrainItem], pad_id: int, device, train: bool) -> dic
             index[row, :c] = torch.arange(p - 1, p - 1 + c)
             valid[row, :c] = True
             mask[row, :c] = torch.tensor(it.loss_mask if it.loss_mask is not None else [1] * c, dtype=torch.float32)
-            if train:
+            if train and it.old_logprobs is not None:  # distillation items carry none
                 old[row, :c] = torch.tensor(it.old_logprobs, dtype=torch.float32)
     out = dict(input_ids=input_ids, attention_mask=attention, targets=targets, index=index, valid=valid, mask=mask)
     if train:
         out["old_logprobs"] = old
         out["advantages"] = torch.tensor([it.advantage for it in items], dtype=torch.float32)
+    if train and items[0].teacher_topk_ids is not None:
+        out.update(_collate_topk(items, t_max))
     return {k: v.to(device) for k, v in out.items()}
+
+
+def _collate_topk(items: Sequence[TrainItem], t_max: int) -> dict[str, torch.Tensor]:
+    """[B, T, K] teacher top-k ids and logprobs, and which slots are real. Rows shorter than K (the engine
+    may return fewer) are padded with the row's first id at TOPK_PAD_LOGPROB: a finite "minus infinity"
+    (exp underflows to exactly 0 in fp32) because a true -inf turns the divergence's gradient into NaN."""
+    k = max(len(row) for it in items for row in it.teacher_topk_ids)
+    ids = torch.zeros((len(items), t_max, k), dtype=torch.long)
+    lps = torch.zeros((len(items), t_max, k), dtype=torch.float32)
+    valid = torch.ones((len(items), t_max, k), dtype=torch.bool)
+    for b, it in enumerate(items):
+        for t, (row_ids, row_lp) in enumerate(zip(it.teacher_topk_ids, it.teacher_topk_logprobs)):
+            pad = k - len(row_ids)
+            ids[b, t] = torch.tensor(list(row_ids) + [row_ids[0]] * pad, dtype=torch.long)
+            lps[b, t] = torch.tensor(list(row_lp) + [TOPK_PAD_LOGPROB] * pad, dtype=torch.float32)
+            valid[b, t, len(row_ids):] = False
+    return {"topk_ids": ids, "topk_logprobs": lps, "topk_valid": valid}
 
 
 def chunks(items: Sequence, size: int) -> list[list]:
@@ -180,8 +210,6 @@ class PolicyLearner:
         t0 = time.perf_counter()
         if algo_cfg.entropy_coef:
             raise ValueError("algo.entropy_coef != 0 is not supported by the learner (the spec uses no entropy bonus)")
-        if algo_cfg.kl_coef:
-            raise ValueError("algo.kl_coef > 0 needs reference-model logprobs, which the learner does not compute")
         self.model_path, self.cfg, self.algo_cfg = model_path, learner_cfg, algo_cfg
         self.rank, self.world_size = rank, world_size
         self.loss_config = loss_config(algo_cfg)
@@ -217,6 +245,13 @@ class PolicyLearner:
         self.engine, *_ = ds.initialize(model=model, optimizer=opt, lr_scheduler=sched,
                                         config=ds_config(learner_cfg, world_size))
         self.device = self.engine.device
+        # KL to a frozen reference (algo.kl_coef > 0): the initial weights, kept whole on every rank and
+        # never updated. It costs one more model in memory and one more forward per micro-batch; the
+        # spec's ZPPO uses no KL term, so by default (kl_coef 0) none of this exists.
+        self.ref = None
+        if algo_cfg.kl_coef > 0:
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+            self.ref.requires_grad_(False)
         self.zero3 = self.engine.zero_optimization_stage() == 3
         self.init_seconds = time.perf_counter() - t0
         log.info("learner rank %d/%d ready in %.1fs (zero %d, %s)", rank, world_size, self.init_seconds,
@@ -224,14 +259,37 @@ class PolicyLearner:
 
     # ------------------------------------------------------------------------------------------ forward
 
-    def _logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, T] float32 logprobs of the completion tokens (0 at padding)."""
-        logits = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             use_cache=False).logits
+    def _logprobs(self, batch: dict[str, torch.Tensor], model=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T] float32 logprobs of the completion tokens (0 at padding), and the [B, T, V] fp32 logits
+        at the completion positions (for the entropy metric and the divergence losses)."""
+        logits = (model or self.engine)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                        use_cache=False).logits
         idx = batch["index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])
         picked = logits.gather(1, idx).float()  # only completion positions are promoted to fp32
         lp = picked.gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1) - picked.logsumexp(-1)
-        return lp.masked_fill(~batch["valid"], 0.0)
+        return lp.masked_fill(~batch["valid"], 0.0), picked
+
+    def _micro_loss(self, batch: dict[str, torch.Tensor], loss_fn) -> tuple[torch.Tensor, dict[str, float]]:
+        """One micro-batch's loss and metrics: a policy loss, or a divergence to the teacher's top-k."""
+        lp, logits = self._logprobs(batch)
+        mask = batch["mask"]
+        if isinstance(loss_fn, str) and loss_fn in DIVERGENCES:
+            teacher = batch["topk_logprobs"]
+            # Student logits on the teacher's top-k support; padded slots (zero teacher mass) are removed
+            # from the student side too, so both distributions renormalise over the same real tokens.
+            student = logits.gather(-1, batch["topk_ids"]).masked_fill(~batch["topk_valid"], TOPK_PAD_LOGPROB)
+            kwargs = {"beta": self.algo_cfg.jsd_beta} if loss_fn == "jsd" else {}
+            loss, metrics = compute_divergence(loss_fn, student, teacher, mask, None, **kwargs), {}
+        else:
+            ref = None
+            if self.ref is not None:
+                with torch.no_grad():
+                    ref = self._logprobs(batch, self.ref)[0]
+            loss, metrics = loss_fn(lp, batch["old_logprobs"], batch["advantages"], mask, ref_logprobs=ref)
+        with torch.no_grad():  # token entropy of the current policy: the collapse diagnostic of RL runs
+            ent = logits.logsumexp(-1) - (logits.softmax(-1) * logits).sum(-1)
+            metrics["entropy"] = float((ent * mask).sum() / mask.sum().clamp(min=1))
+        return loss, metrics
 
     def _dummy_pass(self) -> torch.Tensor:
         """A one-token forward whose zero loss keeps this rank in step with ranks that have more work."""
@@ -266,7 +324,7 @@ class PolicyLearner:
             if i >= len(micro):
                 self._dummy_pass()
                 continue
-            lp = self._logprobs(collate(micro[i], self.pad_id, self.device, train=False)).cpu()
+            lp = self._logprobs(collate(micro[i], self.pad_id, self.device, train=False))[0].cpu()
             out += [lp[row, :len(it.completion_ids)].tolist() for row, it in enumerate(micro[i])]
         self.engine.train()
         return out
@@ -276,16 +334,19 @@ class PolicyLearner:
     def train_minibatch(self, items: list[TrainItem], loss_fn: str | LossFn | None = None) -> dict[str, float]:
         """ONE optimizer step on this rank's share of a mini-batch (collective).
 
-        `loss_fn`: None → "ppo_clip"; a name in POLICY_LOSSES; or a callable
-        `(logprobs, old_logprobs, advantages, mask) -> (loss, metrics)` that aggregates per algo.loss_agg.
+        `loss_fn`: None → "ppo_clip"; a name in POLICY_LOSSES; a name in DIVERGENCES ("jsd", "forward_kl",
+        "reverse_kl": distillation on the items' teacher top-k rows, token mean); or a callable
+        `(logprobs, old_logprobs, advantages, mask, ref_logprobs=None) -> (loss, metrics)` that aggregates
+        per algo.loss_agg.
         Returns loss (mini-batch mean), grad_norm (before clipping), lr (of this step), step, seconds,
         the loss's metrics as global token-weighted means, and this rank's `tokens`/`items` (sum them).
         """
         t0 = time.perf_counter()
-        agg = self.loss_config.agg
-        if loss_fn is None or isinstance(loss_fn, str):
+        distill = isinstance(loss_fn, str) and loss_fn in DIVERGENCES
+        agg = "token_mean" if distill else self.loss_config.agg
+        if loss_fn is None or (isinstance(loss_fn, str) and not distill):
             loss_fn = functools.partial(compute_policy_loss, loss_fn or "ppo_clip", config=self.loss_config)
-        err = check_items(items, self.max_len, train=True)
+        err = check_items(items, self.max_len, train=True, distill=distill)
         micro = chunks(items, self.cfg.micro_batch_size)
         n_items, units, bad = self._all_reduce([len(items), loss_units(items, agg), 1 if err else 0],
                                                self._dist.ReduceOp.SUM)
@@ -306,8 +367,7 @@ class PolicyLearner:
                 self.engine.backward(self._dummy_pass(), scale_wrt_gas=False)
                 continue
             batch = collate(micro[i], self.pad_id, self.device, train=True)
-            lp = self._logprobs(batch)
-            loss, metrics = loss_fn(lp, batch["old_logprobs"], batch["advantages"], batch["mask"])
+            loss, metrics = self._micro_loss(batch, loss_fn)
             u = loss_units(micro[i], agg)
             self.engine.backward(loss * (u * scale), scale_wrt_gas=False)
             loss_sum += loss.item() * u

@@ -19,10 +19,19 @@ import ray
 import torch
 
 from zppo_ray.algo.advantages import compute_advantages
-from zppo_ray.algo.reformulate import Templates, truncate_candidate, with_format_closer
+from zppo_ray.algo.guidance import GUIDED_KINDS, Guidance, choose_guidance, inject
+from zppo_ray.algo.reformulate import (
+    Templates,
+    build_hint_prompt,
+    build_hinted_question,
+    split_prefix,
+    truncate_candidate,
+    with_format_closer,
+)
 from zppo_ray.algo.selection import aug_cap, replay_count
 from zppo_ray.algo.zppo import Group, choose_instances, hard_questions, render_instance
 from zppo_ray.checkpoint import TrainerState, rng_to_json
+from zppo_ray.config import ALGORITHMS
 from zppo_ray.data.cursor import DataCursor
 from zppo_ray.data.schema import Question
 from zppo_ray.metrics import RunLog, eval_line, step_line
@@ -31,8 +40,10 @@ from zppo_ray.types import GenRequest, Sample, TrainItem
 
 log = logging.getLogger("zppo_ray.trainer")
 
-# Pipelines this controller runs; the other names of config.ALGORITHMS arrive with their own issue.
-GROUP_ALGORITHMS = {"zppo", "grpo", "grpo_buffer", "grpo_bcq_ncq", "grpo_buffer_bcq", "grpo_buffer_ncq"}
+# The two step shapes: group RL (ZPPO, GRPO, their ablations and the teacher-guided baselines of
+# algo/guidance.py) and distillation (no reward in the loss: a divergence to the teacher's top-k).
+DISTILL_ALGORITHMS = {"offpolicy_distill", "onpolicy_distill"}
+GROUP_ALGORITHMS = set(ALGORITHMS) - DISTILL_ALGORITHMS
 
 TIMERS = ("generate", "grade", "teacher", "compress", "learn", "push", "buffer")
 
@@ -72,11 +83,12 @@ class Trainer:
     def __init__(self, cfg, roles: Roles, train_questions: list[Question], eval_questions: list[Question],
                  tokenizer, run_log: RunLog):
         algo = cfg.algo.name
-        if algo not in GROUP_ALGORITHMS:
-            raise ValueError(f"algo.name={algo!r} is not available in this version; available: "
-                             f"{', '.join(sorted(GROUP_ALGORITHMS))}")
+        if algo not in ALGORITHMS:
+            raise ValueError(f"unknown algo.name={algo!r}; available: {', '.join(ALGORITHMS)}")
         if (cfg.algo.enable_bcq or cfg.algo.enable_ncq) and roles.teacher is None:
             raise ValueError("BCQ/NCQ need a teacher group")
+        if (algo in DISTILL_ALGORITHMS or algo in GUIDED_KINDS) and roles.teacher is None:
+            raise ValueError(f"algo.name={algo!r} needs a teacher group")
         if cfg.algo.use_buffer and roles.buffer is None:
             raise ValueError("algo.use_buffer needs a replay-buffer actor")
         self.cfg = cfg
@@ -127,6 +139,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------ the step
 
     def train_step(self) -> dict:
+        if self.cfg.algo.name in DISTILL_ALGORITHMS:
+            return self._distill_step()
         cfg, a = self.cfg, self.cfg.algo
         timer = StepTimer()
         t_step = time.perf_counter()
@@ -149,7 +163,8 @@ class Trainer:
         plain: dict[str, Group] = {}
         plain_samples: dict[str, list[Sample]] = {}
         teacher_calls = []
-        want_teacher = a.enable_bcq and self.roles.teacher is not None
+        guided = GUIDED_KINDS.get(a.name)  # None for ZPPO / GRPO and their ablations
+        want_teacher = (a.enable_bcq or guided is not None) and self.roles.teacher is not None
         chunks = self._chunks(batch)
         with timer("generate"):
             pending = [(qs, self.roles.rollout.generate_async(
@@ -183,49 +198,39 @@ class Trainer:
                 for q, g in zip(qs, self.grade_groups(qs, self.roles.teacher.result(call))):
                     teacher[q.id] = g
 
-        # 6. BCQ then NCQ per kept question under the cap; candidates compressed by the teacher.
-        instances = choose_instances(kept, plain, teacher, cap, a.enable_bcq, a.enable_ncq, self.rng)
-        with timer("compress"):
-            compressed = self._compress([(by_id[i.qid].text, c) for i in instances for c in i.candidates])
-        prompts, k = [], 0
-        for inst in instances:
-            part = compressed[k:k + len(inst.candidates)]
-            k += len(inst.candidates)
-            prompts.append(render_instance(inst, by_id[inst.qid].text, part, self.rng, self.templates,
-                                           a.ncq_list_unparseable))
+        # 6. The method's help for the kept questions, under the same cap: BCQ then NCQ (ZPPO and its
+        # ablations; candidates compressed by the teacher), or a baseline's hint / prefix / injected
+        # teacher response.
+        if guided is None:
+            requests = self._reformulations(kept, plain, teacher, cap, by_id, timer)
+            injected: dict[str, Sample] = {}
+        else:
+            guides = choose_guidance(kept, teacher, cap, guided, self.rng)
+            requests, injected = self._guided(guides, by_id, plain_samples, timer)
 
-        # 7. Reformulated rollouts, graded against the ORIGINAL question's gold answer.
+        # 7. Extra rollouts, graded against the ORIGINAL question's gold answer.
         reform: list[tuple[str, Group, list[Sample]]] = []
-        if instances:
-            qs = [by_id[i.qid] for i in instances]
+        if requests:
+            qs = [q for _, q, _ in requests]
             with timer("generate"):
-                samples = self.roles.rollout.generate(
-                    [GenRequest(p, n=cfg.rollout.group_size, images=tuple(q.images), tag=f"{i.kind}:{q.id}")
-                     for p, q, i in zip(prompts, qs, instances)], self._student_sampling(len(chunks)))
+                samples = self.roles.rollout.generate([r for _, _, r in requests],
+                                                      self._student_sampling(len(chunks)))
             with timer("grade"):
                 groups = self.grade_groups(qs, samples)
-            reform = [(f"{i.kind}:{i.qid}", g, ss) for i, g, ss in zip(instances, groups, samples)]
+            reform = [(uid, g, ss) for (uid, _, _), g, ss in zip(requests, groups, samples)]
 
-        # 8. Advantages: plain, BCQ and NCQ groups of one question are separate groups.
-        all_groups = [(f"plain:{q}", plain[q], plain_samples[q]) for q in plain] + reform
-        rewards = torch.tensor([r for _, g, _ in all_groups for r in g.rewards], dtype=torch.float32)
-        uids = [uid for uid, g, _ in all_groups for _ in g.rewards]
-        adv = compute_advantages(a.advantage, rewards, uids, a.adv_eps).tolist()
-        items = [TrainItem(s.prompt_ids, s.completion_ids, 0.0, loss_mask=s.loss_mask, group=uid,
-                           version=s.version)
-                 for uid, _, ss in all_groups for s in ss]
-        for it, v in zip(items, adv):
-            it.advantage = v
+        # 8. Advantages: plain and extra groups of one question are separate groups. An injected teacher
+        # response joins its question's plain group (the buffer below still sees plain accuracies only).
+        all_groups = [(f"plain:{q}", *self._with_injected(q, plain, plain_samples, injected)) for q in plain]
+        all_groups += reform
+        dropped = 0
+        if a.dynamic_sampling:  # DAPO: a group whose rewards are all equal teaches GRPO nothing; drop it
+            informative = [x for x in all_groups if len(set(x[1].rewards)) > 1]
+            dropped, all_groups = len(all_groups) - len(informative), informative
+        items = self._items(all_groups)
 
         # 9. I mini-batch PPO updates on the step's rollouts (old logprobs recomputed by the learner).
-        with timer("learn"):
-            learn = self._learn(items)
-
-        # Weight push: every rollout worker moves to the new version before anything is generated again.
-        with timer("push"):
-            self.version += 1
-            blob = self.roles.learner.export_safetensors()
-            push_s = self.roles.rollout.push_weights(blob, self.version)
+        learn, push_s = self._update(items, timer)
 
         # 10. Buffer refresh with PLAIN accuracies only.
         refresh = {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
@@ -235,16 +240,60 @@ class Trainer:
                                 {q: g.mean for q, g in plain.items()}, by_id, [q.id for q in replay])
 
         self.step += 1
-        seconds = dict(timer.seconds)
-        seconds["total"] = time.perf_counter() - t_step
-        seconds["idle"] = max(0.0, seconds["total"] - sum(seconds.get(k, 0.0) for k in TIMERS))
-        for k in TIMERS:
-            seconds.setdefault(k, 0.0)
+        seconds = self._seconds(timer, t_step)
         metrics = self._step_metrics(batch, replay, plain, hard, teacher, reform, refresh, learn, seconds,
                                      push_s)
+        metrics.update(n_injected=len(injected), dropped_groups=dropped)
         self.log.write("step", **metrics)
         for fate in refresh["fates"]:
             self.log.write("fate", step=self.step, **fate)
+        return metrics
+
+    def _distill_step(self) -> dict:
+        """Off- and on-policy distillation (spec §5): a divergence (JSD by default) between the student's
+        and the teacher's next-token distributions (teacher top-k) along teacher sequences that were
+        verified correct (off-policy) or along the student's own samples, unfiltered (on-policy)."""
+        cfg, a = self.cfg, self.cfg.algo
+        timer = StepTimer()
+        t_step = time.perf_counter()
+        batch = self.data.next(cfg.trainer.prompts_per_step)
+        if any(q.images for q in batch):
+            raise ValueError(f"{a.name} does not support questions with images (the teacher scores token ids)")
+        requests = [GenRequest(with_format_closer(q.text, self.templates), tag=f"plain:{q.id}",
+                               n=cfg.teacher.group_size if a.name == "offpolicy_distill" else cfg.rollout.group_size)
+                    for q in batch]
+        plain: dict[str, Group] = {}
+        teacher: dict[str, Group] = {}
+        if a.name == "offpolicy_distill":
+            with timer("teacher"):
+                samples = self.roles.teacher.generate(requests, self._teacher_sampling())
+            with timer("grade"):
+                groups = self.grade_groups(batch, samples)
+            teacher = {q.id: g for q, g in zip(batch, groups)}
+            # The student learns to continue ITS prompt: its own chat template, the teacher text re-tokenized.
+            seqs = [(self._prompt_ids(q), self._student_ids(ss[i].text, eos=True))
+                    for q, g, ss in zip(batch, groups, samples) for i in g.correct()]
+        else:
+            with timer("generate"):
+                samples = self.roles.rollout.generate(requests, self._student_sampling(0))
+            with timer("grade"):  # for the log only: on-policy distillation does not filter by reward
+                groups = self.grade_groups(batch, samples)
+            plain = {q.id: g for q, g in zip(batch, groups)}
+            seqs = [(s.prompt_ids, s.completion_ids) for ss in samples for s in ss if s.completion_ids]
+        items = []
+        if seqs:
+            with timer("teacher"):
+                rows = self.roles.teacher.score_topk([p for p, _ in seqs], [c for _, c in seqs],
+                                                     cfg.teacher.topk_logprobs)
+            items = [TrainItem(p, c, 0.0, teacher_topk_ids=r["topk_ids"], teacher_topk_logprobs=r["topk_logprobs"])
+                     for (p, c), r in zip(seqs, rows)]
+        learn, push_s = self._update(items, timer, loss_fn=a.divergence)
+        self.step += 1
+        seconds = self._seconds(timer, t_step)
+        refresh = {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
+        metrics = self._step_metrics(batch, [], plain, [], teacher, [], refresh, learn, seconds, push_s)
+        metrics.update(n_distill=len(items), n_injected=0, dropped_groups=0)
+        self.log.write("step", **metrics)
         return metrics
 
     # ------------------------------------------------------------------------------------ pieces
@@ -269,17 +318,123 @@ class Trainer:
             out.append(self.tokenizer.decode(ids))
         return out
 
-    def _learn(self, items: list[TrainItem]) -> dict:
+    @staticmethod
+    def _seconds(timer: StepTimer, t_step: float) -> dict[str, float]:
+        seconds = dict(timer.seconds)
+        seconds["total"] = time.perf_counter() - t_step
+        seconds["idle"] = max(0.0, seconds["total"] - sum(seconds.get(k, 0.0) for k in TIMERS))
+        for k in TIMERS:
+            seconds.setdefault(k, 0.0)
+        return seconds
+
+    def _reformulations(self, kept, plain, teacher, cap, by_id, timer) -> list[tuple[str, Question, GenRequest]]:
+        """ZPPO step 6: BCQ then NCQ instances for the kept questions, as (uid, question, request)."""
+        a = self.cfg.algo
+        instances = choose_instances(kept, plain, teacher, cap, a.enable_bcq, a.enable_ncq, self.rng)
+        with timer("compress"):
+            compressed = self._compress([(by_id[i.qid].text, c) for i in instances for c in i.candidates])
+        out, k = [], 0
+        for inst in instances:
+            part = compressed[k:k + len(inst.candidates)]
+            k += len(inst.candidates)
+            q = by_id[inst.qid]
+            prompt = render_instance(inst, q.text, part, self.rng, self.templates, a.ncq_list_unparseable)
+            out.append((f"{inst.kind}:{q.id}", q, GenRequest(prompt, n=self.cfg.rollout.group_size,
+                                                             images=tuple(q.images), tag=f"{inst.kind}:{q.id}")))
+        return out
+
+    def _guided(self, guides: list[Guidance], by_id, plain_samples, timer):
+        """The baselines' step 6: Hint / Prefix requests (uid, question, request), or teacher samples to
+        inject into plain groups ({qid: Sample}, in student tokens)."""
+        g_s, requests, injected = self.cfg.rollout.group_size, [], {}
+        hints: list[list[Sample]] = []
+        if guides and guides[0].kind == "hint":
+            with timer("teacher"):  # greedy: a hint is a rewrite, not an exploration
+                hints = self.roles.teacher.generate(
+                    [GenRequest(build_hint_prompt(by_id[g.qid].text, g.teacher_text, self.templates), n=1,
+                                tag=f"hint:{g.qid}") for g in guides],
+                    dict(temperature=0.0, max_tokens=self.cfg.teacher.max_new_tokens, seed=self.cfg.teacher.seed))
+        for i, g in enumerate(guides):
+            q = by_id[g.qid]
+            if g.kind == "hint":
+                prompt = build_hinted_question(q.text, hints[i][0].text, self.templates)
+                requests.append((f"hint:{q.id}", q, GenRequest(prompt, n=g_s, images=tuple(q.images),
+                                                               tag=f"hint:{q.id}")))
+            elif g.kind == "prefix":
+                prefix, _ = split_prefix(self._student_ids(g.teacher_text), self.cfg.algo.prefix_alpha)
+                requests.append((f"prefix:{q.id}", q, GenRequest(
+                    with_format_closer(q.text, self.templates), n=g_s, images=tuple(q.images),
+                    prefix_ids=prefix, tag=f"prefix:{q.id}")))
+            else:
+                ids = self._student_ids(g.teacher_text, eos=True)
+                injected[q.id] = Sample(plain_samples[q.id][0].prompt_ids, ids, [0.0] * len(ids), g.teacher_text,
+                                        "stop", version=-1)
+        return requests, injected
+
+    @staticmethod
+    def _with_injected(qid, plain, plain_samples, injected) -> tuple[Group, list[Sample]]:
+        if qid not in injected:
+            return plain[qid], plain_samples[qid]
+        s = injected[qid]
+        return inject(plain[qid], s.text, last_boxed(s.text)), plain_samples[qid] + [s]
+
+    def _items(self, all_groups) -> list[TrainItem]:
+        """TrainItems with their group advantages; overlong samples lose their loss tokens if asked."""
+        a = self.cfg.algo
+        if not all_groups:
+            return []
+        rewards = torch.tensor([r for _, g, _ in all_groups for r in g.rewards], dtype=torch.float32)
+        uids = [uid for uid, g, _ in all_groups for _ in g.rewards]
+        adv = compute_advantages(a.advantage, rewards, uids, a.adv_eps).tolist()
+        items = []
+        for (uid, _, ss), s in ((x, s) for x in all_groups for s in x[2]):
+            mask = s.loss_mask
+            if a.overlong_filter and s.finish_reason == "length":  # a cut-off answer is not a wrong one
+                mask = [0] * len(s.completion_ids)
+            items.append(TrainItem(s.prompt_ids, s.completion_ids, 0.0, loss_mask=mask, group=uid,
+                                   version=s.version))
+        for it, v in zip(items, adv):
+            it.advantage = v
+        return items
+
+    def _prompt_ids(self, q: Question) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": with_format_closer(q.text, self.templates)}], tokenize=False,
+            add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _student_ids(self, text: str, eos: bool = False) -> list[int]:
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return ids + [self.tokenizer.eos_token_id] if eos else ids
+
+    def _update(self, items: list[TrainItem], timer: StepTimer, loss_fn: str | None = None) -> tuple[dict, float]:
+        """Step 9 and the weight push. A batch without a single loss token (every group dropped, every
+        sample overlong, no correct teacher sample to distill) changes nothing: no update, no new version."""
+        units = sum(sum(it.loss_mask) if it.loss_mask is not None else len(it.completion_ids) for it in items)
+        if units == 0:
+            log.info("step %d: no loss tokens in the batch; no update this step", self.step + 1)
+            return {}, 0.0
+        with timer("learn"):
+            learn = self._learn(items, loss_fn)
+        # Every rollout worker moves to the new version before anything is generated again.
+        with timer("push"):
+            self.version += 1
+            blob = self.roles.learner.export_safetensors()
+            push_s = self.roles.rollout.push_weights(blob, self.version)
+        return learn, push_s
+
+    def _learn(self, items: list[TrainItem], loss_fn: str | None = None) -> dict:
         a = self.cfg.algo
         learner = self.roles.learner
-        for it, lp in zip(items, learner.compute_logprobs(items)):
-            it.old_logprobs = lp
+        if loss_fn is None:  # PPO: the ratio is against the step-start policy
+            for it, lp in zip(items, learner.compute_logprobs(items)):
+                it.old_logprobs = lp
         order = list(range(len(items)))
         if a.minibatch_split == "shuffle":
             self.rng.shuffle(order)
         n_mb = min(a.updates_per_step, len(items))
         bounds = [round(i * len(order) / n_mb) for i in range(n_mb + 1)]
-        per_mb = [learner.train_minibatch([items[j] for j in order[lo:hi]])
+        per_mb = [learner.train_minibatch([items[j] for j in order[lo:hi]], loss_fn)
                   for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
         keys = per_mb[0].keys() if per_mb else []
         return {k: sum(m[k] for m in per_mb) / len(per_mb) for k in keys}
@@ -299,7 +454,7 @@ class Trainer:
             "n_prompts": len(batch),
             "n_replay": len(replay),
             "plain_reward": mean(g.mean for g in plain.values()),
-            "new_reward": mean(plain[q.id].mean for q in batch if q.id not in replay_ids),
+            "new_reward": mean(plain[q.id].mean for q in batch if q.id not in replay_ids and q.id in plain),
             "replay_reward": mean(plain[q.id].mean for q in replay),
             "n_hard": len(hard),
             "teacher_reward": mean(g.mean for g in teacher.values()),
@@ -308,6 +463,10 @@ class Trainer:
             "n_ncq": len(kind_groups["ncq"]),
             "bcq_reward": mean(g.mean for g in kind_groups["bcq"]),
             "ncq_reward": mean(g.mean for g in kind_groups["ncq"]),
+            "n_hint": len(kind_groups["hint"]),
+            "n_prefix": len(kind_groups["prefix"]),
+            "hint_reward": mean(g.mean for g in kind_groups["hint"]),
+            "prefix_reward": mean(g.mean for g in kind_groups["prefix"]),
             "buffer_size": refresh["size"],
             "admitted": refresh["admitted"],
             "graduated": refresh["graduated"],

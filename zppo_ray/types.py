@@ -49,3 +49,7 @@ class TrainItem:
     loss_mask: list[int] | None = None
     group: str = ""  # uid of the group it was normalised in
     version: int = 0
+    # Distillation baselines: the teacher's top-k token ids / logprobs at every completion position
+    # (from TeacherGroup.score_topk); the divergence losses train on these instead of an advantage.
+    teacher_topk_ids: list[list[int]] | None = None
+    teacher_topk_logprobs: list[list[float]] | None = None

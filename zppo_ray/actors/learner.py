@@ -18,6 +18,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from zppo_ray.algo.losses import DIVERGENCES
 from zppo_ray.learner import check_items
 from zppo_ray.types import TrainItem
 
@@ -129,7 +130,7 @@ class LearnerGroup:
         """One optimizer step over `items` (all ranks step together on their shards)."""
         if not items:
             raise ValueError("empty mini-batch")
-        err = check_items(items, self.max_len, train=True)
+        err = check_items(items, self.max_len, train=True, distill=isinstance(loss_fn, str) and loss_fn in DIVERGENCES)
         if err:
             raise ValueError(err)
         shards = shard(items, self.num_ranks)
