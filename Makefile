@@ -10,12 +10,12 @@ PROFILE ?= cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: setup run test bootstrap bench clean
+.PHONY: setup run test bootstrap bench prometheus clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -e ".[$(PROFILE),test]"
+	$(PY) -m pip install -e ".[$(PROFILE),test,bench]"
 	# The PyPI builds of these are CUDA-linked and make `import vllm` fail on CPU machines
 	# ("operator torchvision::nms does not exist"); triton is unused on CPU.
 	if [ "$(PROFILE)" = cpu ]; then $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton; fi
@@ -29,11 +29,25 @@ run: setup
 bootstrap: setup
 	$(PY) -m zppo_ray.toy.bootstrap $(ARGS)
 
-test: setup
+test: setup prometheus
 	$(PY) -m pytest -q tests $(ARGS)
 
+# The live Prometheus check (tests/test_prometheus_live.py) needs Debian's prometheus package. Installed when
+# absent and possible (root + apt); otherwise that one test is skipped with a message saying so.
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus package (loopback-only use in the tests)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } || \
+	    echo "could not install prometheus: the live Prometheus check will be skipped"; \
+	  else echo "prometheus is not installed and this user cannot install it: the live check will be skipped"; fi; }
+
+# Method comparison on the toy world (benchmarks/compare_methods.py), e.g.
+#   make bench ARGS="--methods grpo,zppo --seeds 0,1,2 --steps 20"
 bench: setup
-	$(PY) -m benchmarks.run $(ARGS)
+	$(PY) benchmarks/compare_methods.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -273,8 +273,11 @@ class AlgoConfig:
     jsd_beta: float = 0.5
     divergence: Literal["jsd", "forward_kl", "reverse_kl"] = "jsd"  # the distillation baselines' loss
     # Knobs users of modern GRPO expect; all off as in the spec.
-    # dynamic_sampling (DAPO): drop groups whose rewards are all equal (no refill). It fights ZPPO: the
-    # two-step advantage gives an all-wrong hard group a signal that dropping it throws away (spec §7).
+    # dynamic_sampling (DAPO-style filter): drop groups whose rewards are all equal from the loss (no
+    # refill). Such groups have advantage 0 under every estimator here, so what changes is the token-mean
+    # denominator (the remaining tokens weigh more). Hard questions still reach the buffer and BCQ/NCQ:
+    # the filter runs after them. Spec §7 lists dynamic sampling as conflicting with ZPPO (DAPO drops
+    # all-wrong prompts, the very ones ZPPO reformulates); keep it off for ZPPO except as an ablation.
     dynamic_sampling: bool = False
     overlong_filter: bool = False  # samples cut at max_new_tokens keep their group but lose their loss
 
@@ -308,8 +311,12 @@ class TrainerConfig:
 
 @dataclass
 class MetricsConfig:
+    """Prometheus metrics (zppo_ray/telemetry.py) are recorded in every Ray process, always; Ray's metrics
+    agent serves them per node. `prometheus: true` fixes the port of the local cluster a run starts itself
+    (a random port otherwise); a joined cluster uses its own `ray start --metrics-export-port`."""
+
     prometheus: bool = False
-    port: int = 8000
+    port: int = 8080  # metrics export port of a local cluster started by the run
     log_every: int = 1
     jsonl: bool = True  # run log (metrics.jsonl) in run_dir
 
@@ -655,8 +662,10 @@ def _check_algo(cfg: RunConfig, p: list) -> None:
     if cfg.teacher.num_replicas == 0 and (a.enable_bcq or a.enable_ncq):
         p.append(("teacher.num_replicas", "algo.enable_bcq / algo.enable_ncq need the teacher: >= 1 replica"))
     if a.dynamic_sampling and a.name == "zppo":
-        log.warning("algo.dynamic_sampling drops all-equal groups, including the all-wrong hard groups that "
-                    "ZPPO's two-step advantage learns from (spec §7); use it with ZPPO only as an ablation")
+        log.warning("algo.dynamic_sampling with ZPPO: spec §7 lists dynamic sampling as conflicting with ZPPO; "
+                    "here it only drops all-equal groups from the loss (their advantage is 0; the remaining "
+                    "tokens weigh more) after the hard questions went to the buffer and BCQ/NCQ. Use it as an "
+                    "ablation only")
     if a.dynamic_sampling and a.name in NON_GROUP_ALGORITHMS:
         p.append(("algo.dynamic_sampling", f"filters reward groups; {a.name!r} has none"))
     rollouts = cfg.trainer.prompts_per_step * cfg.rollout.group_size

@@ -16,6 +16,7 @@ from pathlib import Path
 import ray
 
 from zppo_ray import checkpoint as ckpt
+from zppo_ray import telemetry
 from zppo_ray.config import TEACHER_FREE_ALGORITHMS
 from zppo_ray.data.schema import Question
 from zppo_ray.metrics import RunLog
@@ -65,10 +66,12 @@ def connect_ray(cfg) -> None:
             + cfg.teacher.num_replicas * cfg.teacher.cpus_per_replica
             + cfg.learner.num_ranks * cfg.learner.cpus_per_rank + 1)
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(need + 0.999))
+    extra = {"_metrics_export_port": int(cfg.metrics.port)} if cfg.metrics.prometheus else {}
     ray.init(num_cpus=num_cpus, namespace=cfg.ray.namespace, include_dashboard=False,
              runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                       if k.startswith(("ZPPO_", "VLLM_", "DS_", "TORCH_EXTENSIONS"))}})
-    log.info("started a local Ray cluster with %d logical CPUs", num_cpus)
+                                       if k.startswith(("ZPPO_", "VLLM_", "DS_", "TORCH_EXTENSIONS"))}}, **extra)
+    log.info("started a local Ray cluster with %d logical CPUs%s", num_cpus,
+             f"; Prometheus metrics on port {cfg.metrics.port}" if extra else "")
 
 
 def start_roles(cfg, student_path: str, teacher_path: str) -> Roles:
@@ -94,6 +97,7 @@ def start_roles(cfg, student_path: str, teacher_path: str) -> Roles:
 # ---------------------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: int) -> Path:
+    t0 = time.perf_counter()
     d = ckpt.checkpoint_dir(run_dir, trainer.step)
     d.mkdir(parents=True, exist_ok=True)
     roles.learner.save(str(d / "learner"))
@@ -102,6 +106,7 @@ def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: in
     ckpt.write_trainer_state(d, trainer.state())
     ckpt.mark_complete(d)
     ckpt.prune(run_dir, keep_last)
+    telemetry.record("zppo_checkpoint_seconds", time.perf_counter() - t0)
     log.info("checkpoint %s", d)
     return d
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import ray
 import torch
 
+from zppo_ray import telemetry
 from zppo_ray.algo.advantages import compute_advantages
 from zppo_ray.algo.guidance import GUIDED_KINDS, Guidance, choose_guidance, inject
 from zppo_ray.algo.reformulate import (
@@ -101,6 +102,7 @@ class Trainer:
         self.rng = random.Random(cfg.trainer.seed)
         self.step = 0
         self.version = 0
+        self.last_push_bytes = 0
 
     # ------------------------------------------------------------------------------------ sampling
 
@@ -224,7 +226,7 @@ class Trainer:
         all_groups = [(f"plain:{q}", *self._with_injected(q, plain, plain_samples, injected)) for q in plain]
         all_groups += reform
         dropped = 0
-        if a.dynamic_sampling:  # DAPO: a group whose rewards are all equal teaches GRPO nothing; drop it
+        if a.dynamic_sampling:  # DAPO-style: an all-equal group has advantage 0; drop it from the loss
             informative = [x for x in all_groups if len(set(x[1].rewards)) > 1]
             dropped, all_groups = len(all_groups) - len(informative), informative
         items = self._items(all_groups)
@@ -237,14 +239,19 @@ class Trainer:
         if a.use_buffer:
             with timer("buffer"):
                 refresh = _call(self.roles.buffer, "refresh", self.step + 1,
-                                {q: g.mean for q, g in plain.items()}, by_id, [q.id for q in replay])
+                                {q: g.mean for q, g in plain.items()}, by_id, [q.id for q in replay],
+                                cfg.rollout.group_size)
 
         self.step += 1
         seconds = self._seconds(timer, t_step)
         metrics = self._step_metrics(batch, replay, plain, hard, teacher, reform, refresh, learn, seconds,
                                      push_s)
-        metrics.update(n_injected=len(injected), dropped_groups=dropped)
+        n_extra = sum(len(ss) for _, _, ss in reform)
+        metrics.update(n_injected=len(injected), dropped_groups=dropped,
+                       reform_share=n_extra / len(items) if items else 0.0,
+                       pos_adv_frac=sum(it.advantage > 0 for it in items) / len(items) if items else 0.0)
         self.log.write("step", **metrics)
+        telemetry.record_step(metrics, self.last_push_bytes)
         for fate in refresh["fates"]:
             self.log.write("fate", step=self.step, **fate)
         return metrics
@@ -294,6 +301,7 @@ class Trainer:
         metrics = self._step_metrics(batch, [], plain, [], teacher, [], refresh, learn, seconds, push_s)
         metrics.update(n_distill=len(items), n_injected=0, dropped_groups=0)
         self.log.write("step", **metrics)
+        telemetry.record_step(metrics, self.last_push_bytes)
         return metrics
 
     # ------------------------------------------------------------------------------------ pieces
@@ -420,6 +428,7 @@ class Trainer:
         with timer("push"):
             self.version += 1
             blob = self.roles.learner.export_safetensors()
+            self.last_push_bytes = len(blob)
             push_s = self.roles.rollout.push_weights(blob, self.version)
         return learn, push_s
 
@@ -437,7 +446,8 @@ class Trainer:
         per_mb = [learner.train_minibatch([items[j] for j in order[lo:hi]], loss_fn)
                   for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
         keys = per_mb[0].keys() if per_mb else []
-        return {k: sum(m[k] for m in per_mb) / len(per_mb) for k in keys}
+        # counts add up over the step's mini-batches; everything else is their mean
+        return {k: sum(m[k] for m in per_mb) / (1 if k in ("tokens", "items") else len(per_mb)) for k in keys}
 
     def _step_metrics(self, batch, replay, plain, hard, teacher, reform, refresh, learn, seconds, push_s):
         def mean(xs):

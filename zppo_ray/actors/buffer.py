@@ -16,6 +16,7 @@ from pathlib import Path
 
 import ray
 
+from zppo_ray import telemetry
 from zppo_ray.buffer import BufferConfig, PromptReplayBuffer
 from zppo_ray.checkpoint import rng_from_json, rng_to_json
 from zppo_ray.data.schema import Question
@@ -38,10 +39,15 @@ class ReplayBufferShell:
         return self.buffer.sample(k, self.rng) if k > 0 else []
 
     def refresh(self, step: int, plain_accuracy: dict[str, float], questions: dict[str, Question],
-                replayed_ids: list[str]) -> dict:
+                replayed_ids: list[str], group_size: int = 0) -> dict:
+        before = set(self.buffer.ids())
         result = self.buffer.refresh(step, plain_accuracy, questions, set(replayed_ids))
         out = asdict(result)
         out["fates"] = [asdict(f) for f in result.fates]
+        if group_size:  # Prometheus (no-op outside Ray): the entry bins need G_S
+            admitted = [self.buffer.entry(q).entry_accuracy for q in self.buffer.ids() if q not in before]
+            oldest = min((self.buffer.entry(q).entry_step for q in self.buffer.ids()), default=None)
+            telemetry.record_buffer_refresh(out, admitted, group_size, None if oldest is None else step - oldest)
         return out
 
     def size(self) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 
 import ray
 
+from zppo_ray import telemetry
 from zppo_ray.types import GenRequest, Sample
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "logprobs")
@@ -121,9 +122,15 @@ class _EngineActor:
         self.engine.shutdown()
 
     def _generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
+        t0 = time.perf_counter()
         out = self.engine.generate(requests, **sampling_kwargs(sampling))
-        self.generated_tokens += sum(len(s.completion_ids) for group in out for s in group)
+        tokens = sum(len(s.completion_ids) for group in out for s in group)
+        self.generated_tokens += tokens
+        self._observe_generate(len(requests), tokens, time.perf_counter() - t0)
         return out
+
+    def _observe_generate(self, n_requests: int, tokens: int, seconds: float) -> None:
+        """Rollout workers export their throughput; the teacher's verbs are timed per operation instead."""
 
 
 @ray.remote
@@ -133,13 +140,18 @@ class RolloutWorker(_EngineActor):
     def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
         return self._generate(requests, sampling)
 
+    def _observe_generate(self, n_requests: int, tokens: int, seconds: float) -> None:
+        telemetry.record_generate(self.name, n_requests, tokens, seconds, self.engine.version)
+
     def update_weights(self, blob: bytes, version: int) -> int:
         """Load a safetensors blob of the full state dict; returns the version now served."""
         self.last_push_seconds = self.engine.load_weights_from_bytes(blob, version)
+        telemetry.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
         return self.engine.version
 
     def update_weights_from_path(self, path: str, version: int) -> int:
         self.last_push_seconds = self.engine.load_weights_from_path(path, version)
+        telemetry.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
         return self.engine.version
 
     # GPU native weight transfer control plane (driven by weight_sync.RolloutFleetClient). UNTESTED here.

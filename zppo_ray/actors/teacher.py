@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from zppo_ray.actors.rollout import (
 )
 from zppo_ray.algo.reformulate import build_compression_prompt, build_judge_prompt, truncate_candidate
 from zppo_ray.rewards import grade_judged, last_boxed
+from zppo_ray import telemetry
 from zppo_ray.types import GenRequest, Sample
 
 
@@ -62,10 +64,27 @@ class TeacherReplica(_EngineActor):
         self.counters = {"compress_calls": 0, "compress_items": 0, "compress_fallbacks": 0,
                          "compress_answer_changed": 0, "judge_items": 0, "judge_too_long": 0}
 
+    @contextmanager
+    def _timed(self, op: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            telemetry.record_teacher_call(op, self.name, time.perf_counter() - t0)
+
     def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
-        return self._generate(requests, sampling)
+        with self._timed("generate"):
+            return self._generate(requests, sampling)
 
     def compress(self, items: list[tuple[str, str]], max_tokens: int, max_lines: int) -> list[str]:
+        with self._timed("compress"):
+            out = self._compress(items, max_tokens, max_lines)
+        for text in out:
+            telemetry.record("zppo_teacher_compression_tokens",
+                             len(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]), replica=self.name)
+        return out
+
+    def _compress(self, items: list[tuple[str, str]], max_tokens: int, max_lines: int) -> list[str]:
         """Summaries of (question_text, candidate) pairs, at most `max_lines` lines and `max_tokens` tokens.
 
         Falls back to `truncate_candidate` of the original (same caps), counted in `stats()`, when the
@@ -97,6 +116,10 @@ class TeacherReplica(_EngineActor):
 
     def judge(self, items: list[tuple[str, str, str]]) -> list[float]:
         """1.0 / 0.0 per (question, gold, response): strict JSON verdict, anything malformed is wrong."""
+        with self._timed("judge"):
+            return self._judge(items)
+
+    def _judge(self, items: list[tuple[str, str, str]]) -> list[float]:
         self.counters["judge_items"] += len(items)
         prompts = [build_judge_prompt(q, g, r) for q, g, r in items]
         fits = [len(self.engine.prompt_ids(p)) < self.engine.max_model_len - 1 for p in prompts]
@@ -106,7 +129,8 @@ class TeacherReplica(_EngineActor):
         return [grade_judged(next(outs)[0].text) if ok else 0.0 for ok in fits]
 
     def score_topk(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], k: int) -> list[dict]:
-        return self.engine.score_topk(prompt_ids, completion_ids, k)
+        with self._timed("score_topk"):
+            return self.engine.score_topk(prompt_ids, completion_ids, k)
 
     def stats(self) -> dict:
         return dict(self.counters)

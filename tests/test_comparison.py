@@ -1,0 +1,52 @@
+"""The method-comparison numbers (zppo_ray/comparison.py) on hand-written run directories."""
+
+import json
+
+import pytest
+
+from zppo_ray.comparison import bin_table, entry_bin, graduation, markdown_table, method_row, read_run
+
+
+def fate(entry, fate_):
+    return {"kind": "fate", "entry_accuracy": entry, "fate": fate_}
+
+
+def write_run(d, after, seconds, fates=(), steps=()):
+    d.mkdir(parents=True)
+    rows = [{"kind": "eval", "step": 0, "label": "before", "accuracy": {"1": 0.5, "all": 0.5}}]
+    rows += [{"kind": "step", **s} for s in steps] + list(fates)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "summary.json").write_text(json.dumps({"eval_before": {"1": 0.5, "all": 0.5}, "eval_after": after,
+                                                "train_seconds": seconds}))
+    return d
+
+
+def test_entry_bins_and_graduation_rates():
+    assert entry_bin(0.0, 8) == "0/8" and entry_bin(0.375, 8) == "3/8" and entry_bin(0.25, 4) == "1/4"
+    g = graduation([fate(0.0, "evicted"), fate(0.0, "graduated"), fate(0.125, "graduated")], 8)
+    assert (g["graduated"], g["evicted"], g["rate"]) == (2, 1, pytest.approx(2 / 3))
+    assert g["by_bin"]["0/8"]["rate"] == 0.5 and g["by_bin"]["1/8"]["rate"] == 1.0
+    assert graduation([], 8)["rate"] is None  # nothing left the buffer: no rate, not 0
+
+
+def test_method_row_averages_seeds_and_weights_bcq_by_groups(tmp_path):
+    steps_a = [{"n_bcq": 2, "bcq_reward": 0.5, "n_ncq": 0, "ncq_reward": 0.0}, {"n_bcq": 0, "bcq_reward": 0.0}]
+    a = write_run(tmp_path / "a", {"1": 0.6, "all": 0.6}, 100, [fate(0.0, "graduated")], steps_a)
+    b = write_run(tmp_path / "b", {"1": 0.8, "all": 0.8}, 120, [fate(0.0, "evicted")],
+                  [{"n_bcq": 1, "bcq_reward": 1.0}])
+    row = method_row([read_run(a), read_run(b)], 8)
+    assert row["after"]["all"] == (pytest.approx(0.7), pytest.approx(0.1))
+    assert row["bcq_accuracy"] == pytest.approx((2 * 0.5 + 1 * 1.0) / 3)  # an empty step is not a 0
+    assert row["ncq_accuracy"] is None and row["graduation"]["rate"] == 0.5
+    assert row["train_seconds"] == (110, 10)
+
+
+def test_tables_show_ratio_to_the_baseline_and_bins(tmp_path):
+    base = method_row([read_run(write_run(tmp_path / "g", {"1": 0.5, "all": 0.5}, 100))], 8)
+    z = method_row([read_run(write_run(tmp_path / "z", {"1": 0.7, "all": 0.7}, 150,
+                                       [fate(0.125, "graduated")]))], 8)
+    table = markdown_table({"grpo": base, "zppo": z})
+    assert "| zppo | 1 | 70.0 ± 0.0 | 70.0 ± 0.0 | 1 | 0 | 100% | – | – | 150 ± 0 | 1.50 |" in table
+    assert "| grpo | 1 | 50.0 ± 0.0 | 50.0 ± 0.0 | 0 | 0 | – |" in table
+    bins = bin_table({"grpo": base, "zppo": z})
+    assert "| entry accuracy | zppo |" in bins and "| 1/8 | 100% (1/1) |" in bins
