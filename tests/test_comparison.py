@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from zppo_ray.comparison import bin_table, entry_bin, graduation, markdown_table, method_row, read_run
+from zppo_ray.comparison import bin_table, curve_table, entry_bin, graduation, markdown_table, method_row, read_run
 
 
 def fate(entry, fate_):
@@ -50,3 +50,12 @@ def test_tables_show_ratio_to_the_baseline_and_bins(tmp_path):
     assert "| grpo | 1 | 50.0 ± 0.0 | 50.0 ± 0.0 | 0 | 0 | – |" in table
     bins = bin_table({"grpo": base, "zppo": z})
     assert "| entry accuracy | zppo |" in bins and "| 1/8 | 100% (1/1) |" in bins
+
+
+def test_curve_table_lists_every_evaluation_step(tmp_path):
+    d = write_run(tmp_path / "z", {"1": 1.0, "all": 1.0}, 10)
+    with (d / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"kind": "eval", "step": 5, "label": "step 5", "accuracy": {"all": 0.8}}) + "\n")
+    row = method_row([read_run(d)], 8)
+    assert list(row["curve"]) == [0, 5] and row["curve"][5] == (0.8, 0.0)
+    assert "| zppo | 50.0 | 80.0 |" in curve_table({"zppo": row})

@@ -191,7 +191,7 @@ def test_malformed_inputs(tmp_path):
         ({"data__max_prompt_tokens": 1000}, "data.max_prompt_tokens", "<= rollout.max_prompt_tokens"),
         ({"teacher__model__max_model_len": 512}, "teacher.model.max_model_len", "must be >= 768"),
         ({"teacher__num_replicas": 0}, "teacher.num_replicas", "uses the teacher"),
-        ({"toy__student__num_heads": 4}, "toy.student.num_heads", "head_dim = hidden_size / num_heads = 16"),
+        ({"toy__student__num_heads": 8}, "toy.student.num_heads", "head_dim = hidden_size / num_heads = 16"),
         ({"toy__teacher__hidden_size": 130}, "toy.teacher.hidden_size", "divisible by toy.teacher.num_heads"),
         ({"toy__teacher__num_kv_heads": 3}, "toy.teacher.num_kv_heads", "must divide toy.teacher.num_heads"),
         ({"toy__student__max_position_embeddings": 512}, "toy.student.max_position_embeddings", ">= the model's"),
@@ -230,11 +230,11 @@ def test_data_source_rules():
 
 
 def test_head_dim_rule_only_without_cuda():
-    assert "toy.student.num_heads" in problems(toy__student__num_heads=4, cuda_available=False)
-    assert problems(toy__student__num_heads=4, cuda_available=True) == ""
+    assert "toy.student.num_heads" in problems(toy__student__num_heads=8, cuda_available=False)
+    assert problems(toy__student__num_heads=8, cuda_available=True) == ""
     assert "toy.student.num_kv_heads" in problems(toy__student__num_kv_heads=3, cuda_available=True)
     # a non-toy student is not checked against the toy architecture
-    assert problems(toy__student__num_heads=4, student__path="some/hf-model") == ""
+    assert problems(toy__student__num_heads=8, student__path="some/hf-model") == ""
 
 
 def test_gpu_budget():
@@ -309,3 +309,9 @@ def test_toy_world_rules_name_their_key(override, key):
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
     assert key in str(e.value)
+
+
+def test_toy_shortcut_shares_are_checked():
+    assert "toy.student.shortcut" in problems(toy__student__shortcut=[0.0, 0.5])
+    assert "toy.student.shortcut" in problems(toy__student__shortcut=[0.0, 0.0, 1.5])
+    assert "toy.teacher.shortcut" in problems(toy__teacher__shortcut=[0.0, 0.0, 0.5])

@@ -77,13 +77,16 @@ def test_resume_equals_uninterrupted(run_a, tmp_path, toy_world, ray_cluster):
 
 
 @pytest.fixture(scope="module")
-def shared_roles(toy_world, ray_cluster):
-    """One set of real actors (teacher, buffer and all) that every method below drives in turn."""
+def shared_roles(toy_world, ray_cluster, tmp_path_factory):
+    """One set of real actors (teacher, buffer and all) that every method below drives in turn, and the
+    learner's initial state, so that each method starts from the pretrained student."""
     from zppo_ray.launch import model_paths, start_roles, stop_roles
 
     cfg = _cfg("unused")
     roles = start_roles(cfg, *model_paths(cfg, toy_world))
-    yield roles
+    initial = tmp_path_factory.mktemp("initial_learner") / "learner"
+    roles.learner.save(str(initial))
+    yield roles, initial
     stop_roles(roles)
 
 
@@ -100,13 +103,18 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
 
     cfg = _cfg(tmp_path, f"algo.name={algo}", "algo.tau=1.0")  # tau 1: every imperfect question is hard
     tok = AutoTokenizer.from_pretrained(toy_world.tokenizer)
-    # engines and learner are shared, the buffer is the method's own (its steps restart at 1)
-    roles = dataclasses.replace(shared_roles, buffer=ReplayBufferActor.remote(buffer_config(cfg.buffer), 0))
-    trainer = Trainer(cfg, roles, load_split(cfg, "train", tok), [], tok, RunLog(tmp_path, True))
-    trainer.version = start = shared_roles.rollout.version  # the shared pool has moved on in earlier tests
+    # engines and learner are shared (reset to the pretrained student), the buffer is the method's own
+    shared, initial = shared_roles
+    shared.learner.load(str(initial))
+    shared.rollout.push_weights(shared.learner.export_safetensors(), shared.rollout.version + 1)
+    roles = dataclasses.replace(shared, buffer=ReplayBufferActor.remote(buffer_config(cfg.buffer), 0))
+    # the hard tier only: the student solves tiers 1-2 outright, and each method's extra needs hard questions
+    hard = [q for q in load_split(cfg, "train", tok) if q.tier == str(len(cfg.toy.tiers))]
+    trainer = Trainer(cfg, roles, hard, [], tok, RunLog(tmp_path, True))
+    trainer.version = start = shared.rollout.version  # the shared pool has moved on in earlier tests
     steps = [trainer.train_step() for _ in range(2)]
-    assert [m["version"] for m in steps] == [start + 1, start + 2] == [shared_roles.rollout.version - 1,
-                                                                        shared_roles.rollout.version]
+    assert [m["version"] for m in steps] == [start + 1, start + 2] == [shared.rollout.version - 1,
+                                                                        shared.rollout.version]
     for m in steps:
         assert m["learn"]["tokens"] > 0 and m["learn"]["entropy"] > 0
     extra = {"offpolicy_distill": "n_distill", "onpolicy_distill": "n_distill", "hint": "n_hint",

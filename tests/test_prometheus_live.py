@@ -94,14 +94,19 @@ def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_wo
     from zppo_ray.metrics import RunLog
     from zppo_ray.trainer import Trainer
 
-    # A small buffer with a low graduation bar: both fates (and so every graduation panel) occur in 10 steps.
+    # Hard-tier questions and a learner too slow to solve them within the test (lr 1e-7: this is about the
+    # metrics, not learning). About half the questions enter the buffer (accuracy < buffer.tau 0.5); with
+    # room for one, most are evicted, and the one replayed per step often graduates: both fates, and with
+    # them every graduation panel, occur in 10 steps.
     cfg = load_config(None, ["trainer.prompts_per_step=8", "rollout.group_size=4", "teacher.group_size=2",
-                             "buffer.capacity=4", "buffer.tau=0.25", "algo.rho_replay=1.0", "algo.tau=0.5",
-                             "rollout.max_new_tokens=64", "teacher.max_new_tokens=64", f"trainer.run_dir={tmp_path}"])
+                             "buffer.capacity=1", "buffer.tau=0.5", "algo.rho_replay=0.125", "algo.tau=0.75",
+                             "learner.lr=1e-7", "rollout.max_new_tokens=64", "teacher.max_new_tokens=64",
+                             f"trainer.run_dir={tmp_path}"])
     tok = AutoTokenizer.from_pretrained(toy_world.tokenizer)
+    hard = [q for q in load_split(cfg, "train", tok) if q.tier == str(len(cfg.toy.tiers))]
     roles = start_roles(cfg, *model_paths(cfg, toy_world))
     try:
-        trainer = Trainer(cfg, roles, load_split(cfg, "train", tok), [], tok, RunLog(tmp_path, True))
+        trainer = Trainer(cfg, roles, hard, [], tok, RunLog(tmp_path, True))
         grads_before = total(prometheus, "ray_zppo_buffer_graduations_total")  # earlier tests' counters, if any
         steps = [trainer.train_step() for _ in range(10)]
         save_checkpoint(trainer, roles, tmp_path, keep_last=1)

@@ -65,8 +65,13 @@ def method_row(runs: list[dict], group_size: int) -> dict:
         den = sum(s.get(weight, 0) for r in runs for s in r["steps"])
         return num / den if den else None
 
+    curve: dict[int, list[float]] = defaultdict(list)  # held-out accuracy (all tiers) at each evaluation
+    for r in runs:
+        for e in r["evals"]:
+            curve[e["step"]].append(e["accuracy"]["all"])
     return {
         "seeds": len(runs),
+        "curve": {s: mean_spread(v) for s, v in sorted(curve.items())},
         "before": before,
         "after": acc,
         "graduation": graduation(fates, group_size),
@@ -114,4 +119,14 @@ def bin_table(rows: dict[str, dict]) -> str:
             cells.append("–" if not c or c["rate"] is None else
                          f"{100 * c['rate']:.0f}% ({c['graduated']}/{c['graduated'] + c['evicted']})")
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_table(rows: dict[str, dict]) -> str:
+    """Held-out accuracy (all tiers, %) at every evaluation step, one row per method."""
+    steps = sorted({s for r in rows.values() for s in r["curve"]})
+    lines = ["| method | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{100 * r['curve'][s][0]:.1f}" if s in r["curve"] else "–" for s in steps) + " |")
     return "\n".join(lines)

@@ -130,19 +130,25 @@ class DataConfig:
 class ToyModelConfig:
     """Architecture + pretraining of one toy model (built from scratch at first use, cached)."""
 
-    hidden_size: int = 64
+    hidden_size: int = 128
     num_layers: int = 2
-    num_heads: int = 2
-    num_kv_heads: int = 1
+    num_heads: int = 4
+    num_kv_heads: int = 2
     intermediate_size: int = 256
     max_position_embeddings: int = 1024
-    pretrain_steps: int = 1200
+    pretrain_steps: int = 1500
     pretrain_batch_size: int = 64
     pretrain_lr: float = 3e-3
     pretrain_docs: int = 20000  # documents drawn from the pretraining pool (see zppo_ray/toy/corpus.py)
-    # Share of pretraining documents per tier: the student sees mostly easy questions (so hard ones
-    # stay hard for it), the teacher mostly hard ones.
-    tier_weights: list[float] = field(default_factory=lambda: [0.7, 0.3, 0.0])
+    # Share of pretraining documents per tier (mostly the hard tier: the long chains need the most practice).
+    tier_weights: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.5])
+    # Per tier, the share of plain worked solutions in the pretraining corpus that stop after two steps and
+    # box that running value (toy/world.py shortcut_solution). Student only. The default gives the student
+    # the skill for long chains AND the habit of cutting them short most of the time: greedy it fails the
+    # hard tier, sampled it finishes a long chain (and is then right) about a third of the time. That is
+    # a behaviour RL can change, which is what the toy world is for. Raise the hard tier's share (0.9:
+    # ~3% finished chains) for a student that GRPO alone can hardly move.
+    shortcut: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
 
 
 @dataclass
@@ -160,13 +166,10 @@ class ToyConfig:
     vocab_size: int = 512  # BPE vocabulary of the locally built tokenizer
     pretrain_pool_per_tier: int = 20000  # distinct pretraining questions per tier (never held-out ones)
     cache_dir: str = "${oc.env:ZPPO_CACHE,'~/.cache/zppo_ray/toy'}"  # consumers call expanduser()
-    student: ToyModelConfig = field(default_factory=ToyModelConfig)
-    teacher: ToyModelConfig = field(
-        default_factory=lambda: ToyModelConfig(
-            hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256,
-            pretrain_steps=1500, pretrain_lr=3e-3, tier_weights=[0.2, 0.3, 0.5],
-        )
-    )
+    # Both models share one architecture and pretraining budget; they differ in the student's habit of
+    # stopping long chains early (and in nothing else), so every gap between them is one RL can close.
+    student: ToyModelConfig = field(default_factory=lambda: ToyModelConfig(shortcut=[0.0, 0.0, 0.6]))
+    teacher: ToyModelConfig = field(default_factory=ToyModelConfig)
 
 
 @dataclass
@@ -723,6 +726,11 @@ def _check_toy_models(cfg: RunConfig, p: list, cuda_available: bool | None) -> N
         if len(w) != len(toy.tiers) or any(x < 0 for x in w) or sum(w) <= 0:
             p.append((f"{key}.tier_weights", f"{len(toy.tiers)} non-negative weights (one per toy.tiers "
                       f"entry) with a positive sum, got {w}"))
+        sc = list(arch.shortcut)
+        if len(sc) != len(toy.tiers) or any(not 0.0 <= x <= 1.0 for x in sc):
+            p.append((f"{key}.shortcut", f"{len(toy.tiers)} shares in [0, 1] (one per toy.tiers entry), got {sc}"))
+    if any(toy.teacher.shortcut):
+        p.append(("toy.teacher.shortcut", "the teacher has no shortcut habit (its corpus ignores it): leave it 0"))
     if not used:
         return
     if cuda_available is None:

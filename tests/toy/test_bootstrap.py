@@ -14,9 +14,32 @@ def test_accuracy_bars(toy_world):
     hardest = max(acc["teacher"], key=int)
     easiest = min(acc["teacher"], key=int)
     assert acc["teacher"][hardest] >= 0.9, acc
-    # the student is far weaker on the hard tier, yet solves part of the easy one
+    # greedy, the student fails the hard tier (its habit: stop long chains early) but has the skill
     assert acc["student"][hardest] <= acc["teacher"][hardest] - 0.4, acc
-    assert 0.2 <= acc["student"][easiest] < 0.95, acc
+    assert acc["student"][easiest] >= 0.8, acc
+
+
+def test_student_sometimes_finishes_a_long_chain_and_is_then_right(toy_world, toy_cfg):
+    """The zone RL works in: sampled at temperature 1, the student writes the whole chain on part of the
+    hard questions (not the greedy choice) and is then almost always right."""
+    from zppo_ray.algo.reformulate import with_format_closer
+    from zppo_ray.rewards import grade
+
+    torch.manual_seed(0)
+    hard = [q for q in toy_questions(toy_cfg.toy, "eval") if q.tier == str(len(toy_cfg.toy.tiers))]
+    tok = AutoTokenizer.from_pretrained(toy_world.student)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(toy_world.student).eval()
+    texts = [tok.apply_chat_template([{"role": "user", "content": with_format_closer(q.text)}], tokenize=False,
+                                     add_generation_prompt=True) for q in hard]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, num_return_sequences=4, max_new_tokens=96,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    answers = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    n_steps = toy_cfg.toy.tiers[-1] - 1  # operations in a hard-tier chain
+    full = [(a, hard[i // 4]) for i, a in enumerate(answers) if a.split("</think>")[0].count("=") == n_steps]
+    assert 0.15 <= len(full) / len(answers) <= 0.6, len(full) / len(answers)
+    assert sum(grade(a, q.answer, q.kind) for a, q in full) / len(full) >= 0.8
 
 
 def test_saved_models_are_the_evaluated_ones(toy_world, toy_cfg):

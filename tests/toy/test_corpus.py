@@ -37,3 +37,28 @@ def test_documents_use_the_trainer_templates_and_tier_weights():
     tdocs = corpus.documents(pool, {"1": 0, "2": 0, "3": 1}, 300, 0, "teacher")
     verdicts = [json.loads(c)["verdict"] for p, c in tdocs if c.startswith("{")]
     assert set(verdicts) == {"correct", "wrong"}
+
+
+def test_student_shortcut_habit_only_where_asked():
+    from zppo_ray.toy.bootstrap import toy_questions
+    from zppo_ray.toy.world import expr_of, shortcut_solution, solution_text
+
+    class Cfg:  # the parts of toy_cfg that toy_questions reads
+        tiers, mc_fraction, n_eval, n_train, seed = [2, 3, 5], 0.0, 20, 40, 0
+
+    pool = toy_questions(Cfg, "train")
+    docs = corpus.documents(pool, {"1": 1, "2": 1, "3": 1}, 3000, 0, "student", shortcut={"1": 0, "2": 0, "3": 0.6})
+    by_text = {q.text: q for q in pool}
+    short = full = 0
+    for prompt, completion in docs:
+        q = next((by_text[t] for t in by_text if prompt.startswith(t) and "\n\nThink step" in prompt
+                  and prompt.count("<candidate>") == 0 and "<hint>" not in prompt), None)
+        if q is None:
+            continue
+        expr = expr_of(q)
+        if completion == shortcut_solution(expr) and completion != solution_text(expr)[0]:
+            assert q.tier == "3"  # the habit exists on the long tier only
+            short += 1
+        elif q.tier == "3":
+            full += 1
+    assert 0.5 < short / (short + full) < 0.7  # ~60% of the long-tier plain solutions stop early

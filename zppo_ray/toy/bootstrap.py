@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the generator, document formats or training recipe change in a way the config can't see.
 FORMAT_VERSION = 2
+PRETRAIN_THREADS = 2  # see _train_role
 
 
 @dataclass(frozen=True)
@@ -168,11 +169,21 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
     mcfg = getattr(toy_cfg, role)
     t0 = time.time()
     tiers = sorted({q.tier for q in pool})
-    docs = corpus.documents(pool, _tier_weights(mcfg, tiers), mcfg.pretrain_docs, toy_cfg.seed, role)
+    shortcut = dict(zip(tiers, (float(x) for x in mcfg.shortcut))) if role == "student" else None
+    docs = corpus.documents(pool, _tier_weights(mcfg, tiers), mcfg.pretrain_docs, toy_cfg.seed, role,
+                            shortcut=shortcut)
     model = build_model(_arch(mcfg), tok, mcfg.max_position_embeddings, toy_cfg.seed)
     encoded = [encode_pair(tok, p, c) for p, c in docs]
-    losses = pretrain(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
-                      toy_cfg.seed, tok.pad_token_id, role)
+    # A fixed thread count: CPU matmuls sum in an order that depends on it, and these tiny models can
+    # amplify last-bit differences over 1,500 steps into different models. Pinning removes that source of
+    # machine-to-machine difference (the default student was built, twice, with 2 threads).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PRETRAIN_THREADS)
+    try:
+        losses = pretrain(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
+                          toy_cfg.seed, tok.pad_token_id, role)
+    finally:
+        torch.set_num_threads(threads)
     train_s = time.time() - t0
     acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96)
     tmp = _atomic_dir(final)

@@ -29,7 +29,7 @@ from zppo_ray.algo.reformulate import (
     with_format_closer,
 )
 from zppo_ray.data.schema import Question
-from zppo_ray.toy.world import Expr, expr_of, solution_text, wrong_solution
+from zppo_ray.toy.world import Expr, expr_of, shortcut_solution, solution_text, wrong_solution
 
 
 def compressed(solution: str) -> str:
@@ -52,7 +52,10 @@ def _candidate(sol: str, rng: random.Random) -> str:
     return compressed(sol) if rng.random() < 0.5 else sol
 
 
-def student_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, float]) -> tuple[str, str]:
+def student_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, float],
+                shortcut: float | None = None) -> tuple[str, str]:
+    """`shortcut`: the share of this tier's plain solutions that stop after two steps (the student's habit
+    on long chains, see ToyModelConfig.shortcut). None: no habit and no draw (the tokenizer's corpus)."""
     expr = expr_of(q)
     right, _ = solution_text(expr, choices=q.choices)
     kind = rng.choices(list(mix), weights=list(mix.values()))[0]
@@ -66,6 +69,11 @@ def student_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, fl
         return prompt, right
     if kind == "hint" and expr.ops:
         return build_hinted_question(q.text, hint_for(expr), t), right
+    # one draw per plain solution, whatever the share, so that the documents of the other tiers do not
+    # depend on it
+    if shortcut is not None and rng.choices(("full", "short"), weights=(1 - shortcut, shortcut))[0] == "short" \
+            and len(expr.ops) > 2:
+        return with_format_closer(q.text, t), shortcut_solution(expr)
     return with_format_closer(q.text, t), right
 
 
@@ -89,8 +97,10 @@ TEACHER_MIX = {"solve": 0.85, "compress": 0.05, "judge": 0.05, "hint": 0.05}
 
 
 def documents(questions: Sequence[Question], tier_weights: dict[str, float], n: int, seed: int,
-              role: str, templates: Templates | None = None) -> list[tuple[str, str]]:
-    """`n` documents for `role` ("student" | "teacher"), questions drawn with `tier_weights`."""
+              role: str, templates: Templates | None = None,
+              shortcut: dict[str, float] | None = None) -> list[tuple[str, str]]:
+    """`n` documents for `role` ("student" | "teacher"), questions drawn with `tier_weights`; `shortcut`
+    (student only): per tier, the share of plain solutions that stop after two steps."""
     rng = random.Random(f"{seed}:{role}")
     t = templates or Templates()
     by_tier: dict[str, list[Question]] = {}
@@ -103,5 +113,7 @@ def documents(questions: Sequence[Question], tier_weights: dict[str, float], n: 
     docs = []
     for _ in range(n):
         tier = rng.choices(tiers, weights=[tier_weights[k] for k in tiers])[0]
-        docs.append(make(rng.choice(by_tier[tier]), rng, t, mix))
+        q = rng.choice(by_tier[tier])
+        docs.append(make(q, rng, t, mix, None if shortcut is None else shortcut.get(tier, 0.0))
+                    if role == "student" else make(q, rng, t, mix))
     return docs

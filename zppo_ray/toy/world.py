@@ -124,6 +124,15 @@ def solution_text(expr: Expr, error_at: int | None = None, rng: random.Random | 
     return f"<think>{work}</think>\n\\boxed{{{answer}}}", answer
 
 
+def shortcut_solution(expr: Expr, keep: int = 2) -> str:
+    """The toy student's bad habit on long chains: work the first `keep` steps, then box that running
+    value as if the chain ended there ("<think>3+8=1,1*2=2</think>\\n\\boxed{2}" for 3+8*2-5+4). Wrong
+    unless the rest of the chain happens to return to the same digit."""
+    st = steps(expr)[:keep]
+    work = ",".join(f"{v}{op}{n}={r}" for v, op, n, r in st)
+    return f"<think>{work}</think>\n\\boxed{{{st[-1][3]}}}"
+
+
 def wrong_solution(expr: Expr, rng: random.Random,
                    choices: tuple[str, ...] | None = None) -> tuple[str, str]:
     """A plausible solution with one arithmetic slip; its computed result is always wrong."""
