@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from zppo_ray.comparison import bin_table, markdown_table, method_row, read_run
+from zppo_ray.comparison import bin_table, curve_table, markdown_table, method_row, read_run
 
 
 def parse(argv):
@@ -133,8 +133,9 @@ def main(argv=None) -> None:
 
     group_size = load_config(None, list(args.overrides)).rollout.group_size
     rows = {m: method_row(rs, group_size) for m, rs in runs.items()}
-    table, bins = markdown_table(rows, args.baseline), bin_table(rows)
-    (out / "table.md").write_text(table + "\n\nGraduation rate by entry bin\n\n" + bins + "\n")
+    table, bins, curve = markdown_table(rows, args.baseline), bin_table(rows), curve_table(rows)
+    (out / "table.md").write_text(table + "\n\nHeld-out accuracy (all tiers, %) over steps\n\n" + curve
+                                  + "\n\nGraduation rate by entry bin\n\n" + bins + "\n")
     (out / "table.json").write_text(json.dumps(rows, indent=2))
     pngs = plots(runs, rows, out)
     command = "python benchmarks/compare_methods.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -142,9 +143,10 @@ def main(argv=None) -> None:
         f"# Method comparison on the toy world\n\nCommand: `{command}`\n\nMachine: {machine()}\n\n"
         f"Date: {time.strftime('%Y-%m-%d')}; total {time.time() - t0:.0f} s\n\n"
         f"Held-out accuracy after training (mean ± spread over seeds), buffer fates, BCQ/NCQ accuracy, "
-        f"wall-clock:\n\n{table}\n\nGraduation rate by entry bin:\n\n{bins}\n\n"
+        f"wall-clock:\n\n{table}\n\nHeld-out accuracy (all tiers, %) over steps:\n\n{curve}\n\n"
+        f"Graduation rate by entry bin:\n\n{bins}\n\n"
         + "".join(f"![{p}]({p})\n" for p in pngs))
-    print(table + "\n\n" + bins, flush=True)
+    print(table + "\n\n" + curve + "\n\n" + bins, flush=True)
 
 
 if __name__ == "__main__":
