@@ -1,7 +1,7 @@
 """deploy/: the KubeRay manifests against the real CRDs' openAPIV3Schema, their entrypoints' configs, the
 PodMonitor and the Grafana dashboard.
 
-The CRDs (../shared/kuberay-crds, KubeRay's own helm chart) are used as published, with one tightening:
+The CRDs (../shared/kuberay-crds, KubeRay's own helm chart; vendored gzip copies in tests/data) are used as published, with one tightening:
 an object schema that lists its properties and does not preserve unknown fields rejects other keys. The
 API server would silently prune such a key (a typo like `replica:` vanishes and the default applies);
 here it is an error.
@@ -10,6 +10,7 @@ here it is an error.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import shlex
 from pathlib import Path
@@ -19,7 +20,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CRDS = ROOT.parent / "shared" / "kuberay-crds"
+# The CRDs as KubeRay publishes them: the workspace's shared copy when this checkout sits next to it, else
+# the byte-identical gzip copy in tests/data (a clone elsewhere, e.g. CI; test_vendored_crds_are_the_shared_ones)
+SHARED_CRDS = ROOT.parent / "shared" / "kuberay-crds"
+VENDORED_CRDS = ROOT / "tests" / "data" / "kuberay-crds"
 MANIFESTS = {"RayCluster": ["raycluster.yaml"], "RayJob": ["rayjob-paper.yaml", "rayjob-toy.yaml"]}
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 MANIFEST_PATHS = [ROOT / "deploy" / "kuberay" / f for fs in MANIFESTS.values() for f in fs]
@@ -44,13 +48,25 @@ def strict(schema):
     return s
 
 
+def crd_text(fname: str) -> str:
+    if (SHARED_CRDS / fname).exists():
+        return (SHARED_CRDS / fname).read_text()
+    return gzip.decompress((VENDORED_CRDS / f"{fname}.gz").read_bytes()).decode()
+
+
+def test_vendored_crds_are_the_shared_ones():
+    if not SHARED_CRDS.exists():
+        pytest.skip(f"no shared copy at {SHARED_CRDS} to compare with (a clone outside the workspace)")
+    for fname in CRD_FILES.values():
+        vendored = gzip.decompress((VENDORED_CRDS / f"{fname}.gz").read_bytes())
+        assert vendored == (SHARED_CRDS / fname).read_bytes(), fname
+
+
 @pytest.fixture(scope="module")
 def validators():
-    if not CRDS.exists():
-        pytest.fail(f"the KubeRay CRDs are missing: {CRDS}")
     out = {}
     for kind, fname in CRD_FILES.items():
-        crd = yaml.safe_load((CRDS / fname).read_text())
+        crd = yaml.safe_load(crd_text(fname))
         version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
         out[kind] = jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
     return out

@@ -3,10 +3,10 @@
 Every document is a (prompt, completion) pair whose prompt is built by the same functions the trainer
 uses (`zppo_ray.algo.reformulate`), so nothing the models meet during RL is alien to them:
 
-- student: plain questions (weighted towards the easy tiers, so it stays weak on the hard one), and
-  the "reading references" documents a pretrained LLM would have seen: questions followed by
-  candidate solutions (one right, one wrong; or several wrong) and a solution that uses them, and
-  questions with a hint;
+- student: plain questions, where a share of the hard tier's worked solutions stop after two steps (its
+  habit, `shortcut`: the one thing that keeps it weak on the hard tier), and the "reading references"
+  documents a pretrained LLM would have seen: questions followed by candidate solutions (one right,
+  one wrong; or several wrong) and a solution that uses them, and questions with a hint;
 - teacher: plain questions of every tier (weighted towards the hard tier), and its three service
   verbs: compress a candidate (keeping its mistakes), turn a solution into an answer-free hint, and
   judge a response against a gold answer with strict JSON.
