@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from zppo_ray.telemetry import entry_bin  # the same bins as the Prometheus labels
+
 
 def read_run(run_dir: str | Path) -> dict:
     """{"steps": [...], "evals": [...], "fates": [...], "summary": {...}} of one run directory."""
@@ -23,11 +25,6 @@ def read_run(run_dir: str | Path) -> dict:
         by_kind[r["kind"]].append(r)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"steps": by_kind["step"], "evals": by_kind["eval"], "fates": by_kind["fate"], "summary": summary}
-
-
-def entry_bin(entry_accuracy: float, group_size: int) -> str:
-    """The entry-accuracy bin of a buffered question as "c/G" (0/8, 1/8, ...): plain accuracy × G_S."""
-    return f"{round(entry_accuracy * group_size)}/{group_size}"
 
 
 def graduation(fates: Iterable[dict], group_size: int) -> dict:

@@ -63,6 +63,20 @@ def _load_image(image: Any) -> Any:
     raise TypeError(f"an image must be a path, bytes or PIL.Image, got {type(image).__name__}")
 
 
+def chat_prompt_ids(tokenizer: Any, prompt: str | list[dict], n_images: int = 0) -> list[int]:
+    """Chat-templated prompt token ids (user message = `prompt` when it is a string), exactly what a
+    rollout's `prompt_ids` hold: every place that builds a student prompt by hand must agree with it."""
+    if isinstance(prompt, str):
+        content: Any = prompt
+        if n_images:  # HF multi-modal chat templates expect typed content parts
+            content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+        messages = [{"role": "user", "content": content}]
+    else:
+        messages = list(prompt)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 class VLLMEngine:
     """One vLLM engine (TP ≥ 1). Not thread-safe: one caller at a time (the actor shells guarantee it)."""
 
@@ -140,16 +154,7 @@ class VLLMEngine:
     # ------------------------------------------------------------------------------------ prompts
 
     def prompt_ids(self, prompt: str | list[dict], n_images: int = 0) -> list[int]:
-        """Chat-templated prompt token ids (user message = `prompt` when it is a string)."""
-        if isinstance(prompt, str):
-            content: Any = prompt
-            if n_images:  # HF multi-modal chat templates expect typed content parts
-                content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
-            messages = [{"role": "user", "content": content}]
-        else:
-            messages = list(prompt)
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return chat_prompt_ids(self.tokenizer, prompt, n_images)
 
     def _engine_prompt(self, req: GenRequest) -> tuple[dict, list[int]]:
         if req.images and not self.is_multimodal:

@@ -10,9 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("zppo_ray.trainer")
+
+
+@contextmanager
+def timed(report: Callable[[float], None]) -> Iterator[None]:
+    """Time the block and hand the seconds to `report`, also when the block raises."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        report(time.perf_counter() - t0)
 
 
 class RunLog:

@@ -12,7 +12,6 @@ import logging
 import random
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import ray
@@ -35,7 +34,8 @@ from zppo_ray.checkpoint import TrainerState, rng_to_json
 from zppo_ray.config import ALGORITHMS
 from zppo_ray.data.cursor import DataCursor
 from zppo_ray.data.schema import Question
-from zppo_ray.metrics import RunLog, eval_line, step_line
+from zppo_ray.engine import chat_prompt_ids
+from zppo_ray.metrics import RunLog, eval_line, step_line, timed
 from zppo_ray.rewards import grade, last_boxed
 from zppo_ray.types import GenRequest, Sample, TrainItem
 
@@ -63,13 +63,8 @@ class Roles:
 class StepTimer:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
-    @contextmanager
     def __call__(self, name: str):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] += time.perf_counter() - t
+        return timed(lambda s: self.seconds.__setitem__(name, self.seconds[name] + s))
 
 
 def _call(obj, method: str, *args):
@@ -406,10 +401,7 @@ class Trainer:
         return items
 
     def _prompt_ids(self, q: Question) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": with_format_closer(q.text, self.templates)}], tokenize=False,
-            add_generation_prompt=True)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return chat_prompt_ids(self.tokenizer, with_format_closer(q.text, self.templates))
 
     def _student_ids(self, text: str, eos: bool = False) -> list[int]:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

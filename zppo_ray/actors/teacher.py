@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import ray
 
+from zppo_ray import telemetry
 from zppo_ray.actors.rollout import (
-    _EngineActor, actor_options, balanced_split, engine_kwargs, gpu_tp_engine_kwargs, stop_engine_actors,
+    _EngineActor,
+    actor_options,
+    balanced_split,
+    engine_kwargs,
+    gpu_tp_engine_kwargs,
+    stop_engine_actors,
 )
 from zppo_ray.algo.reformulate import build_compression_prompt, build_judge_prompt, truncate_candidate
+from zppo_ray.metrics import timed
 from zppo_ray.rewards import grade_judged, last_boxed
-from zppo_ray import telemetry
 from zppo_ray.types import GenRequest, Sample
-
 
 
 class TeacherTimeout(TimeoutError):
@@ -64,13 +68,8 @@ class TeacherReplica(_EngineActor):
         self.counters = {"compress_calls": 0, "compress_items": 0, "compress_fallbacks": 0,
                          "compress_answer_changed": 0, "judge_items": 0, "judge_too_long": 0}
 
-    @contextmanager
     def _timed(self, op: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            telemetry.record_teacher_call(op, self.name, time.perf_counter() - t0)
+        return timed(lambda s: telemetry.record_teacher_call(op, self.name, s))
 
     def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
         with self._timed("generate"):

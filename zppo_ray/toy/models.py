@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from zppo_ray.engine import chat_prompt_ids
+
 log = logging.getLogger(__name__)
 
 
@@ -57,9 +59,7 @@ def encode_pair(tokenizer: PreTrainedTokenizerFast, prompt: str, completion: str
     Prompt and completion are tokenized separately, exactly as a rollout sees them (the engine
     tokenizes the templated prompt and then generates completion tokens).
     """
-    p = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                      add_generation_prompt=True)
-    p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+    p_ids = chat_prompt_ids(tokenizer, prompt)
     c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return p_ids + c_ids, len(p_ids)
 
