@@ -55,8 +55,40 @@ def test_buffer_shell_snapshot_keeps_contents_and_sampler(tmp_path):
     a.sample(2)  # advance the sampler before the snapshot
     a.snapshot(str(tmp_path / "buf"))
     b = ReplayBufferShell(BufferConfig(capacity=10), seed=999)
-    assert b.restore(str(tmp_path / "buf")) == 6
+    assert b.restore(str(tmp_path / "buf")) == 1  # the step of its last refresh
+    assert b.size() == 6
     assert [q.id for q in b.sample(3)] == [q.id for q in a.sample(3)]
     c = ReplayBufferShell(BufferConfig(capacity=5), seed=0)
     with pytest.raises(ValueError, match="written with"):
         c.restore(str(tmp_path / "buf"))
+
+
+def test_buffer_refresh_is_idempotent_per_step_and_writes_a_live_snapshot(tmp_path):
+    """What lets the driver rebuild a dead buffer actor and repeat the call that failed (README "Recovery")."""
+    qs = {f"q{i}": Question(id=f"q{i}", prompt=f"p{i}", answer="1") for i in range(4)}
+    live = tmp_path / "live"
+    a = ReplayBufferShell(BufferConfig(capacity=10), seed=7, live_dir=str(live))
+    first = a.refresh(1, {"q0": 0.0, "q1": 1.0}, qs, [])
+    assert first["admitted_ids"] == ["q0"] and first["buffered"] == ["q0"]
+    assert a.refresh(1, {"q0": 0.0, "q1": 1.0}, qs, []) == first  # a repeat changes nothing
+    assert a.size() == 1
+    with pytest.raises(ValueError, match="after step 1"):
+        a.refresh(0, {}, qs, [])
+    # The rebuilt actor starts from the live snapshot: the refresh of step 1 is there, nothing is lost.
+    b = ReplayBufferShell(BufferConfig(capacity=10), seed=0, live_dir=str(live))
+    assert b.restore(str(live)) == 1 and b.ids() == ["q0"]
+    assert b.refresh(1, {"q0": 0.0, "q1": 1.0}, qs, []) == first
+    second = b.refresh(2, {"q0": 1.0, "q2": 0.0}, qs, ["q0"])
+    assert [f["qid"] for f in second["fates"]] == ["q0"] and second["buffered"] == ["q2"]
+
+
+def test_buffer_restore_refuses_a_torn_snapshot(tmp_path):
+    qs = {f"q{i}": Question(id=f"q{i}", prompt=f"p{i}", answer="1") for i in range(3)}
+    a = ReplayBufferShell(BufferConfig(capacity=10), seed=7)
+    a.refresh(1, {"q0": 0.0}, qs, [])
+    a.snapshot(str(tmp_path / "s1"))
+    a.refresh(2, {"q1": 0.0}, qs, [])
+    a.snapshot(str(tmp_path / "s2"))
+    (tmp_path / "s1" / "buffer.json").write_bytes((tmp_path / "s2" / "buffer.json").read_bytes())
+    with pytest.raises(ValueError, match="torn"):
+        ReplayBufferShell(BufferConfig(capacity=10), seed=7).restore(str(tmp_path / "s1"))

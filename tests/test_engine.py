@@ -316,7 +316,7 @@ def test_teacher_group(ray_session, models):
         assert len(scored) == 1 and len(scored[0]["token_logprobs"]) == len(raw[0][0].completion_ids)
         call = group.generate_async([GenRequest(p, n=2) for p in PROMPTS], {"temperature": 1.0, "max_tokens": 8})
         assert [len(g) for g in group.result(call)] == [2] * len(PROMPTS)
-        impatient = TeacherGroup(group.replicas, request_timeout_s=0.001, names=group.names)
+        impatient = TeacherGroup(group.replicas.handles, request_timeout_s=0.001, names=group.names)
         with pytest.raises(TeacherTimeout, match=r"'generate' timed out .* teacher-0"):
             impatient.generate([GenRequest(p, n=8) for p in PROMPTS], {"temperature": 1.0, "max_tokens": 64})
     finally:

@@ -183,6 +183,50 @@ def test_save_load_roundtrips_the_training_state(model_dir, tmp_path):
                                    atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("stage,precision,offload", [
+    (0, "fp32", False), (0, "bf16", False), (1, "fp32", False), (2, "bf16", False), (2, "fp32", True),
+    (3, "fp32", False), (3, "bf16", False)])
+def test_resume_is_exact_and_pickle_free(model_dir, tmp_path, monkeypatch, stage, precision, offload):
+    """2 steps, save, load into a fresh learner with every unpickler disabled, 1 more step: the same loss,
+    lr, step and weights as a learner that never stopped. The checkpoint holds only safetensors files."""
+    import pickle
+
+    from safetensors import safe_open
+
+    cfg = dict(zero_stage=stage, precision=precision, offload=offload, micro_batch_size=2, warmup_steps=4,
+               **SENSITIVE)
+    batches = [make_items([(4, 6), (5, 3), (6, 4)], seed=s) for s in range(3)]
+    a = make_learner(model_dir, **cfg)
+    for items in batches[:2]:
+        a.train_minibatch(with_old(items, a.compute_logprobs(items)))
+    a.save(tmp_path / "ckpt")
+    third = with_old(batches[2], a.compute_logprobs(batches[2]), shift=0.1)
+    m_a = a.train_minibatch(third)
+
+    files = sorted(p.relative_to(tmp_path / "ckpt").as_posix() for p in (tmp_path / "ckpt").rglob("*") if p.is_file())
+    assert "latest" in files and len(files) >= 2 and not any(f.endswith(".py") for f in files), files
+    for f in files:
+        if f != "latest":
+            with safe_open(str(tmp_path / "ckpt" / f), framework="pt") as handle:  # raises on a torch.save file
+                assert handle.metadata()["zppo_format"] == "zppo-ds-safetensors-1"
+
+    b = make_learner(model_dir, **cfg)
+    with monkeypatch.context() as m:
+        def refuse(*args, **kwargs):
+            raise AssertionError("unpickling attempted")
+        for mod, name in ((torch, "load"), (torch.serialization, "load"), (pickle, "load"), (pickle, "loads"),
+                          (pickle, "Unpickler")):
+            m.setattr(mod, name, refuse)
+        b.load(tmp_path / "ckpt")
+    assert b.step == 2
+    m_b = b.train_minibatch(third)
+    assert m_b["step"] == 3 and m_b["lr"] == m_a["lr"] == pytest.approx(1e-2 * 3 / 4)
+    assert m_b["loss"] == m_a["loss"] and m_b["grad_norm"] == m_a["grad_norm"]
+    weights_close(a.export_weights(), b.export_weights(), atol=0)  # equal Adam moments and fp32 masters
+    # the step's lr came from the optimizer's param groups; the scheduler sets the following ones
+    assert b.engine.lr_scheduler.state_dict() == a.engine.lr_scheduler.state_dict()
+
+
 @pytest.mark.parametrize("stage,offload", [(1, False), (2, True), (3, False)])
 def test_zero_stages_match_stage_0(model_dir, stage, offload):
     items = make_items([(4, 6), (5, 3), (6, 4)])

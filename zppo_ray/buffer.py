@@ -115,6 +115,7 @@ class RefreshResult:
     size: int
     fates: tuple[Fate, ...] = ()
     replayed_not_buffered: int = 0  # replayed ids that were no longer in the buffer (diagnostic)
+    admitted_ids: tuple[str, ...] = ()  # for the controller's question ledger (zppo_ray/accounting.py)
 
 
 @dataclass(frozen=True)
@@ -210,13 +211,13 @@ class PromptReplayBuffer:
             else:
                 missing += 1
         produced: list[Fate] = []
-        admitted = 0
+        admitted: list[str] = []
         for qid, acc in accs.items():
             entry = self._entries.get(qid)
             if entry is None:
                 if acc < cfg.tau:
                     self._admit(step, questions[qid], acc)
-                    admitted += 1
+                    admitted.append(qid)
                 continue
             entry.last_accuracy = acc
             entry.smoothed_accuracy = cfg.ema_alpha * acc + (1 - cfg.ema_alpha) * entry.smoothed_accuracy
@@ -233,12 +234,13 @@ class PromptReplayBuffer:
             produced.append(self._remove(oldest, step, "evicted", "capacity"))
         self._last_step = step
         return RefreshResult(
-            admitted=admitted,
+            admitted=len(admitted),
             graduated=sum(f.fate == "graduated" for f in produced),
             evicted=sum(f.fate == "evicted" for f in produced),
             size=len(self._entries),
             fates=tuple(produced),
             replayed_not_buffered=missing,
+            admitted_ids=tuple(admitted),
         )
 
     def _validate(self, step, plain_accuracy, questions, replayed_ids) -> tuple[dict[str, float], set[str]]:

@@ -5,6 +5,7 @@ A checkpoint is a directory `run_dir/checkpoints/step-000010/` holding:
     learner/        DeepSpeed state of every rank (model, optimizer, scheduler)
     buffer/         the replay buffer (contents, fate records) and its sampling RNG
     trainer.json    step, policy version, data cursor, controller RNG state
+    ledger.json     where every question is (zppo_ray/accounting.py)
     COMPLETE        written last: a directory without it is an interrupted save and is ignored
 
 The data cursor and the buffer are what every system this one learns from forgot at some point
@@ -63,6 +64,12 @@ def mark_complete(directory: Path) -> None:
 
 def read_trainer_state(directory: Path) -> TrainerState:
     return TrainerState(**json.loads((directory / "trainer.json").read_text()))
+
+
+def read_ledger(directory: Path) -> dict[str, str]:
+    """The question ledger of a checkpoint ({} for checkpoints written before the ledger existed)."""
+    path = directory / "ledger.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def latest(run_dir: str | os.PathLike) -> Path | None:

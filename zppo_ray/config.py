@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import difflib
 import logging
+import math
 import os
 import re
 import sys
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -191,6 +193,8 @@ class RolloutConfig:
     kv_cache_gib: float = 1.0  # CPU only (VLLM_CPU_KVCACHE_SPACE)
     gpu_memory_utilization: float = 0.9
     seed: int = 0
+    max_restarts: int = 3  # per worker slot: a dead worker is replaced this many times (README "Recovery")
+    request_timeout_s: float = 3600.0  # a generate call past this is retried on the other workers
 
 
 @dataclass
@@ -215,6 +219,7 @@ class TeacherConfig:
     kv_cache_gib: float = 1.0
     gpu_memory_utilization: float = 0.9
     seed: int = 0
+    max_restarts: int = 3  # per replica slot
 
 
 @dataclass
@@ -310,6 +315,10 @@ class TrainerConfig:
     # Plain rollouts are requested in this many chunks; each chunk is graded as soon as it arrives and the
     # teacher starts on its hard questions while the student samples the rest (overlap).
     plain_chunks: int = 2
+    # A learner rank that dies takes its optimizer state with it: the run rolls back to the last complete
+    # checkpoint with a new learner group, at most this many times; then (or with no checkpoint yet) it stops
+    # with a message to rerun with trainer.resume=auto (README "Recovery").
+    learner_restarts: int = 2
 
 
 @dataclass
@@ -385,8 +394,8 @@ def load_config(
         for key in sorted(touched):  # the user's own keys first, so a bad interpolation is blamed on them
             OmegaConf.select(node, key, throw_on_missing=True)
         cfg = OmegaConf.to_object(node)
-    except OmegaConfBaseException as e:
-        raise ConfigError(str(e.full_key or "<root>"), _first_line(e)) from None
+    except (OmegaConfBaseException, OverflowError) as e:  # OverflowError: an interpolated int too big for float
+        raise ConfigError(_failed_key(e), _first_line(e)) from None
     assert isinstance(cfg, RunConfig)
     validate(cfg, available_gpus=available_gpus, check_paths=check_paths)
     return cfg
@@ -425,11 +434,13 @@ def _parse_override(item: str) -> dict:
     key, sep, raw = item.partition("=")
     key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
     if not sep or not key:
-        raise ConfigError(item, "an override must look like key.path=value (e.g. algo.tau=0.5)")
+        raise ConfigError(item or "<override>", "an override must look like key.path=value (e.g. algo.tau=0.5)")
     try:
         parsed = OmegaConf.from_dotlist([f"{key}={raw}"])
-    except OmegaConfBaseException as e:
-        raise ConfigError(key, f"cannot parse override {item!r}: {_first_line(e)}") from None
+    # YAML's own errors ("'", "}", control characters) and ValueError (an int of more than 4300 digits)
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as e:
+        path = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)  # spelled like every other error: data.train[0].path
+        raise ConfigError(path, f"cannot parse override {item!r}: {_first_line(e)}") from None
     return OmegaConf.to_container(parsed, resolve=False)  # type: ignore[return-value]
 
 
@@ -464,7 +475,7 @@ def _apply_list(node: DictConfig, key: str, elem: type, val: Any, path: str, tou
             items.append(sub)
         node[key] = items
         return
-    if isinstance(val, Mapping) and all(str(k).isdigit() for k in val):
+    if isinstance(val, Mapping) and all(_is_index(k) for k in val):
         current: ListConfig = node[key]
         for k in sorted(val, key=int):
             i = int(k)
@@ -477,10 +488,18 @@ def _apply_list(node: DictConfig, key: str, elem: type, val: Any, path: str, tou
     raise ConfigError(path, f"expected a list of {_describe(elem)}, got {val!r}")
 
 
+def _is_index(key: Any) -> bool:
+    """A list index as dotted overrides spell it: 0 or "0". ASCII digits only: "²".isdigit() is True too,
+    but int("²") fails."""
+    if isinstance(key, int):
+        return not isinstance(key, bool) and key >= 0
+    return isinstance(key, str) and key.isascii() and key.isdigit()
+
+
 def _assign(node: DictConfig, key: str, val: Any, path: str, tp: Any) -> None:
     try:
         OmegaConf.update(node, key, val, merge=False)
-    except OmegaConfBaseException as e:
+    except (OmegaConfBaseException, OverflowError) as e:  # OverflowError: float(10**400), not wrapped by OmegaConf
         raise ConfigError(path, f"expected {_describe(tp)}, got {val!r} ({_first_line(e)})") from None
 
 
@@ -522,6 +541,13 @@ def _describe(tp: Any) -> str:
     return names.get(tp, "any value")
 
 
+def _failed_key(e: BaseException) -> str:
+    """The key path OmegaConf blames: its own exceptions carry it, others only in their text."""
+    key = getattr(e, "full_key", None)
+    found = re.search(r"full_key: (\S+)", str(e))
+    return str(key or (found.group(1) if found else "<root>"))
+
+
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
@@ -546,6 +572,7 @@ def validate(
     (only needed when a toy model is used). `check_paths`: also require local data files / resume paths.
     """
     p: list[tuple[str, str]] = []
+    _check_not_nan(cfg, "", p)
     _check_ranges(cfg, p)
     _check_lengths(cfg, p)
     _check_algo(cfg, p)
@@ -553,7 +580,7 @@ def validate(
     _check_toy_models(cfg, p, cuda_available)
     _check_gpus(cfg, p, available_gpus)
     if check_paths and cfg.trainer.resume not in ("never", "auto"):
-        if not Path(cfg.trainer.resume).expanduser().exists():
+        if not _exists(cfg.trainer.resume):
             p.append(("trainer.resume", "'never', 'auto' or an existing checkpoint path; "
                       f"{cfg.trainer.resume!r} does not exist"))
     if p:
@@ -597,10 +624,32 @@ _AT_LEAST_0 = [
     "algo.kl_coef", "algo.entropy_coef", "algo.eps_high", "teacher.temperature", "eval.temperature",
     "rollout.cpus_per_worker", "teacher.cpus_per_replica", "learner.cpus_per_rank",
     "rollout.kv_cache_gib", "teacher.kv_cache_gib",
+    "rollout.max_restarts", "teacher.max_restarts", "trainer.learner_restarts",
 ]
-_POSITIVE = ["rollout.temperature", "learner.lr", "learner.eps", "algo.adv_eps", "teacher.request_timeout_s"]
+_POSITIVE = ["rollout.temperature", "learner.lr", "learner.eps", "algo.adv_eps", "teacher.request_timeout_s",
+             "rollout.request_timeout_s"]
 _PROB = ["rollout.top_p", "teacher.top_p", "eval.top_p", "rollout.gpu_memory_utilization",
          "teacher.gpu_memory_utilization", "buffer.ema_alpha"]
+
+
+def _check_not_nan(obj: Any, path: str, p: list) -> None:
+    """NaN passes every `<`/`>` range check unnoticed (each comparison is False): refuse it anywhere."""
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            _check_not_nan(getattr(obj, f.name), _join(path, f.name), p)
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj):
+            _check_not_nan(item, f"{path}[{i}]", p)
+    elif isinstance(obj, float) and math.isnan(obj):
+        p.append((path, "must be a number, got nan"))
+
+
+def _exists(path: str) -> bool:
+    """Path.exists() for a user-given path; one the OS refuses (too long, NUL byte, "~nouser/") is absent."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):
+        return False
 
 
 def _check_ranges(cfg: RunConfig, p: list) -> None:
@@ -704,8 +753,8 @@ def _check_data(cfg: RunConfig, p: list, check_paths: bool) -> None:
                 p.append((f"{key}.path",
                           f"'toy', 'hf:DIR', a .parquet/.jsonl file or a directory, got {src.path!r}"))
             if check_paths and (local or src.path.startswith("hf:")):
-                target = Path(src.path.removeprefix("hf:")).expanduser()
-                if not target.exists():
+                target = src.path.removeprefix("hf:")
+                if not _exists(target):
                     p.append((f"{key}.path", f"does not exist: {target}"))
 
 
@@ -743,13 +792,14 @@ def _check_toy_models(cfg: RunConfig, p: list, cuda_available: bool | None) -> N
         if h % n:
             p.append((f"{key}.hidden_size", f"must be divisible by {key}.num_heads ({n}), got {h}"))
         elif not cuda_available and h // n not in CPU_HEAD_DIMS:
-            p.append((f"{key}.num_heads", f"head_dim = hidden_size / num_heads = {h // n} must be one of "
-                      f"{CPU_HEAD_DIMS} for vLLM on CPU (no CUDA here)"))
+            p.append((f"{key}.num_heads", f"head_dim = hidden_size / num_heads = {h // n} ({key}.hidden_size "
+                      f"{h} / {key}.num_heads {n}) must be one of {CPU_HEAD_DIMS} for vLLM on CPU (no CUDA here)"))
         if n % kv:
             p.append((f"{key}.num_kv_heads", f"must divide {key}.num_heads ({n}), got {kv}"))
         if model.max_model_len > arch.max_position_embeddings:
+            model_key = "student" if key == "toy.student" else "teacher.model"
             p.append((f"{key}.max_position_embeddings",
-                      f"must be >= the model's max_model_len ({model.max_model_len})"))
+                      f"must be >= the model's max_model_len ({model_key}.max_model_len = {model.max_model_len})"))
         if arch.pretrain_steps < 0 or arch.pretrain_batch_size < 1 or arch.pretrain_lr <= 0:
             p.append((key, "pretrain_steps >= 0, pretrain_batch_size >= 1, pretrain_lr > 0"))
 

@@ -116,6 +116,7 @@ class VLLMEngine:
             enforce_eager=(not self.on_gpu) if enforce_eager is None else enforce_eager,
             enable_sleep_mode=enable_sleep_mode, max_num_seqs=max_num_seqs, max_logprobs=max_logprobs,
             worker_extension_cls=EXTENSION_QUALNAME, trust_remote_code=trust_remote_code,
+            load_format="safetensors",  # never a pickled .bin checkpoint (README "Security")
         )
         if distributed_executor_backend is not None:  # "ray" for TP > 1 inside a Ray actor (placement group)
             kwargs["distributed_executor_backend"] = distributed_executor_backend

@@ -3,6 +3,13 @@
 `main.py` parses the command line; this module does the rest, in the order a reader expects:
 resolve models and data, connect to Ray, start the roles, resume if asked, evaluate, train, checkpoint,
 evaluate again, write the final artefacts.
+
+Recovery (README "Recovery"): rollout workers and teacher replicas are replaced inside their pools
+(zppo_ray/actors/replicas.py) and the buffer actor inside its client (zppo_ray/actors/buffer.py), without
+the loop noticing. Two failures reach this module: a dead learner rank (`LearnerLost`: the group is rebuilt
+and the run rolls back to the last checkpoint, `trainer.learner_restarts` times), and SIGTERM (the
+preemption notice: the step in progress finishes, a checkpoint is written, the process exits with
+`EXIT_PREEMPTED`; `trainer.resume=auto` continues from there).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,11 +26,19 @@ import ray
 from zppo_ray import checkpoint as ckpt
 from zppo_ray import telemetry
 from zppo_ray.config import TEACHER_FREE_ALGORITHMS
+from zppo_ray.accounting import Ledger
 from zppo_ray.data.schema import Question
+from zppo_ray.errors import LearnerLost
 from zppo_ray.metrics import RunLog
 from zppo_ray.trainer import DISTILL_ALGORITHMS, Roles, Trainer
 
 log = logging.getLogger("zppo_ray")
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what Kubernetes and `ray job` expect of a process that obeyed SIGTERM
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; the run stopped at a step boundary after writing a checkpoint."""
 
 
 # ---------------------------------------------------------------------------------------- resolution
@@ -74,20 +90,40 @@ def connect_ray(cfg) -> None:
              f"; Prometheus metrics on port {cfg.metrics.port}" if extra else "")
 
 
-def start_roles(cfg, student_path: str, teacher_path: str) -> Roles:
-    from zppo_ray.actors.buffer import ReplayBufferActor, buffer_config
+def start_learner(cfg, student_path: str):
     from zppo_ray.actors.learner import LearnerGroup
+
+    return LearnerGroup(student_path, cfg.learner, cfg.algo, seed=cfg.trainer.seed,
+                        trust_remote_code=cfg.student.trust_remote_code)
+
+
+def start_buffer(cfg, run_dir: Path):
+    """The buffer actor behind a client that rebuilds it from its live snapshot if it dies."""
+    from zppo_ray.actors.buffer import BufferClient, ReplayBufferActor, buffer_config
+
+    live = str(run_dir / "buffer_live")
+
+    def start():
+        return ReplayBufferActor.remote(buffer_config(cfg.buffer), cfg.trainer.seed, live)
+
+    def last_checkpoint_buffer() -> str | None:
+        d = ckpt.latest(run_dir)
+        return str(d / "buffer") if d else None
+
+    return BufferClient(start, live, last_checkpoint_buffer)
+
+
+def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Roles:
     from zppo_ray.actors.rollout import RolloutPool
     from zppo_ray.actors.teacher import TeacherGroup
 
     t = time.time()
-    learner = LearnerGroup(student_path, cfg.learner, cfg.algo, seed=cfg.trainer.seed)
+    learner = start_learner(cfg, student_path)
     rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path)
     uses_teacher = cfg.teacher.num_replicas > 0 and (
         cfg.algo.name not in TEACHER_FREE_ALGORITHMS or cfg.algo.enable_bcq or cfg.algo.enable_ncq)
     teacher = TeacherGroup.create(cfg.teacher, model_path=teacher_path) if uses_teacher else None
-    buffer = (ReplayBufferActor.remote(buffer_config(cfg.buffer), cfg.trainer.seed)
-              if cfg.algo.use_buffer else None)
+    buffer = start_buffer(cfg, run_dir) if cfg.algo.use_buffer else None
     log.info("roles up in %.0fs: %d rollout worker(s), %s teacher replica(s), %d learner rank(s), buffer %s",
              time.time() - t, cfg.rollout.num_workers, cfg.teacher.num_replicas if teacher else 0,
              cfg.learner.num_ranks, "on" if buffer else "off")
@@ -102,7 +138,8 @@ def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: in
     d.mkdir(parents=True, exist_ok=True)
     roles.learner.save(str(d / "learner"))
     if roles.buffer is not None:
-        ray.get(roles.buffer.snapshot.remote(str(d / "buffer")))
+        roles.buffer.snapshot(str(d / "buffer"))
+    trainer.ledger.save(d / "ledger.json")
     ckpt.write_trainer_state(d, trainer.state())
     ckpt.mark_complete(d)
     ckpt.prune(run_dir, keep_last)
@@ -116,10 +153,11 @@ def resume(trainer: Trainer, roles: Roles, d: Path) -> None:
     before it serves (a restarted worker must never generate with stale weights)."""
     roles.learner.load(str(d / "learner"))
     if roles.buffer is not None:
-        ray.get(roles.buffer.restore.remote(str(d / "buffer")))
+        roles.buffer.restore(str(d / "buffer"))
     state = ckpt.read_trainer_state(d)
     trainer.load_state(state)
-    roles.rollout.push_weights(roles.learner.export_safetensors(), state.version)
+    trainer.ledger = Ledger(trainer.ledger.state, ckpt.read_ledger(d))
+    roles.rollout.push_weights(roles.learner.export_safetensors(), state.version, rollback=True)
     log.info("resumed from %s at step %d (version %d, data cursor %d, epoch %d)", d, state.step,
              state.version, state.cursor, state.epoch)
 
@@ -137,11 +175,34 @@ def train(cfg, run_dir: Path, toy_artifacts) -> dict:
     log.info("data: %d training questions, %d held-out", len(train_qs), len(eval_qs))
 
     connect_ray(cfg)
-    roles = start_roles(cfg, student_path, teacher_path)
+    roles = start_roles(cfg, student_path, teacher_path, run_dir)
     try:
-        return _train(cfg, run_dir, roles, train_qs, eval_qs, tokenizer)
+        with sigterm_checkpoint() as preempt:
+            return _train(cfg, run_dir, roles, train_qs, eval_qs, tokenizer, preempt,
+                          lambda: start_learner(cfg, student_path))
     finally:
         stop_roles(roles)
+
+
+def recover_learner(trainer: Trainer, roles: Roles, run_dir: Path, err: LearnerLost, attempt: int, budget: int,
+                    new_learner) -> None:
+    """A learner rank died: rebuild the group and roll the whole run back to the last checkpoint (the
+    optimizer state of the lost rank exists nowhere else). Raises when that is not possible."""
+    d = ckpt.latest(run_dir)
+    if d is None or attempt > budget or new_learner is None:
+        why = ("no checkpoint to roll back to yet" if d is None else
+               f"trainer.learner_restarts={budget} spent" if attempt > budget else "no way to start a learner")
+        raise LearnerLost(f"{err}. The run stops ({why}); rerun with trainer.resume=auto to continue from "
+                          f"{d or 'the start'}") from err
+    log.error("%s; rebuilding the learner group and rolling back to %s (restart %d of %d)", err, d, attempt, budget)
+    telemetry.record("zppo_actor_restarts", 1, role="learner")
+    try:
+        roles.learner.shutdown()
+    except Exception:  # noqa: BLE001 - the group is broken anyway
+        log.exception("shutting down the broken learner group failed")
+    roles.learner = new_learner()
+    trainer.roles.learner = roles.learner
+    resume(trainer, roles, d)
 
 
 def check_shared_vocab(student_tokenizer, teacher_path: str) -> None:
@@ -164,10 +225,41 @@ def stop_roles(roles: Roles) -> None:
             except Exception:  # noqa: BLE001 - shutting down must not hide the run's own error
                 log.exception("shutting down %s failed", type(role).__name__)
     if roles.buffer is not None:
-        ray.kill(roles.buffer)
+        ray.kill(roles.buffer.handle)
 
 
-def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer) -> dict:
+class sigterm_checkpoint:
+    """While active, SIGTERM sets a flag instead of killing the process; the loop checks it after every
+    step, checkpoints and stops. A second SIGTERM (or SIGINT) while the step finishes exits at once: the
+    last periodic checkpoint still stands."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._old = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            if self.requested:
+                log.error("second SIGTERM: exiting without a checkpoint")
+                os._exit(EXIT_PREEMPTED)
+            self.requested = True
+            log.warning("SIGTERM: finishing the current step, then checkpointing and stopping")
+
+        try:
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread (e.g. a notebook worker): no handler, default behaviour
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
+def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer, preempt=None,
+           new_learner=None) -> dict:
     run_log = RunLog(run_dir, cfg.metrics.jsonl)
     trainer = Trainer(cfg, roles, train_qs, eval_qs, tokenizer, run_log)
     start = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
@@ -176,9 +268,21 @@ def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer) -> di
 
     before = trainer.evaluate("before") if trainer.step == 0 and eval_qs else None
     t0 = time.time()
+    learner_restarts = 0
     while trainer.step < cfg.trainer.steps:
-        metrics = trainer.train_step()
+        try:
+            metrics = trainer.train_step()
+        except LearnerLost as e:
+            learner_restarts += 1
+            recover_learner(trainer, roles, run_dir, e, learner_restarts, cfg.trainer.learner_restarts, new_learner)
+            continue
         trainer.print_step(metrics)
+        if preempt is not None and preempt.requested:
+            d = save_checkpoint(trainer, roles, run_dir, cfg.checkpoint.keep_last)
+            run_log.write("preempted", step=trainer.step, checkpoint=str(d))
+            run_log.close()
+            raise Preempted(f"stopped by SIGTERM after step {trainer.step}; checkpoint {d}; rerun with "
+                            "trainer.resume=auto to continue")
         last = trainer.step == cfg.trainer.steps
         if cfg.trainer.eval_every and trainer.step % cfg.trainer.eval_every == 0 and not last and eval_qs:
             trainer.evaluate(f"step {trainer.step}")
@@ -192,9 +296,9 @@ def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer) -> di
     summary = {"steps": trainer.step, "train_seconds": round(train_s, 1), "eval_before": before,
                "eval_after": after, "final_model": str(run_dir / "final")}
     if roles.buffer is not None:
-        ray.get(roles.buffer.snapshot.remote(str(run_dir / "buffer")))
-        stats = ray.get(roles.buffer.stats.remote())
-        fates = ray.get(roles.buffer.fates.remote())
+        roles.buffer.snapshot(str(run_dir / "buffer"))
+        stats = roles.buffer.stats()
+        fates = roles.buffer.fates()
         (run_dir / "buffer" / "fates.jsonl").write_text("".join(json.dumps(f) + "\n" for f in fates))
         summary["buffer"] = stats
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

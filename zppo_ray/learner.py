@@ -206,7 +206,7 @@ class PolicyLearner:
     """One rank: an HF causal LM wrapped in a DeepSpeed engine with AdamW and a constant (warm-up) lr."""
 
     def __init__(self, model_path: str, learner_cfg, algo_cfg, rank: int, world_size: int,
-                 master_addr: str, master_port: int, seed: int):
+                 master_addr: str, master_port: int, seed: int, trust_remote_code: bool = False):
         t0 = time.perf_counter()
         if algo_cfg.entropy_coef:
             raise ValueError("algo.entropy_coef != 0 is not supported by the learner (the spec uses no entropy bonus)")
@@ -231,7 +231,10 @@ class PolicyLearner:
         dtype = torch.bfloat16 if learner_cfg.precision == "bf16" else torch.float32
         # Every rank loads the full model; ZeRO-3 partitions it inside deepspeed.initialize. Models too big
         # for one host's memory would need deepspeed.zero.Init at load time instead.
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        # use_safetensors: weights come from safetensors only, never from a pickled pytorch_model.bin
+        # trust_remote_code: only when the config says so (student.trust_remote_code), as for vLLM.
+        load = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(model_path, **load)
         if learner_cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.max_len = int(getattr(model.config, "max_position_embeddings", 0)) or None
@@ -244,13 +247,16 @@ class PolicyLearner:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
         self.engine, *_ = ds.initialize(model=model, optimizer=opt, lr_scheduler=sched,
                                         config=ds_config(learner_cfg, world_size))
+        from zppo_ray.safe_checkpoint import install
+
+        install(self.engine)  # checkpoints as safetensors + JSON: DeepSpeed's default unpickles on load
         self.device = self.engine.device
         # KL to a frozen reference (algo.kl_coef > 0): the initial weights, kept whole on every rank and
         # never updated. It costs one more model in memory and one more forward per micro-batch; the
         # spec's ZPPO uses no KL term, so by default (kl_coef 0) none of this exists.
         self.ref = None
         if algo_cfg.kl_coef > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, **load).to(self.device).eval()
             self.ref.requires_grad_(False)
         self.zero3 = self.engine.zero_optimization_stage() == 3
         self.init_seconds = time.perf_counter() - t0
@@ -440,11 +446,16 @@ class PolicyLearner:
 
     def save(self, path: str | os.PathLike) -> None:
         """Full training state (weights, optimizer, lr schedule, step counter) with DeepSpeed; collective.
-        Every rank writes its own shards, so multi-node runs need `path` on a shared file system."""
+        Every rank writes its own shards, so multi-node runs need `path` on a shared file system.
+        The files are pickle-free (layout in zppo_ray/safe_checkpoint.py)."""
         self.engine.save_checkpoint(str(path), client_state={"zppo_step": self.step})
+        if self.rank == 0:  # DeepSpeed's recovery scripts torch.load pickles and cannot read these files
+            for script in ("zero_to_fp32.py", "zero_to_torch.py"):
+                Path(path, script).unlink(missing_ok=True)
 
     def load(self, path: str | os.PathLike) -> None:
-        """Restore what save() wrote (the latest tag in `path`); collective."""
+        """Restore what save() wrote (the latest tag in `path`); collective. Reads safetensors and JSON
+        only: a file from DeepSpeed's default torch.save engine is refused, not unpickled."""
         load_path, client = self.engine.load_checkpoint(str(path), load_optimizer_states=True,
                                                         load_lr_scheduler_states=True)
         if load_path is None:

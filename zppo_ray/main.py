@@ -15,6 +15,8 @@ from pathlib import Path
 
 log = logging.getLogger("zppo_ray")
 
+EXIT_INFRA = 3  # the run stopped on an infrastructure failure it could not recover from; resume=auto continues
+
 
 def uses_toy(cfg) -> bool:
     paths = [cfg.student.path, cfg.teacher.model.path] + [s.path for s in cfg.data.train + cfg.data.eval]
@@ -51,12 +53,20 @@ def cli() -> None:
     logging.basicConfig(level=os.environ.get("ZPPO_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from zppo_ray.config import ConfigError
+    from zppo_ray.errors import InfraError
+    from zppo_ray.launch import EXIT_PREEMPTED, Preempted
 
     try:
         run(sys.argv[1:])
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
+    except InfraError as e:  # a role that could not be kept alive (README "Recovery")
+        print(f"run stopped: {e}", file=sys.stderr)
+        sys.exit(EXIT_INFRA)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ a `ray_` prefix: `zppo_buffer_size` is scraped as `ray_zppo_buffer_size`, and a 
 - the controller (driver): per-step numbers that exist only there: step time and its breakdown,
   weight-push seconds and bytes, checkpoint seconds, learner loss / clip fractions / grad norm /
   entropy / tokens / positive-advantage fraction, BCQ and NCQ built, their accuracy and batch share,
-  the teacher's solve rate on hard questions.
+  the teacher's solve rate on hard questions; the question ledger by state; failures, retries, restarts
+  and replica health of every role.
 
 Outside a Ray worker (unit tests, the pure core) every call is a no-op, so nothing here needs a cluster.
 The same numbers also go to the run's metrics.jsonl (zppo_ray/metrics.py).
@@ -93,6 +94,23 @@ CATALOG: dict[str, Spec] = {
     "zppo_weight_push_seconds": Spec("gauge", "Duration of the last weight push to every rollout worker (seconds)."),
     "zppo_weight_push_bytes": Spec("gauge", "Size of the last weight push (bytes)."),
     "zppo_checkpoint_seconds": Spec("gauge", "Duration of the last checkpoint (seconds)."),
+    # recovery and accounting (controller; README "Recovery")
+    "zppo_questions": Spec("gauge", "Training questions by state (count): not_served, in_flight, trained, "
+                                    "in_buffer, graduated, evicted, skipped; they sum to the training set.",
+                           ("state",)),
+    "zppo_questions_skipped": Spec("counter", "Questions skipped because their input could not be processed "
+                                              "after a retry (count), by where.", ("reason",)),
+    "zppo_actor_failures": Spec("counter", "Failed actor calls (count), by role and kind (infra, data, timeout).",
+                                ("role", "kind")),
+    "zppo_actor_restarts": Spec("counter", "Actors replaced after a failure (count), by role (rollout, teacher, "
+                                           "buffer, learner).", ("role",)),
+    "zppo_requests_retried": Spec("counter", "Requests sent again to another replica after a failure (count).",
+                                  ("role",)),
+    "zppo_replicas": Spec("gauge", "Engine replicas by health state (count): healthy, suspect, dead, "
+                                   "restarting, stale.", ("role", "state")),
+    "zppo_buffer_lost_refreshes": Spec("counter", "Buffer refreshes lost when the buffer actor was rebuilt from "
+                                                  "an older snapshot (count; 0 unless its live snapshot was "
+                                                  "unreadable)."),
 }
 
 _made: dict[str, Any] = {}

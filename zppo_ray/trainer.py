@@ -18,6 +18,7 @@ import ray
 import torch
 
 from zppo_ray import telemetry
+from zppo_ray.accounting import Ledger
 from zppo_ray.algo.advantages import compute_advantages
 from zppo_ray.algo.guidance import GUIDED_KINDS, Guidance, choose_guidance, inject
 from zppo_ray.algo.reformulate import (
@@ -94,6 +95,7 @@ class Trainer:
         self.log = run_log
         self.templates = Templates()
         self.data = DataCursor(train_questions, cfg.data.shuffle_seed)
+        self.ledger = Ledger(q.id for q in train_questions)
         self.rng = random.Random(cfg.trainer.seed)
         self.step = 0
         self.version = 0
@@ -154,6 +156,8 @@ class Trainer:
         replay = [q for q in replay if q.id not in new_ids]  # after a wrap-around a question can be both
         batch = new + replay
         by_id = {q.id: q for q in batch}
+        self.ledger.serve(by_id)
+        skipped: list[str] = []  # questions whose plain rollouts could not be produced (see _drop_skipped)
 
         # 2-4. Plain rollouts in chunks; each chunk is graded as soon as it arrives and the teacher starts
         # on its hard questions while the student is still sampling the next chunk.
@@ -170,7 +174,7 @@ class Trainer:
                 self._student_sampling(k))) for k, qs in enumerate(chunks)]
         for qs, p in pending:
             with timer("generate"):
-                samples = self.roles.rollout.collect(p)
+                qs, samples = self._drop_skipped(qs, self.roles.rollout.collect(p), skipped)
             with timer("grade"):
                 groups = self.grade_groups(qs, samples)
             for q, g, ss in zip(qs, groups, samples):
@@ -208,13 +212,13 @@ class Trainer:
         # 7. Extra rollouts, graded against the ORIGINAL question's gold answer.
         reform: list[tuple[str, Group, list[Sample]]] = []
         if requests:
-            qs = [q for _, q, _ in requests]
             with timer("generate"):
                 samples = self.roles.rollout.generate([r for _, _, r in requests],
                                                       self._student_sampling(len(chunks)))
+            kept_requests = [(r, ss) for r, ss in zip(requests, samples) if ss]  # a skipped one trains nothing
             with timer("grade"):
-                groups = self.grade_groups(qs, samples)
-            reform = [(uid, g, ss) for (uid, _, _), g, ss in zip(requests, groups, samples)]
+                groups = self.grade_groups([q for (_, q, _), _ in kept_requests], [ss for _, ss in kept_requests])
+            reform = [(uid, g, ss) for ((uid, _, _), ss), g in zip(kept_requests, groups)]
 
         # 8. Advantages: plain and extra groups of one question are separate groups. An injected teacher
         # response joins its question's plain group (the buffer below still sees plain accuracies only).
@@ -234,15 +238,16 @@ class Trainer:
         if a.use_buffer:
             with timer("buffer"):
                 refresh = _call(self.roles.buffer, "refresh", self.step + 1,
-                                {q: g.mean for q, g in plain.items()}, by_id, [q.id for q in replay],
-                                cfg.rollout.group_size)
+                                {q: g.mean for q, g in plain.items()}, by_id,
+                                [q.id for q in replay if q.id in plain], cfg.rollout.group_size)
 
         self.step += 1
+        self._settle(new, replay, plain, skipped, refresh)
         seconds = self._seconds(timer, t_step)
         metrics = self._step_metrics(batch, replay, plain, hard, teacher, reform, refresh, learn, seconds,
                                      push_s)
         n_extra = sum(len(ss) for _, _, ss in reform)
-        metrics.update(n_injected=len(injected), dropped_groups=dropped,
+        metrics.update(n_injected=len(injected), dropped_groups=dropped, n_skipped=len(skipped),
                        reform_share=n_extra / len(items) if items else 0.0,
                        pos_adv_frac=sum(it.advantage > 0 for it in items) / len(items) if items else 0.0)
         self.log.write("step", **metrics)
@@ -250,6 +255,28 @@ class Trainer:
         for fate in refresh["fates"]:
             self.log.write("fate", step=self.step, **fate)
         return metrics
+
+    def _drop_skipped(self, qs: list[Question], samples: list[list[Sample]], skipped: list[str]):
+        """Questions whose rollouts came back empty (the pool skipped a request it could not process after a
+        retry on its own) leave the step: an empty group would read as accuracy 0 and be admitted as hard."""
+        keep = [(q, ss) for q, ss in zip(qs, samples) if ss]
+        for q, ss in zip(qs, samples):
+            if not ss:
+                skipped.append(q.id)
+                log.warning("step %d: question %s skipped: the rollout pool could not process it", self.step + 1,
+                            q.id)
+                telemetry.record("zppo_questions_skipped", 1, reason="rollout")
+        return [q for q, _ in keep], [ss for _, ss in keep]
+
+    def _settle(self, new, replay, plain, skipped, refresh) -> None:
+        """The ledger's end of step (zppo_ray/accounting.py), logged so the chaos audit can replay it."""
+        # A replayed question that was skipped stays in the buffer (the refresh did not see it).
+        buffered = [*refresh.get("buffered", ()), *(q.id for q in replay if q.id in skipped)]
+        self.ledger.settle(plain, [q for q in skipped if q not in buffered], buffered, refresh["fates"])
+        self.log.write("served", step=self.step, new=[q.id for q in new], replay=[q.id for q in replay],
+                       skipped=skipped)
+        for state, n in self.ledger.counts().items():
+            telemetry.record("zppo_questions", n, state=state)
 
     def _distill_step(self) -> dict:
         """Off- and on-policy distillation (spec §5): a divergence (JSD by default) between the student's
@@ -261,6 +288,7 @@ class Trainer:
         batch = self.data.next(cfg.trainer.prompts_per_step)
         if any(q.images for q in batch):
             raise ValueError(f"{a.name} does not support questions with images (the teacher scores token ids)")
+        self.ledger.serve(q.id for q in batch)
         requests = [GenRequest(with_format_closer(q.text, self.templates), tag=f"plain:{q.id}",
                                n=cfg.teacher.group_size if a.name == "offpolicy_distill" else cfg.rollout.group_size)
                     for q in batch]
@@ -291,10 +319,12 @@ class Trainer:
                      for (p, c), r in zip(seqs, rows)]
         learn, push_s = self._update(items, timer, loss_fn=a.divergence)
         self.step += 1
-        seconds = self._seconds(timer, t_step)
         refresh = {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
+        skipped = [q.id for q, ss in zip(batch, samples) if not ss]
+        self._settle(batch, [], {q.id: None for q, ss in zip(batch, samples) if ss}, skipped, refresh)
+        seconds = self._seconds(timer, t_step)
         metrics = self._step_metrics(batch, [], plain, [], teacher, [], refresh, learn, seconds, push_s)
-        metrics.update(n_distill=len(items), n_injected=0, dropped_groups=0)
+        metrics.update(n_distill=len(items), n_injected=0, dropped_groups=0, n_skipped=len(skipped))
         self.log.write("step", **metrics)
         telemetry.record_step(metrics, self.last_push_bytes)
         return metrics
@@ -490,6 +520,7 @@ class Trainer:
                         tag=f"eval:{q.id}") for q in qs],
             dict(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, max_tokens=e.max_new_tokens,
                  presence_penalty=e.presence_penalty, seed=self.cfg.trainer.seed))
+        qs, samples = self._drop_skipped(qs, samples, [])
         groups = self.grade_groups(qs, samples)
         per_tier: dict[str, list[float]] = defaultdict(list)
         for q, g in zip(qs, groups):

@@ -6,6 +6,11 @@ the others): items are split into contiguous, near-equal shards, results are put
 
 Start-up follows the usual rendezvous pattern: the actors start empty, rank 0 reports its node address and
 a free port, then all ranks build their learner concurrently (init_distributed blocks until all joined).
+
+A rank that dies cannot be replaced alone: its shard of the optimizer state is gone and the survivors are
+stuck in a collective waiting for it. Every call therefore watches all ranks and raises `LearnerLost`
+(naming the rank and the call) as soon as one dies, instead of waiting for the others' collective timeout;
+the driver then rebuilds the whole group from the last checkpoint (zppo_ray/launch.py).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from zppo_ray.algo.losses import DIVERGENCES
+from zppo_ray.errors import LearnerLost
 from zppo_ray.learner import check_items
 from zppo_ray.types import TrainItem
 
@@ -43,11 +49,12 @@ class _LearnerShell:
     def master_address(self) -> tuple[str, int]:
         return ray.util.get_node_ip_address(), _free_port()
 
-    def setup(self, model_path, learner_cfg, algo_cfg, rank, world_size, master_addr, master_port, seed) -> dict:
+    def setup(self, model_path, learner_cfg, algo_cfg, rank, world_size, master_addr, master_port, seed,
+              trust_remote_code=False) -> dict:
         from zppo_ray.learner import PolicyLearner
 
         self.learner = PolicyLearner(model_path, learner_cfg, algo_cfg, rank, world_size, master_addr,
-                                     master_port, seed)
+                                     master_port, seed, trust_remote_code)
         return {"max_len": self.learner.max_len, "init_seconds": self.learner.init_seconds, "pid": os.getpid()}
 
     def compute_logprobs(self, items):
@@ -96,7 +103,8 @@ def reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
 class LearnerGroup:
     """`learner_cfg.num_ranks` data-parallel ranks; one method call = one collective call on every rank."""
 
-    def __init__(self, model_path: str, learner_cfg, algo_cfg, seed: int = 0, ready_timeout_s: float = 600.0):
+    def __init__(self, model_path: str, learner_cfg, algo_cfg, seed: int = 0, ready_timeout_s: float = 600.0,
+                 trust_remote_code: bool = False):
         self.num_ranks = n = int(learner_cfg.num_ranks)
         cpus, gpus = float(learner_cfg.cpus_per_rank), float(learner_cfg.gpus_per_rank)
         bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
@@ -110,20 +118,33 @@ class LearnerGroup:
             for i in range(n)
         ]
         addr, port = ray.get(self.actors[0].master_address.remote())
-        infos = ray.get([a.setup.remote(model_path, learner_cfg, algo_cfg, i, n, addr, port, seed)
+        infos = ray.get([a.setup.remote(model_path, learner_cfg, algo_cfg, i, n, addr, port, seed, trust_remote_code)
                          for i, a in enumerate(self.actors)], timeout=ready_timeout_s)
         self.max_len = infos[0]["max_len"]
         self.init_seconds = max(i["init_seconds"] for i in infos)
 
+    def _get(self, refs: list, what: str) -> list[Any]:
+        """ray.get of one ref per rank that fails fast: LearnerLost as soon as any rank's process died."""
+        rank_of = {r: i for i, r in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(ready[0])
+            except ray.exceptions.RayActorError as e:
+                raise LearnerLost(f"learner rank {rank_of[ready[0]]} of {self.num_ranks} died during {what} "
+                                  f"({type(e).__name__}); its optimizer state is lost with it") from None
+        return ray.get(refs)
+
     def _all(self, method: str, *args) -> list[Any]:
-        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+        return self._get([getattr(a, method).remote(*args) for a in self.actors], method)
 
     def compute_logprobs(self, items: list[TrainItem]) -> list[list[float]]:
         err = check_items(items, self.max_len, train=False)
         if err:
             raise ValueError(err)
         shards = shard(items, self.num_ranks)
-        results = ray.get([a.compute_logprobs.remote(s) for a, s in zip(self.actors, shards)])
+        results = self._get([a.compute_logprobs.remote(s) for a, s in zip(self.actors, shards)], "compute_logprobs")
         return [lp for part in results for lp in part]
 
     def train_minibatch(self, items: list[TrainItem], loss_fn=None) -> dict[str, float]:
@@ -134,7 +155,8 @@ class LearnerGroup:
         if err:
             raise ValueError(err)
         shards = shard(items, self.num_ranks)
-        return reduce_metrics(ray.get([a.train_minibatch.remote(s, loss_fn) for a, s in zip(self.actors, shards)]))
+        return reduce_metrics(self._get([a.train_minibatch.remote(s, loss_fn) for a, s in zip(self.actors, shards)],
+                                        "train_minibatch"))
 
     def export_weights(self) -> dict:
         """The full HF state dict (rank 0's; the other ranks only take part in the gather)."""
@@ -144,8 +166,8 @@ class LearnerGroup:
         """safetensors bytes of the full state dict; `as_ref=True` returns rank 0's ObjectRef so the bytes can
         go to rollout workers without passing through the driver."""
         refs = [a.export_safetensors.remote() for a in self.actors]
-        ray.get(refs[1:])  # surface errors of the other ranks
-        return refs[0] if as_ref else ray.get(refs[0])
+        self._get(refs[1:], "export_safetensors")  # surface errors of the other ranks
+        return refs[0] if as_ref else self._get(refs[:1], "export_safetensors")[0]
 
     def save(self, path: str) -> None:
         self._all("save", str(path))

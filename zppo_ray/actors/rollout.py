@@ -5,12 +5,19 @@ The actor is a shell over `zppo_ray.engine.VLLMEngine`; all sampling and weight-
 Versioning and atomic pushes (docs/stack.md lesson 2). The pool is driven by ONE controller (the trainer
 loop), and every call it makes is synchronous from the controller's point of view:
 
-* `push_weights` puts the blob into the object store once, sends it to every worker, and returns only when
-  every worker confirmed the new version. A worker that fails leaves the push failed (WeightPushError), and
-  the pool refuses to generate until a push succeeds, so a mixed-version pool never serves.
+* `push_weights` puts the blob into the object store once, sends it to every serving worker, and returns
+  when each confirmed the new version. A worker that dies during the push is written off (and replaced,
+  below); a worker that answers with another version, or a push no worker took, leaves the pool broken
+  (WeightPushError): it refuses to generate until a push succeeds, so a mixed-version pool never serves.
 * a lock serialises `generate` dispatch and `push_weights`, and `push_weights` refuses to start while an
   async generate (`generate_async`) is still uncollected: no generate runs while weights change.
 * every generate call checks that all returned samples carry the pool's current version.
+
+Failures (`zppo_ray.actors.replicas`, `zppo_ray.health`): a worker that dies mid-call has its requests
+re-sent to the others (same seeds, so the same samples a healthy worker would have drawn) and is replaced
+in the background (`rollout.max_restarts` per slot); the replacement loads the current weights before it
+serves. A request the engine rejects on its own (e.g. a prompt over the model length) is skipped: its
+result is an empty list and `PendingGenerate.skipped` says why.
 """
 
 from __future__ import annotations
@@ -24,30 +31,17 @@ from typing import Any
 import ray
 
 from zppo_ray import telemetry
+from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet, balanced_split
+from zppo_ray.errors import boundary
 from zppo_ray.types import GenRequest, Sample
+
+__all__ = ["RolloutPool", "RolloutWorker", "WeightPushError", "balanced_split"]
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "logprobs")
 
 
 class WeightPushError(RuntimeError):
     """A weight push did not reach every worker; the pool does not serve until a push succeeds."""
-
-
-def balanced_split(weights: Sequence[int], parts: int) -> list[list[int]]:
-    """Indices of `weights` split into `parts` groups with near-equal sums (longest-first greedy).
-
-    Each group keeps ascending index order, so results can be put back in request order. Empty groups
-    are possible when there are fewer items than parts.
-    """
-    if parts < 1:
-        raise ValueError(f"parts must be >= 1, got {parts}")
-    groups: list[list[int]] = [[] for _ in range(parts)]
-    loads = [0] * parts
-    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
-        g = min(range(parts), key=lambda g: (loads[g], g))
-        groups[g].append(i)
-        loads[g] += max(1, int(weights[i]))
-    return [sorted(g) for g in groups]
 
 
 def sampling_kwargs(sampling: dict) -> dict:
@@ -137,18 +131,21 @@ class _EngineActor:
 class RolloutWorker(_EngineActor):
     """One student vLLM engine. Owns nothing but the engine and its version."""
 
+    @boundary("rollout")
     def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
         return self._generate(requests, sampling)
 
     def _observe_generate(self, n_requests: int, tokens: int, seconds: float) -> None:
         telemetry.record_generate(self.name, n_requests, tokens, seconds, self.engine.version)
 
+    @boundary("rollout")
     def update_weights(self, blob: bytes, version: int) -> int:
         """Load a safetensors blob of the full state dict; returns the version now served."""
         self.last_push_seconds = self.engine.load_weights_from_bytes(blob, version)
         telemetry.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
         return self.engine.version
 
+    @boundary("rollout")
     def update_weights_from_path(self, path: str, version: int) -> int:
         self.last_push_seconds = self.engine.load_weights_from_path(path, version)
         telemetry.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
@@ -171,36 +168,33 @@ class RolloutWorker(_EngineActor):
         return self.engine.version
 
 
-def stop_engine_actors(actors: Sequence[Any], placement_groups: Sequence[Any], grace_s: float) -> None:
-    """Ask every engine actor to shut down, wait at most grace_s (a busy one is not waited for), then
-    kill them all and release their placement groups. Shared by the rollout pool and the teacher group."""
-    if actors:
-        ray.wait([a.shutdown.remote() for a in actors], num_returns=len(actors), timeout=grace_s)
-    for a in actors:
-        ray.kill(a)
-    for pg in placement_groups:
-        ray.util.remove_placement_group(pg)
-
-
 @dataclass
 class PendingGenerate:
-    """An async generate: `refs` can be passed to `ray.wait`; `RolloutPool.collect` returns the samples."""
+    """An async generate: `refs()` can be passed to `ray.wait`; `RolloutPool.collect` returns the samples."""
 
-    refs: list
-    groups: list[list[int]]
-    n_requests: int
+    gather: Gather
     version: int
     done: bool = field(default=False)
+
+    def refs(self) -> list:
+        return self.gather.refs()
+
+    @property
+    def skipped(self) -> dict[int, str]:
+        """Request index -> why it was skipped (filled by `collect`)."""
+        return self.gather.skipped
 
 
 class RolloutPool:
     """N rollout workers behind one controller-facing API (see module doc for the push protocol)."""
 
-    def __init__(self, workers: Sequence[Any], placement_groups: Sequence[Any] = (), timeout_s: float | None = None):
+    def __init__(self, workers: Sequence[Any], placement_groups: Sequence[Any] = (), timeout_s: float | None = None,
+                 factory=None, max_restarts: int = 0, names: Sequence[str] | None = None):
         if not workers:
             raise ValueError("a RolloutPool needs at least one worker")
-        self.workers = list(workers)
-        self.placement_groups = [pg for pg in placement_groups if pg is not None]
+        names = list(names) if names else [f"rollout-{i}" for i in range(len(workers))]
+        self.replicas = ReplicaSet("rollout", workers, names, factory, max_restarts, needs_weights=True,
+                                   placement_groups=placement_groups)
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._version = 0
@@ -214,8 +208,8 @@ class RolloutPool:
         path = model_path or model_cfg.path
         if str(path).startswith("toy:"):
             raise ValueError(f"model path {path!r} is a toy alias: pass the bootstrapped directory as model_path")
-        workers, pgs = [], []
-        for i in range(rollout_cfg.num_workers):
+
+        def start(i: int) -> tuple[Any, Any]:
             opts, pg = actor_options(rollout_cfg.cpus_per_worker, rollout_cfg.gpus_per_worker, rollout_cfg.tp)
             kw = engine_kwargs(model_cfg, tp=rollout_cfg.tp, seed=rollout_cfg.seed + i,
                                kv_cache_gib=rollout_cfg.kv_cache_gib,
@@ -223,9 +217,11 @@ class RolloutPool:
                                max_num_seqs=rollout_cfg.max_num_seqs,
                                enable_sleep_mode=bool(rollout_cfg.colocate_with_learner),
                                **gpu_tp_engine_kwargs(rollout_cfg.gpus_per_worker, rollout_cfg.tp))
-            workers.append(RolloutWorker.options(**opts).remote(str(path), kw, f"rollout-{i}"))
-            pgs.append(pg)
-        pool = cls(workers, pgs)
+            return RolloutWorker.options(**opts).remote(str(path), kw, f"rollout-{i}"), pg
+
+        started = [start(i) for i in range(rollout_cfg.num_workers)]
+        pool = cls([h for h, _ in started], [pg for _, pg in started], rollout_cfg.request_timeout_s,
+                   factory=start, max_restarts=rollout_cfg.max_restarts)
         pool.versions()  # wait until every engine is up (surfaces start errors here, not at first use)
         return pool
 
@@ -233,42 +229,41 @@ class RolloutPool:
     def version(self) -> int:
         return self._version
 
+    @property
+    def workers(self) -> list:
+        return self.replicas.handles
+
     # ------------------------------------------------------------------------------------ generate
 
     def generate_async(self, requests: Sequence[GenRequest], sampling: dict) -> PendingGenerate:
-        """Dispatch a generate across workers (balanced by total n) and return without waiting."""
+        """Dispatch a generate across serving workers (balanced by total n) and return without waiting."""
         sampling = sampling_kwargs(sampling)
+        seed = sampling.get("seed")
+
+        def call(worker: Any, chunk: list, idx: list[int]) -> Any:  # seeds follow the request, not the worker
+            part = dict(sampling, seed=[seed + i for i in idx]) if isinstance(seed, int) else sampling
+            return worker.generate.remote(chunk, part)
+
         with self._lock:
             if self._broken:
                 raise WeightPushError(f"pool not serving: {self._broken}")
-            groups = balanced_split([r.n for r in requests], len(self.workers))
-            refs, used = [], []
-            seed = sampling.get("seed")
-            for w, g in zip(self.workers, groups):
-                if g:
-                    part = dict(sampling, seed=[seed + i for i in g]) if isinstance(seed, int) else sampling
-                    refs.append(w.generate.remote([requests[i] for i in g], part))
-                    used.append(g)
-            pending = PendingGenerate(refs, used, len(requests), self._version)
+            g = self.replicas.dispatch("generate", requests, [r.n for r in requests], call, self.timeout_s)
+            pending = PendingGenerate(g, self._version)
             self._pending.append(pending)
             return pending
 
     def collect(self, pending: PendingGenerate) -> list[list[Sample]]:
-        """Samples of an async generate, in request order; checks they all carry one version."""
+        """Samples of an async generate, in request order ([] for a skipped request); one version only."""
         try:
-            parts = ray.get(pending.refs, timeout=self.timeout_s)
+            out = self.replicas.gather(pending.gather)
         finally:
             with self._lock:
                 pending.done = True
                 self._pending = [p for p in self._pending if not p.done]
-        out: list[list[Sample] | None] = [None] * pending.n_requests
-        for g, part in zip(pending.groups, parts):
-            for i, samples in zip(g, part):
-                out[i] = samples
-        versions = {s.version for group in out for s in group or []}
+        versions = {s.version for group in out if group is not SKIPPED for s in group}
         assert versions <= {pending.version}, (
             f"one generate call returned samples of versions {sorted(versions)}, expected {pending.version}")
-        return [o or [] for o in out]
+        return [[] if o is SKIPPED else o for o in out]
 
     def generate(self, requests: Sequence[GenRequest], sampling: dict) -> list[list[Sample]]:
         """`n` samples per request, in request order, all produced by the pool's current version."""
@@ -278,25 +273,38 @@ class RolloutPool:
 
     # ------------------------------------------------------------------------------------ weights
 
-    def push_weights(self, blob: bytes, version: int) -> float:
-        """Atomically move every worker to `version`; returns seconds. Raises WeightPushError on failure."""
+    def push_weights(self, blob: bytes, version: int, rollback: bool = False) -> float:
+        """Move every serving worker to `version`; returns seconds. Raises WeightPushError on failure.
+        Versions only grow, except when a run rolls back to a checkpoint (`rollback=True`)."""
         with self._lock:
             if self._pending:
                 raise WeightPushError(f"{len(self._pending)} generate call(s) still in flight: collect them "
                                       "before pushing weights")
-            if version <= self._version and not self._broken:
+            if version <= self._version and not self._broken and not rollback:
                 raise ValueError(f"new version {version} must exceed the current version {self._version}")
             t0 = time.perf_counter()
-            ref = ray.put(blob)  # one copy in the object store, shared by all workers
-            try:
-                got = ray.get([w.update_weights.remote(ref, version) for w in self.workers],
-                              timeout=self.timeout_s)
-            except Exception as e:
-                self._broken = f"weight push to version {version} failed: {type(e).__name__}: {e}"
-                raise WeightPushError(self._broken) from e
-            if any(v != version for v in got):
-                self._broken = f"workers report versions {got} after pushing {version}"
+            ref = ray.put(blob)  # one copy in the object store, shared by all workers (and by replacements)
+            slots = self.replicas.serving()
+            refs = [self.replicas.handles[i].update_weights.remote(ref, version) for i in slots]
+            ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
+            took = []
+            for i, r in zip(slots, refs):
+                try:
+                    got = ray.get(r, timeout=0)
+                except ray.exceptions.RayActorError:  # died during the push: replaced, gets `ref` when back
+                    self.replicas.fleet[i].failure(fatal=True)
+                    continue
+                except Exception as e:  # noqa: BLE001 - anything else leaves the pool in an unknown state
+                    self._broken = f"weight push to version {version} failed on {self.replicas.names[i]}: {e}"
+                    raise WeightPushError(self._broken) from e
+                if got != version:
+                    self._broken = f"{self.replicas.names[i]} reports version {got} after pushing {version}"
+                    raise WeightPushError(self._broken)
+                took.append(i)
+            if not took:
+                self._broken = f"no rollout worker took version {version}"
                 raise WeightPushError(self._broken)
+            self.replicas.weights_ref = (ref, version)
             self._broken = None
             self._version = version
             self.last_push_seconds = time.perf_counter() - t0
@@ -306,9 +314,9 @@ class RolloutPool:
         return ray.get([w.version.remote() for w in self.workers], timeout=self.timeout_s)
 
     def health(self) -> list[dict]:
-        return ray.get([w.health.remote() for w in self.workers], timeout=self.timeout_s)
+        """Each serving worker's own report, plus the state the pool's health machine gives every slot."""
+        return self.replicas.health()
 
     def shutdown(self, grace_s: float = 30.0) -> None:
         """Stop the engines cleanly (bounded by grace_s), then kill the actors and free placement groups."""
-        stop_engine_actors(self.workers, self.placement_groups, grace_s)
-        self.workers = []
+        self.replicas.shutdown(grace_s)

@@ -5,13 +5,17 @@ summaries), `judge` (free-form rewards), `score_topk` (top-k logprobs for on-pol
 
 Why a group with deadlines: teacher work is overlapped with student work (the controller holds a
 `TeacherCall` and collects it later), and a stuck replica must surface as a clear `TeacherTimeout` naming
-the verb and the replica rather than hanging the step. A timed-out replica may still be busy; the
-controller decides whether to retry or restart it.
+the verb and the replica rather than hanging the step.
+
+Failures (`zppo_ray.actors.replicas`): a timed-out replica becomes suspect and its items go to the other
+replicas (it gets work again only after it answers a health probe); a replica that dies has its items
+re-sent and is replaced in the background (`teacher.max_restarts` per slot). The teacher is frozen, so a
+replacement serves as soon as its engine is up. TeacherTimeout is raised only when no other replica can
+take the late items or their retry budget is spent.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -19,14 +23,9 @@ from typing import Any, Callable
 import ray
 
 from zppo_ray import telemetry
-from zppo_ray.actors.rollout import (
-    _EngineActor,
-    actor_options,
-    balanced_split,
-    engine_kwargs,
-    gpu_tp_engine_kwargs,
-    stop_engine_actors,
-)
+from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet
+from zppo_ray.actors.rollout import _EngineActor, actor_options, engine_kwargs, gpu_tp_engine_kwargs
+from zppo_ray.errors import boundary
 from zppo_ray.algo.reformulate import build_compression_prompt, build_judge_prompt, truncate_candidate
 from zppo_ray.metrics import timed
 from zppo_ray.rewards import grade_judged, last_boxed
@@ -71,10 +70,12 @@ class TeacherReplica(_EngineActor):
     def _timed(self, op: str):
         return timed(lambda s: telemetry.record_teacher_call(op, self.name, s))
 
+    @boundary("teacher")
     def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
         with self._timed("generate"):
             return self._generate(requests, sampling)
 
+    @boundary("teacher")
     def compress(self, items: list[tuple[str, str]], max_tokens: int, max_lines: int) -> list[str]:
         with self._timed("compress"):
             out = self._compress(items, max_tokens, max_lines)
@@ -113,6 +114,7 @@ class TeacherReplica(_EngineActor):
         ids = self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
         return text if len(ids) <= max_tokens else self.engine.tokenizer.decode(ids[:max_tokens]).strip()
 
+    @boundary("teacher")
     def judge(self, items: list[tuple[str, str, str]]) -> list[float]:
         """1.0 / 0.0 per (question, gold, response): strict JSON verdict, anything malformed is wrong."""
         with self._timed("judge"):
@@ -127,6 +129,7 @@ class TeacherReplica(_EngineActor):
         outs = iter(self._generate(reqs, dict(temperature=0.0, max_tokens=self.judge_max_tokens, logprobs=False)))
         return [grade_judged(next(outs)[0].text) if ok else 0.0 for ok in fits]
 
+    @boundary("teacher")
     def score_topk(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], k: int) -> list[dict]:
         with self._timed("score_topk"):
             return self.engine.score_topk(prompt_ids, completion_ids, k)
@@ -137,95 +140,73 @@ class TeacherReplica(_EngineActor):
 
 @dataclass
 class TeacherCall:
-    """A dispatched teacher call: pass `refs` to `ray.wait`, or `TeacherGroup.result(call)` to gather."""
+    """A dispatched teacher call: `TeacherGroup.result(call)` gathers it (retrying what failed)."""
 
-    verb: str
-    refs: list
-    groups: list[list[int]] | None  # item indices per ref; None = one whole result per replica
-    replicas: list[str]
-    n_items: int
-    deadline: float
-    timeout_s: float
+    gather: Gather
+
+    def refs(self) -> list:
+        return self.gather.refs()
 
     def ready(self) -> bool:
-        """True when every replica finished (non-blocking), so the controller can poll between student work."""
-        return not self.refs or len(ray.wait(self.refs, num_returns=len(self.refs), timeout=0)[0]) == len(self.refs)
+        """True when every part finished (non-blocking), so the controller can poll between student work."""
+        refs = self.refs()
+        return not refs or len(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) == len(refs)
 
 
 class TeacherGroup:
-    """M teacher replicas; each call's items are split evenly across replicas and gathered in order."""
+    """M teacher replicas; each call's items are split evenly across serving replicas and gathered in order."""
 
     def __init__(self, replicas: Sequence[Any], request_timeout_s: float, names: Sequence[str] | None = None,
-                 placement_groups: Sequence[Any] = ()):
+                 placement_groups: Sequence[Any] = (), factory=None, max_restarts: int = 0):
         if not replicas:
             raise ValueError("a TeacherGroup needs at least one replica (teacher.num_replicas >= 1)")
-        self.replicas = list(replicas)
-        self.names = list(names) if names else [f"teacher-{i}" for i in range(len(replicas))]
+        names = list(names) if names else [f"teacher-{i}" for i in range(len(replicas))]
+        self.replicas = ReplicaSet("teacher", replicas, names, factory, max_restarts, needs_weights=False,
+                                   placement_groups=placement_groups)
         self.request_timeout_s = float(request_timeout_s)
-        self.placement_groups = [pg for pg in placement_groups if pg is not None]
 
     @classmethod
     def create(cls, teacher_cfg: Any, model_path: str | None = None) -> TeacherGroup:
         path = model_path or teacher_cfg.model.path
         if str(path).startswith("toy:"):
             raise ValueError(f"model path {path!r} is a toy alias: pass the bootstrapped directory as model_path")
-        replicas, names, pgs = [], [], []
-        for i in range(teacher_cfg.num_replicas):
+
+        def start(i: int) -> tuple[Any, Any]:
             opts, pg = actor_options(teacher_cfg.cpus_per_replica, teacher_cfg.gpus_per_replica, teacher_cfg.tp)
             kw = engine_kwargs(teacher_cfg.model, tp=teacher_cfg.tp, seed=teacher_cfg.seed + i,
                                kv_cache_gib=teacher_cfg.kv_cache_gib,
                                gpu_memory_utilization=teacher_cfg.gpu_memory_utilization,
                                max_logprobs=max(20, teacher_cfg.topk_logprobs),
                                **gpu_tp_engine_kwargs(teacher_cfg.gpus_per_replica, teacher_cfg.tp))
-            names.append(f"teacher-{i}")
-            replicas.append(TeacherReplica.options(**opts).remote(str(path), kw, names[-1],
-                                                                  teacher_cfg.judge_max_tokens))
-            pgs.append(pg)
-        group = cls(replicas, teacher_cfg.request_timeout_s, names, pgs)
-        ray.get([r.version.remote() for r in replicas])  # engines up (start errors surface here)
+            return TeacherReplica.options(**opts).remote(str(path), kw, f"teacher-{i}", teacher_cfg.judge_max_tokens), pg
+
+        started = [start(i) for i in range(teacher_cfg.num_replicas)]
+        group = cls([h for h, _ in started], teacher_cfg.request_timeout_s, placement_groups=[p for _, p in started],
+                    factory=start, max_restarts=teacher_cfg.max_restarts)
+        ray.get([h.version.remote() for h, _ in started])  # engines up (start errors surface here)
         return group
+
+    @property
+    def names(self) -> list[str]:
+        return self.replicas.names
 
     # ------------------------------------------------------------------------------------ dispatch/gather
 
     def _dispatch(self, verb: str, items: Sequence[Any], weights: Sequence[int],
-                  call: Callable[[Any, list, list[int]], Any], timeout_s: float | None = None) -> TeacherCall:
-        """Split items over replicas (balanced by weight); `call(replica, chunk, indices)` returns a ref."""
-        timeout = self.request_timeout_s if timeout_s is None else timeout_s
-        groups = balanced_split(list(weights), len(self.replicas))
-        refs, used, names = [], [], []
-        for replica, name, g in zip(self.replicas, self.names, groups):
-            if g:
-                refs.append(call(replica, [items[i] for i in g], g))
-                used.append(g)
-                names.append(name)
-        return TeacherCall(verb, refs, used, names, len(items), time.monotonic() + timeout, timeout)
+                  call: Callable[[Any, list, list[int]], Any]) -> TeacherCall:
+        """Split items over serving replicas (balanced by weight); `call(replica, chunk, indices)` returns a ref."""
+        return TeacherCall(self.replicas.dispatch(verb, items, weights, call, self.request_timeout_s))
 
     def result(self, call: TeacherCall) -> list:
-        """Gather a call's per-item results in item order; TeacherTimeout when its deadline passes."""
-        if not call.refs:
-            return []
-        remaining = max(0.0, call.deadline - time.monotonic())
-        ready, not_ready = ray.wait(call.refs, num_returns=len(call.refs), timeout=remaining)
-        if not_ready:
-            late = {r.hex() for r in not_ready}
-            for ref in not_ready:
-                try:
-                    ray.cancel(ref)  # drops queued work; a running sync-actor task keeps running
-                except Exception:  # noqa: BLE001
-                    pass
-            raise TeacherTimeout(call.verb, [n for n, r in zip(call.replicas, call.refs) if r.hex() in late],
-                                 call.timeout_s)
-        parts = ray.get(call.refs)
-        if call.groups is None:
-            return parts
-        out: list = [None] * call.n_items
-        for g, part in zip(call.groups, parts):
-            if len(part) != len(g):
-                raise RuntimeError(f"teacher {call.verb!r}: a replica returned {len(part)} results for {len(g)} items")
-            for i, r in zip(g, part):
-                out[i] = r
-        return out
-
+        """Gather a call's per-item results in item order; TeacherTimeout when late items cannot be retried.
+        A skipped item (its input failed twice) comes back as None: generate -> [], judge -> 0.0 (wrong)."""
+        verb, timeout = call.gather.verb, self.request_timeout_s
+        out = self.replicas.gather(call.gather, on_timeout=lambda names: TeacherTimeout(verb, names, timeout))
+        empty = {"generate": [], "judge": 0.0}.get(verb)
+        if any(r is SKIPPED for r in out) and verb not in ("generate", "judge"):
+            bad = {i: why for i, why in call.gather.skipped.items()}
+            raise ValueError(f"teacher {verb!r}: item(s) {sorted(bad)} could not be processed: {bad}")
+        return [empty if r is SKIPPED else r for r in out]
     # ------------------------------------------------------------------------------------ verbs (async)
 
     def generate_async(self, requests: Sequence[GenRequest], sampling: dict) -> TeacherCall:
@@ -270,24 +251,18 @@ class TeacherGroup:
 
     # ------------------------------------------------------------------------------------ housekeeping
 
-    def _each(self, verb: str, call: Callable[[Any], Any]) -> list:
-        """One call per replica (not split by items), under the same deadline rule."""
-        refs = [call(r) for r in self.replicas]
-        return self.result(TeacherCall(verb, refs, None, list(self.names), len(refs),
-                                       time.monotonic() + self.request_timeout_s, self.request_timeout_s))
-
     def stats(self) -> dict:
-        """Counters summed over replicas (e.g. compress_fallbacks)."""
+        """Counters summed over serving replicas (e.g. compress_fallbacks; a replaced replica starts at 0)."""
         total: dict = {}
-        for s in self._each("stats", lambda r: r.stats.remote()):
+        handles = [self.replicas.handles[i] for i in self.replicas.serving()]
+        for s in ray.get([h.stats.remote() for h in handles], timeout=self.request_timeout_s):
             for k, v in s.items():
                 total[k] = total.get(k, 0) + v
         return total
 
     def health(self) -> list[dict]:
-        return self._each("health", lambda r: r.health.remote())
+        return self.replicas.health()
 
     def shutdown(self, grace_s: float = 30.0) -> None:
         """Stop the engines cleanly (bounded by grace_s: a replica busy with a timed-out call is killed)."""
-        stop_engine_actors(self.replicas, self.placement_groups, grace_s)
-        self.replicas = []
+        self.replicas.shutdown(grace_s)

@@ -1,0 +1,297 @@
+"""Chaos run: train the toy world while killing random actors, then check that nothing was lost.
+
+    python benchmarks/chaos.py --steps 24 --kills 8 --seed 0 --out benchmarks/results/chaos
+
+What it does, like a preemptible cluster would:
+
+* starts a Ray head (`ray start --head`) and runs the job as `python -m zppo_ray.main` against it, with
+  `trainer.resume=auto`, under a supervisor that reruns the job when it exits (what a RayJob's
+  `backoffLimit` or a Kubernetes restart policy does);
+* once the run makes progress, kills a target every few seconds (seeded): a rollout worker, a teacher
+  replica, the replay-buffer actor or a learner rank (SIGKILL of the actor's process, found by its Ray
+  process title), or the driver itself (SIGTERM: the preemption notice, which must checkpoint; or SIGKILL).
+  Every target is hit at least once before any is hit twice. Before each kill it waits for a new step, so
+  each kill lands on a run that recovered from the previous one;
+* when the run has finished, audits it (`zppo_ray.audit`: every question accounted for, the served stream
+  equal to the data cursor's, the ledger equal to the buffer's own records) and writes OUT/chaos.json and
+  OUT/README.md: the kills, how each was survived, the audit, the final held-out accuracy.
+
+Exit status 0 when the run completed and the audit passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+# Ray names an actor's worker process "ray::<Class>" (plus ".method" while it runs one).
+TARGETS = {"rollout": "RolloutWorker", "teacher": "TeacherReplica", "buffer": "ReplayBufferShell",
+           "learner": "_LearnerShell", "driver-term": None, "driver-kill": None}
+# Log lines that show each recovery (the driver's stderr/stdout).
+RECOVERY_PATTERNS = {
+    "rollout/teacher replaced": r"starting a replacement",
+    "requests retried elsewhere": r"go to the other replicas|retrying \d+ item",
+    "buffer rebuilt": r"replay buffer rebuilt",
+    "learner rolled back": r"rebuilding the learner group and rolling back",
+    "checkpoint on SIGTERM": r"SIGTERM: finishing the current step",
+}
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--kills", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of " + ",".join(TARGETS))
+    ap.add_argument("--schedule", default="", help="fixed order of targets (overrides --kills/--targets)")
+    ap.add_argument("--checkpoint-every", type=int, default=3)
+    ap.add_argument("--max-reruns", type=int, default=6)
+    ap.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    ap.add_argument("--out", default="benchmarks/results/chaos")
+    ap.add_argument("overrides", nargs="*", help="dotted config overrides for the job")
+    return ap.parse_args(argv)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def actor_pids(cls: str, head_pid: int) -> list[int]:
+    """Worker processes of actor class `cls` started by our Ray head (another cluster on the machine, e.g.
+    the test session's, is left alone)."""
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if cmd and re.match(rf"ray::{re.escape(cls)}(\.|$| )", cmd[0]):
+            try:
+                if any(a.pid == head_pid for a in p.parents()):
+                    out.append(p.info["pid"])
+            except psutil.NoSuchProcess:
+                pass
+    return sorted(out)
+
+
+class RayHead:
+    """`ray start --head --block` in its own process group: stopping it stops this cluster only (never
+    `ray stop`, which would stop every Ray cluster on the machine)."""
+
+    def __init__(self, env: dict, log: Path):
+        self.port = _free_port()
+        ray_bin = str(Path(sys.executable).parent / "ray")
+        self.proc = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={self.port}", "--num-cpus=8",
+                                      "--include-dashboard=false", "--disable-usage-stats"],
+                                     env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 120
+        while True:  # the GCS port accepts connections once the head is up
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"ray start --head failed; see {log}") from None
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        procs = [self.proc.pid] + [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in procs:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                continue
+            if sig == signal.SIGTERM:
+                time.sleep(2)  # let children exit before the SIGKILL sweep
+
+
+class Supervisor:
+    """Runs the job until it completes, rerunning it after every exit that is not success."""
+
+    def __init__(self, cmd: list[str], env: dict, log_path: Path, max_reruns: int):
+        self.cmd, self.env, self.log_path, self.max_reruns = cmd, env, log_path, max_reruns
+        self.proc: subprocess.Popen | None = None
+        self.exits: list[int] = []
+        self.lock = threading.Lock()
+
+    def run(self) -> int:
+        with self.log_path.open("w") as log:
+            while True:
+                with self.lock:
+                    self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                rc = self.proc.wait()
+                self.exits.append(rc)
+                log.write(f"\n[chaos] job exited with {rc}\n")
+                log.flush()
+                if rc == 0 or len(self.exits) > self.max_reruns:
+                    return rc
+
+    def driver_pid(self) -> int | None:
+        with self.lock:
+            return self.proc.pid if self.proc and self.proc.poll() is None else None
+
+
+def steps_logged(run_dir: Path) -> int:
+    """Step records in the run log so far (across incarnations): a progress counter."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if line.startswith('{"kind": "step"'))
+
+
+def monkey(plan: list[str], sup: Supervisor, run_dir: Path, rng: random.Random, kills: list[dict],
+           done: threading.Event, head_pid: int) -> None:
+    last_driver = None
+    for target in plan:
+        seen = steps_logged(run_dir)
+        # Wait for progress after the last kill, made by a new driver if the last kill hit the driver (a
+        # SIGTERM'd driver still writes its final step and checkpoint: that is not the rerun's progress).
+        while not done.is_set() and (steps_logged(run_dir) <= seen or sup.driver_pid() in (None, last_driver)):
+            time.sleep(0.5)
+        if done.is_set():
+            return
+        time.sleep(rng.uniform(0.2, 2.5))  # land somewhere inside a step
+        if done.is_set():
+            return
+        rec = {"target": target, "at_step_records": steps_logged(run_dir), "time": round(time.time(), 1)}
+        if target.startswith("driver"):
+            pid = last_driver = sup.driver_pid()
+            sig = signal.SIGTERM if target == "driver-term" else signal.SIGKILL
+        else:
+            pids = actor_pids(TARGETS[target], head_pid)
+            pid = rng.choice(pids) if pids else None
+            sig = signal.SIGKILL
+        if pid is None:
+            rec["outcome"] = "no such process alive (skipped)"
+        else:
+            try:
+                os.kill(pid, sig)
+                rec.update(pid=pid, signal=signal.Signals(sig).name)
+            except ProcessLookupError:
+                rec["outcome"] = "process gone before the signal (skipped)"
+        kills.append(rec)
+        print(f"[chaos] kill {len(kills)}/{len(plan)}: {rec}", flush=True)
+
+
+def recoveries(log_text: str) -> dict[str, int]:
+    return {name: len(re.findall(pat, log_text)) for name, pat in RECOVERY_PATTERNS.items()}
+
+
+def run_chaos(steps: int, plan: list[str], out: Path, seed: int = 0, checkpoint_every: int = 3,
+              max_reruns: int = 6, timeout: float = 3600.0, overrides: tuple[str, ...] = ()) -> dict:
+    from zppo_ray.audit import audit_run
+
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out / "run"
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    head = RayHead(env, out / "ray_head.log")
+    env["RAY_ADDRESS"] = f"127.0.0.1:{head.port}"
+    cmd = [sys.executable, "-m", "zppo_ray.main", f"trainer.steps={steps}", f"trainer.run_dir={run_dir}",
+           "trainer.resume=auto", f"checkpoint.every={checkpoint_every}", "checkpoint.keep_last=2",
+           "trainer.eval_every=0", *overrides]
+    sup = Supervisor(cmd, env, out / "job.log", max_reruns)
+    rng = random.Random(seed)
+    kills: list[dict] = []
+    done = threading.Event()
+    t0 = time.time()
+    chaos = threading.Thread(target=monkey, args=(plan, sup, run_dir, rng, kills, done, head.proc.pid), daemon=True)
+    chaos.start()
+    timer = threading.Timer(timeout, lambda: (done.set(), sup.driver_pid() and os.kill(sup.driver_pid(), 9)))
+    timer.start()
+    try:
+        rc = sup.run()
+    finally:
+        done.set()
+        timer.cancel()
+        head.stop()
+    wall = time.time() - t0
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    result = {"steps": steps, "plan": plan, "seed": seed, "kills": kills, "job_exits": sup.exits,
+              "completed": rc == 0 and summary.get("steps") == steps, "wall_seconds": round(wall, 1),
+              "recoveries": recoveries((out / "job.log").read_text()), "summary": summary}
+    try:
+        a = audit_run(run_dir)
+        result["audit"] = {"ok": a.ok, "counts": a.counts, "problems": a.problems}
+    except FileNotFoundError as e:
+        result["audit"] = {"ok": False, "counts": {}, "problems": [str(e)]}
+    result["passed"] = bool(result["completed"] and result["audit"]["ok"])
+    (out / "chaos.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def report(result: dict, argv: list[str]) -> str:
+    kills = result["kills"]
+    landed = [k for k in kills if "pid" in k]
+    lines = [
+        "# Chaos run", "",
+        f"`python benchmarks/chaos.py {' '.join(argv)}` on {platform.node()} ({os.cpu_count()} cores), "
+        f"{time.strftime('%Y-%m-%d')}.", "",
+        f"- **{'PASSED' if result['passed'] else 'FAILED'}**: run completed {result['completed']} "
+        f"({result['summary'].get('steps')} of {result['steps']} steps), audit ok {result['audit']['ok']}",
+        f"- kills: {len(landed)} landed of {len(kills)} planned; job exits {result['job_exits']} "
+        "(143 = stopped by SIGTERM after checkpointing, -9 = SIGKILL, 0 = done)",
+        f"- wall time {result['wall_seconds']:.0f} s", "",
+        "| # | target | signal | step records before | outcome |", "|---|---|---|---|---|",
+    ]
+    for i, k in enumerate(kills, 1):
+        lines.append(f"| {i} | {k['target']} | {k.get('signal', '-')} | {k['at_step_records']} | "
+                     f"{k.get('outcome', 'killed')} |")
+    lines += ["", "Recoveries seen in the job log:", ""]
+    lines += [f"- {name}: {n}" for name, n in result["recoveries"].items()]
+    a = result["audit"]
+    lines += ["", "Audit (`python -m zppo_ray.audit`): " + ", ".join(f"{k} {v}" for k, v in a["counts"].items()),
+              *(f"- PROBLEM: {p}" for p in a["problems"])]
+    s = result["summary"]
+    if s.get("eval_before") and s.get("eval_after"):
+        lines += ["", f"Held-out accuracy {s['eval_before']['all']:.1%} before -> {s['eval_after']['all']:.1%} "
+                      f"after; buffer: {s.get('buffer', {})}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    rng = random.Random(args.seed)
+    if args.schedule:
+        plan = args.schedule.split(",")
+    else:
+        targets = args.targets.split(",")
+        plan = []
+        while len(plan) < args.kills:  # every target once before any twice
+            rng.shuffle(targets)
+            plan += targets
+        plan = plan[:args.kills]
+    unknown = set(plan) - set(TARGETS)
+    if unknown:
+        raise SystemExit(f"unknown target(s) {sorted(unknown)}; known: {', '.join(TARGETS)}")
+    result = run_chaos(args.steps, plan, Path(args.out), args.seed, args.checkpoint_every, args.max_reruns,
+                       args.timeout, tuple(args.overrides))
+    text = report(result, argv)
+    (Path(args.out) / "README.md").write_text(text)
+    print(text)
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

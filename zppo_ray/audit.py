@@ -1,0 +1,72 @@
+"""`python -m zppo_ray.audit RUN_DIR`: check that a finished (or stopped) run lost no question.
+
+Reads what the run left behind and cross-checks three independent records (zppo_ray/accounting.py):
+the controller's question ledger (newest complete checkpoint), the replay buffer's own snapshot and fate
+records (the checkpoint's `buffer/`), and the questions the data cursor must have served, replayed from the
+run's resolved config. The run log (`metrics.jsonl`, "served" records) ties them together step by step.
+Exit status 0 when every question is accounted for, 1 otherwise (the problems are printed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from zppo_ray import checkpoint as ckpt
+from zppo_ray.accounting import Audit, audit
+from zppo_ray.buffer import PromptReplayBuffer
+from zppo_ray.data.cursor import DataCursor
+
+
+def served_log(run_dir: Path, up_to: int) -> dict[int, dict]:
+    """step -> the last "served" record of that step (a rolled-back step was served again), steps <= up_to."""
+    out: dict[int, dict] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "served" and rec["step"] <= up_to:
+            out[rec["step"]] = rec
+    return out
+
+
+def audit_run(run_dir: str | Path) -> Audit:
+    from transformers import AutoTokenizer
+
+    from zppo_ray.config import load_config
+    from zppo_ray.launch import load_split, model_paths
+    from zppo_ray.main import uses_toy
+    from zppo_ray.toy.bootstrap import ensure_toy_world
+
+    run_dir = Path(run_dir)
+    d = ckpt.latest(run_dir)
+    if d is None:
+        raise FileNotFoundError(f"{run_dir} has no complete checkpoint to audit")
+    cfg = load_config(str(run_dir / "config.yaml"), [])
+    art = ensure_toy_world(cfg.toy) if uses_toy(cfg) else None
+    student, _ = model_paths(cfg, art)
+    questions = load_split(cfg, "train", AutoTokenizer.from_pretrained(cfg.student.tokenizer or student))
+    state = ckpt.read_trainer_state(d)
+    cursor = DataCursor(questions, cfg.data.shuffle_seed)
+    expected = [[q.id for q in cursor.next(cfg.trainer.prompts_per_step)] for _ in range(state.step)]
+    buffer_ids, fates = [], []
+    if (d / "buffer" / "buffer.json").exists():
+        buf = PromptReplayBuffer.restore(d / "buffer" / "buffer.json")
+        buffer_ids, fates = buf.ids(), [vars(f) for f in buf.fates]
+    ledger = {q.id: "not_served" for q in questions} | ckpt.read_ledger(d)
+    return audit(ledger, served_log(run_dir, state.step), expected, buffer_ids, fates)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m zppo_ray.audit RUN_DIR", file=sys.stderr)
+        return 2
+    a = audit_run(argv[0])
+    print("questions: " + ", ".join(f"{k} {v}" for k, v in a.counts.items()) + f" (total {sum(a.counts.values())})")
+    for p in a.problems:
+        print(f"PROBLEM: {p}")
+    print("every question accounted for" if a.ok else f"{len(a.problems)} problem(s)")
+    return 0 if a.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
