@@ -160,10 +160,12 @@ def monkey(plan: list[str], sup: Supervisor, run_dir: Path, rng: random.Random, 
            done: threading.Event, head_pid: int) -> None:
     last_driver = None
     for target in plan:
+        # After a driver kill, the rerun must be up (a SIGTERM'd driver still finishes its step and
+        # checkpoints: that is not the rerun's progress, and the rerun's actors do not exist yet).
+        while not done.is_set() and sup.driver_pid() in (None, last_driver):
+            time.sleep(0.5)
         seen = steps_logged(run_dir)
-        # Wait for progress after the last kill, made by a new driver if the last kill hit the driver (a
-        # SIGTERM'd driver still writes its final step and checkpoint: that is not the rerun's progress).
-        while not done.is_set() and (steps_logged(run_dir) <= seen or sup.driver_pid() in (None, last_driver)):
+        while not done.is_set() and steps_logged(run_dir) <= seen:  # then a new step: the run recovered
             time.sleep(0.5)
         if done.is_set():
             return
@@ -236,6 +238,8 @@ def run_chaos(steps: int, plan: list[str], out: Path, seed: int = 0, checkpoint_
         result["audit"] = {"ok": a.ok, "counts": a.counts, "problems": a.problems}
     except FileNotFoundError as e:
         result["audit"] = {"ok": False, "counts": {}, "problems": [str(e)]}
+    evals = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"kind": "eval"' in x]
+    result["accuracy"] = {e["label"]: e["accuracy"]["all"] for e in evals if e["label"] in ("before", "after")}
     result["passed"] = bool(result["completed"] and result["audit"]["ok"])
     (out / "chaos.json").write_text(json.dumps(result, indent=2))
     return result
@@ -263,10 +267,10 @@ def report(result: dict, argv: list[str]) -> str:
     a = result["audit"]
     lines += ["", "Audit (`python -m zppo_ray.audit`): " + ", ".join(f"{k} {v}" for k, v in a["counts"].items()),
               *(f"- PROBLEM: {p}" for p in a["problems"])]
-    s = result["summary"]
-    if s.get("eval_before") and s.get("eval_after"):
-        lines += ["", f"Held-out accuracy {s['eval_before']['all']:.1%} before -> {s['eval_after']['all']:.1%} "
-                      f"after; buffer: {s.get('buffer', {})}"]
+    acc = result.get("accuracy", {})
+    if "before" in acc and "after" in acc:
+        lines += ["", f"Held-out accuracy {acc['before']:.1%} before -> {acc['after']:.1%} after "
+                      f"(the first incarnation's and the last's evaluation); buffer: {result['summary'].get('buffer')}"]
     return "\n".join(lines) + "\n"
 
 

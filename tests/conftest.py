@@ -30,6 +30,6 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="zppo-test")
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="zppo-test")
     yield ray
     ray.shutdown()

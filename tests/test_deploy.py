@@ -170,3 +170,18 @@ def test_dashboard_queries_only_exported_metrics_through_a_datasource_variable()
     for must in ("graduation rate", "entry bin", "buffer size", "bcq / ncq share", "reward", "tokens/s",
                  "step time breakdown", "weight push"):
         assert must in titles, must
+
+
+def test_network_policy_opens_only_metrics_and_the_job_api_to_non_ray_pods():
+    pol = load(ROOT / "deploy" / "kuberay" / "networkpolicy.yaml")
+    assert pol["kind"] == "NetworkPolicy" and pol["spec"]["policyTypes"] == ["Ingress"]
+    assert pol["spec"]["podSelector"]["matchLabels"] == {"ray.io/is-ray-node": "yes"}
+    rules = pol["spec"]["ingress"]
+    ray_only = [r for r in rules if "ports" not in r]
+    assert ray_only == [{"from": [{"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}]}]
+    opened = sorted(p["port"] for r in rules for p in r.get("ports", []))
+    assert opened == [8080, 8265]
+    # the metrics port it opens is the one every Ray pod exports
+    cluster = load(ROOT / "deploy" / "kuberay" / "raycluster.yaml")["spec"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    assert {g["rayStartParams"]["metrics-export-port"] for g in groups} == {"8080"}

@@ -83,7 +83,7 @@ def shared_roles(toy_world, ray_cluster, tmp_path_factory):
     from zppo_ray.launch import model_paths, start_roles, stop_roles
 
     cfg = _cfg("unused")
-    roles = start_roles(cfg, *model_paths(cfg, toy_world))
+    roles = start_roles(cfg, *model_paths(cfg, toy_world), tmp_path_factory.mktemp("shared_run"))
     initial = tmp_path_factory.mktemp("initial_learner") / "learner"
     roles.learner.save(str(initial))
     yield roles, initial

@@ -104,7 +104,7 @@ def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_wo
                              f"trainer.run_dir={tmp_path}"])
     tok = AutoTokenizer.from_pretrained(toy_world.tokenizer)
     hard = [q for q in load_split(cfg, "train", tok) if q.tier == str(len(cfg.toy.tiers))]
-    roles = start_roles(cfg, *model_paths(cfg, toy_world))
+    roles = start_roles(cfg, *model_paths(cfg, toy_world), tmp_path)
     try:
         trainer = Trainer(cfg, roles, hard, [], tok, RunLog(tmp_path, True))
         grads_before = total(prometheus, "ray_zppo_buffer_graduations_total")  # earlier tests' counters, if any

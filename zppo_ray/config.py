@@ -395,7 +395,8 @@ def load_config(
             OmegaConf.select(node, key, throw_on_missing=True)
         cfg = OmegaConf.to_object(node)
     except (OmegaConfBaseException, OverflowError) as e:  # OverflowError: an interpolated int too big for float
-        raise ConfigError(_failed_key(e), _first_line(e)) from None
+        raise ConfigError(_failed_key(e) or ", ".join(_interpolated(node, touched)) or "<root>",
+                          _first_line(e)) from None
     assert isinstance(cfg, RunConfig)
     validate(cfg, available_gpus=available_gpus, check_paths=check_paths)
     return cfg
@@ -410,7 +411,9 @@ def save_resolved(cfg: RunConfig, run_dir: str | os.PathLike) -> Path:
     out = Path(run_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     target = out / "config.yaml"
-    target.write_text(to_yaml(cfg))
+    from zppo_ray.redact import redact_text
+
+    target.write_text(redact_text(to_yaml(cfg)))  # a credential in a URL or override never lands on disk
     return target
 
 
@@ -435,6 +438,8 @@ def _parse_override(item: str) -> dict:
     key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
     if not sep or not key:
         raise ConfigError(item or "<override>", "an override must look like key.path=value (e.g. algo.tau=0.5)")
+    if not re.fullmatch(r"[\w-]+(\.[\w-]+)*", key):  # OmegaConf's own key parser crashes on some ("[=")
+        raise ConfigError(key, f"an override key is a dotted path such as algo.tau or data.train[0].path, got {key!r}")
     try:
         parsed = OmegaConf.from_dotlist([f"{key}={raw}"])
     # YAML's own errors ("'", "}", control characters) and ValueError (an int of more than 4300 digits)
@@ -542,10 +547,27 @@ def _describe(tp: Any) -> str:
 
 
 def _failed_key(e: BaseException) -> str:
-    """The key path OmegaConf blames: its own exceptions carry it, others only in their text."""
+    """The key path OmegaConf blames: its own exceptions carry it, others only in their text; "" if none."""
     key = getattr(e, "full_key", None)
     found = re.search(r"full_key: (\S+)", str(e))
-    return str(key or (found.group(1) if found else "<root>"))
+    return str(key or (found.group(1) if found else ""))
+
+
+def _interpolated(node: DictConfig, touched: set[str]) -> list[str]:
+    """The user's keys holding an interpolation. Only these are type-checked late (when resolved), and a
+    list field given `${...}` of a scalar fails there without OmegaConf naming any key."""
+    plain = OmegaConf.to_container(node, resolve=False)
+    out = []
+    for key in sorted(touched):
+        value: Any = plain
+        for part in re.findall(r"[^.\[\]]+", key):  # data.train[0].path -> data, train, 0, path
+            if isinstance(value, list):
+                value = value[int(part)] if part.isdigit() and int(part) < len(value) else None
+            else:
+                value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str) and "${" in value:
+            out.append(key)
+    return out
 
 
 def _first_line(e: BaseException) -> str:
@@ -665,6 +687,7 @@ def _check_ranges(cfg: RunConfig, p: list) -> None:
         _range(cfg, p, key, 0.0, 1.0, lo_open=True)
     _range(cfg, p, "algo.eps_low", 0.0, 1.0, hi_open=True)
     _range(cfg, p, "learner.zero_stage", 0, 3)
+    _range(cfg, p, "metrics.port", 1, 65535)
     for key in ("rollout.top_k", "eval.top_k"):
         if _get(cfg, key) == 0 or _get(cfg, key) < -1:
             p.append((key, f"-1 (off) or >= 1, got {_get(cfg, key)}"))
@@ -866,7 +889,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    print(to_yaml(cfg), end="")
+    from zppo_ray.redact import redact_text
+
+    print(redact_text(to_yaml(cfg)), end="")
     return 0
 
 

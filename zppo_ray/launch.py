@@ -83,7 +83,10 @@ def connect_ray(cfg) -> None:
             + cfg.learner.num_ranks * cfg.learner.cpus_per_rank + 1)
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(need + 0.999))
     extra = {"_metrics_export_port": int(cfg.metrics.port)} if cfg.metrics.prometheus else {}
-    ray.init(num_cpus=num_cpus, namespace=cfg.ray.namespace, include_dashboard=False,
+    # address="local": always a new cluster (address=None would join any `ray start` cluster on the machine).
+    # No dashboard (no job API) on a run's own cluster; Ray's metrics agent listens on all interfaces of the
+    # node on its export port (Ray 2.60 offers no bind address for it): README "Security".
+    ray.init(address="local", num_cpus=num_cpus, namespace=cfg.ray.namespace, include_dashboard=False,
              runtime_env={"env_vars": {k: v for k, v in os.environ.items()
                                        if k.startswith(("ZPPO_", "VLLM_", "DS_", "TORCH_EXTENSIONS"))}}, **extra)
     log.info("started a local Ray cluster with %d logical CPUs%s", num_cpus,
@@ -177,7 +180,7 @@ def train(cfg, run_dir: Path, toy_artifacts) -> dict:
     connect_ray(cfg)
     roles = start_roles(cfg, student_path, teacher_path, run_dir)
     try:
-        with sigterm_checkpoint() as preempt:
+        with PreemptionNotice() as preempt:
             return _train(cfg, run_dir, roles, train_qs, eval_qs, tokenizer, preempt,
                           lambda: start_learner(cfg, student_path))
     finally:
@@ -228,7 +231,7 @@ def stop_roles(roles: Roles) -> None:
         ray.kill(roles.buffer.handle)
 
 
-class sigterm_checkpoint:
+class PreemptionNotice:
     """While active, SIGTERM sets a flag instead of killing the process; the loop checks it after every
     step, checkpoints and stops. A second SIGTERM (or SIGINT) while the step finishes exits at once: the
     last periodic checkpoint still stands."""

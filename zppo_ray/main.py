@@ -52,6 +52,9 @@ def run(argv: list[str]) -> Path:
 def cli() -> None:
     logging.basicConfig(level=os.environ.get("ZPPO_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from zppo_ray.redact import install_log_redaction
+
+    install_log_redaction()
     from zppo_ray.config import ConfigError
     from zppo_ray.errors import InfraError
     from zppo_ray.launch import EXIT_PREEMPTED, Preempted

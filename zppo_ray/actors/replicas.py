@@ -71,14 +71,19 @@ class Gather:
     items: list
     weights: list[int]
     call: Call
-    parts: list[Part]
     timeout_s: float | None  # per attempt: a retry after a timeout gets a fresh deadline
-    deadline: float | None
+    parts: list[Part] = field(default_factory=list)
+    deadline: float | None = None
     results: list = field(default_factory=list)
     tries: list[int] = field(default_factory=list)  # dispatches per item
     skipped: dict[int, str] = field(default_factory=dict)  # item index -> why
     failed_on: set[int] = field(default_factory=set)  # slots that failed a part of this call: retries avoid them
     retried: int = 0  # items sent again after an infrastructure failure
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.items)
+        self.tries = [0] * len(self.items)
+        self.deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
 
     def refs(self) -> list:
         return [p.ref for p in self.parts]
@@ -108,9 +113,7 @@ class ReplicaSet:
 
     def dispatch(self, verb: str, items: Sequence[Any], weights: Sequence[int], call: Call,
                  timeout_s: float | None = None) -> Gather:
-        g = Gather(verb, list(items), list(weights), call, [], timeout_s, None, [None] * len(items),
-                   [0] * len(items))
-        g.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        g = Gather(verb, list(items), list(weights), call, timeout_s)
         self._send(g, list(range(len(items))))
         return g
 

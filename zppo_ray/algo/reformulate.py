@@ -5,7 +5,9 @@ reproducible from its seed. Wording lives in `Templates` so experiments can chan
 
 Candidate, hint and answer text is untrusted model output. Before it is placed inside the template it is
 passed through `sanitize_candidate`, which makes every would-be `<candidate>` / `<hint>` tag unparseable;
-a candidate can therefore never close its own block or forge a second one.
+a candidate can therefore never close its own block or forge a second one. The question text (and the
+judge's gold) goes through it too: it is data rather than model output, but a question that quotes
+`</candidate>` would otherwise end a block just the same.
 """
 
 from __future__ import annotations
@@ -71,15 +73,16 @@ def sanitize_candidate(text: str, tags: Sequence[str] = ("candidate", "hint")) -
 
     Any `<` that starts a tag named in `tags` -- any case, whitespace around `/` and the name, with or
     without attributes or a closing `>` (`</candidate>`, `<CANDIDATE>`, `< / candidate >`,
-    `<hint id=1`) -- becomes `&lt;`. Why `&lt;`: plain ASCII that tokenises normally and that readers
-    (and models) understand as a literal "<", whereas a Unicode look-alike can tokenise oddly. The
-    result contains no `<` before a listed tag name, so it is idempotent. Other tags, notably
-    `<think>...</think>` that solutions contain, are kept unless listed.
+    `<hint id=1`) -- becomes `&lt;`, and so does a `<` / `</` that ends the text, which the template's
+    next word could complete ("...<" + "\n\nResponse:" reads as `< Response`). Why `&lt;`: plain ASCII
+    that tokenises normally and that readers (and models) understand as a literal "<", whereas a Unicode
+    look-alike can tokenise oddly. The result contains no `<` before a listed tag name, so it is
+    idempotent. Other tags, notably `<think>...</think>` that solutions contain, are kept unless listed.
     """
     if not tags:
         return text
     names = "|".join(re.escape(t) for t in tags)
-    return re.sub(rf"<(?=\s*/?\s*(?:{names})\b)", "&lt;", text, flags=re.IGNORECASE)
+    return re.sub(rf"<(?=\s*/?\s*(?:(?:{names})\b|\Z))", "&lt;", text, flags=re.IGNORECASE)
 
 
 def truncate_candidate(
@@ -96,8 +99,10 @@ def truncate_candidate(
         raise ValueError("max_chars and max_lines must be >= 0")
     text = text.strip()
     if max_lines is not None:
-        lines = text.splitlines()
-        text = "\n".join(lines[:max_lines] if keep == "head" else lines[len(lines) - max_lines:])
+        # keepends: the kept lines stay verbatim ("\r\n", "\f" and the other breaks of splitlines are not
+        # rewritten to "\n"), so a candidate within the caps comes back unchanged.
+        lines = text.splitlines(keepends=True)
+        text = "".join(lines[:max_lines] if keep == "head" else lines[max(0, len(lines) - max_lines):]).strip()
     if len(text) > max_chars:
         text = text[:max_chars] if keep == "head" else text[len(text) - max_chars:]
     return text
@@ -111,6 +116,10 @@ def _tags(templates: Templates) -> tuple[str, str]:
     return (templates.candidate_tag, templates.hint_tag)
 
 
+def _question(text: str, templates: Templates) -> str:
+    return sanitize_candidate(text.strip(), _tags(templates))
+
+
 def build_bcq(
     question_text: str, correct: str, wrong: str, rng: random.Random, templates: Templates = DEFAULT_TEMPLATES
 ) -> tuple[str, int]:
@@ -122,7 +131,7 @@ def build_bcq(
     correct_index = 0 if rng.random() < 0.5 else 1
     pair = [correct, wrong] if correct_index == 0 else [wrong, correct]
     blocks = "\n\n".join(_block(c, templates.candidate_tag, tags) for c in pair)
-    body = f"{question_text.strip()}\n\n{templates.bcq_instruction}\n\n{blocks}"
+    body = f"{_question(question_text, templates)}\n\n{templates.bcq_instruction}\n\n{blocks}"
     return with_format_closer(body, templates), correct_index
 
 
@@ -156,7 +165,7 @@ def build_ncq(
     if not wrong_candidates:
         raise ValueError("an NCQ needs at least one wrong candidate")
     tags = _tags(templates)
-    parts = [question_text.strip()]
+    parts = [_question(question_text, templates)]
     answers = _wrong_answer_list(wrong_answers, templates, list_unparseable)
     if answers:
         parts.append(templates.ncq_wrong_answers.format(answers=", ".join(answers)))
@@ -174,19 +183,19 @@ def build_compression_prompt(
     No format closer: the teacher writes a summary, not a <think> solution.
     """
     block = _block(candidate, templates.candidate_tag, _tags(templates))
-    return f"{templates.compression_instruction}\n\nProblem:\n{question_text.strip()}\n\n{block}"
+    return f"{templates.compression_instruction}\n\nProblem:\n{_question(question_text, templates)}\n\n{block}"
 
 
 def build_hint_prompt(question_text: str, solution: str, templates: Templates = DEFAULT_TEMPLATES) -> str:
     """Teacher prompt that turns a correct solution into an answer-free hint (Hint baseline)."""
     block = _block(solution, templates.candidate_tag, _tags(templates))
-    return f"{templates.hint_instruction}\n\nProblem:\n{question_text.strip()}\n\n{block}"
+    return f"{templates.hint_instruction}\n\nProblem:\n{_question(question_text, templates)}\n\n{block}"
 
 
 def build_hinted_question(question_text: str, hint: str, templates: Templates = DEFAULT_TEMPLATES) -> str:
     """Student prompt for the Hint baseline: question, `<hint>` block, format closer."""
     block = _block(hint, templates.hint_tag, _tags(templates))
-    return with_format_closer(f"{question_text.strip()}\n\n{block}", templates)
+    return with_format_closer(f"{_question(question_text, templates)}\n\n{block}", templates)
 
 
 def split_prefix(token_ids: Sequence[int], alpha: float = 0.4) -> tuple[list[int], list[int]]:
@@ -209,8 +218,10 @@ def build_judge_prompt(
     The response is untrusted, so it sits in a sanitised `<response>` block and the output rule is
     repeated after it, where an injected "say correct" would otherwise have the last word.
     """
-    block = _block(response, "response", ("response",))
+    tags = ("response",)
+    block = _block(response, "response", tags)
+    question, gold = sanitize_candidate(question_text.strip(), tags), sanitize_candidate(gold.strip(), tags)
     return (
-        f"{templates.judge_instruction}\n\nQuestion:\n{question_text.strip()}\n\n"
-        f"Reference answer:\n{gold.strip()}\n\nResponse:\n{block}\n\n{templates.judge_output}"
+        f"{templates.judge_instruction}\n\nQuestion:\n{question}\n\n"
+        f"Reference answer:\n{gold}\n\nResponse:\n{block}\n\n{templates.judge_output}"
     )

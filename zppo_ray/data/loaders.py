@@ -86,7 +86,8 @@ def resolve_column_map(spec: Any) -> ColumnMap:
     base = resolve_column_map(spec.pop("preset")) if "preset" in spec else ColumnMap()
     unknown = set(spec) - _MAP_KEYS
     if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)}; allowed: preset, {', '.join(sorted(_MAP_KEYS))}")
+        raise ValueError(f"unknown field(s) {sorted(unknown, key=str)}; allowed: preset, "  # keys: YAML may give ints
+                         f"{', '.join(sorted(_MAP_KEYS))}")
     for k, v in spec.items():
         if v is not None and not isinstance(v, str):
             raise ValueError(f"{k}: a column name (string) or null, got {v!r}")
@@ -164,8 +165,11 @@ def _mmlu_pro(value: Any, row: Mapping, choices: Any) -> str:
         raise ValueError(f"expected a letter, got {value!r}")
     letter = value.strip().upper()
     index = row.get("answer_index")
-    if isinstance(index, int) and not isinstance(index, bool) and chr(65 + index) != letter:
-        raise ValueError(f"answer {letter!r} disagrees with answer_index {index}")
+    if isinstance(index, int) and not isinstance(index, bool):
+        if not 0 <= index < 26:  # chr() would raise OverflowError (not a bad-row error) on a huge index
+            raise ValueError(f"answer_index {index} out of range")
+        if chr(65 + index) != letter:
+            raise ValueError(f"answer {letter!r} disagrees with answer_index {index}")
     return letter
 
 
@@ -351,16 +355,27 @@ def _file_rows(files: list[Path]) -> Iterator[_Row]:
 
 def _jsonl_rows(path: Path) -> Iterator[_Row]:
     index = 0
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    with path.open("rb") as fh:  # decoded per line: one bad byte spoils its row, not the whole file
+        for lineno, raw in enumerate(fh, 1):
             where = f"{path} line {lineno}"
             try:
-                yield _Row(json.loads(line), index, where, str(path), path.stem)
-            except json.JSONDecodeError as e:
-                yield _Row(None, index, where, str(path), path.stem, error=BadRow("bad_json", str(e)))
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield _Row(None, index, where, str(path), path.stem, error=BadRow("bad_json", f"not UTF-8: {e}"))
+                index += 1
+                continue
+            if not line.strip():
+                continue
+            yield _parse_json_line(line, index, where, path)
             index += 1
+
+
+def _parse_json_line(line: str, index: int, where: str, path: Path) -> _Row:
+    try:
+        return _Row(json.loads(line), index, where, str(path), path.stem)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError; ints over 4300 digits; "[[[[..." nesting
+        detail = str(e) if isinstance(e, ValueError) else "nested too deeply"
+        return _Row(None, index, where, str(path), path.stem, error=BadRow("bad_json", detail[:200]))
 
 
 def _parquet_rows(path: Path) -> Iterator[_Row]:

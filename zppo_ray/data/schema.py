@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 KINDS = ("math", "mc", "free")
+MC_LETTERS = "ABCDEFGHIJ"
+"""Option letters an mc gold may use: the ones the grader reads (rewards.choice), so a gold it could never
+match is a load-time error rather than a crash at grading time."""
+MAX_ANSWER_CHARS = 1000
+"""Longest math gold: the grader compares nothing longer (rewards.math_grader.MAX_MATH_CHARS is this)."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,13 @@ class Question:
 
     @property
     def text(self) -> str:
-        """The question text (the last user message for chat prompts)."""
+        """The question text (the last user message for chat prompts; its text parts if multimodal)."""
         if isinstance(self.prompt, str):
             return self.prompt
         users = [m["content"] for m in self.prompt if m.get("role") == "user"]
-        return users[-1] if users else ""
+        if not users:
+            return ""
+        content = users[-1]
+        if isinstance(content, str):
+            return content
+        return "\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))

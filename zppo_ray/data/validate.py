@@ -8,6 +8,7 @@ costs a multi-node run; found at load time it costs a second. Every rejection ca
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zppo_ray.data.schema import KINDS, Question
+from zppo_ray.data.schema import KINDS, MAX_ANSWER_CHARS, MC_LETTERS, Question
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def build_question(row: Mapping, cmap: Any, ctx: RowContext, transform: Callable
     kind = _kind(row, cmap.kind, ctx.default_kind)
     choices = _choices(row.get(cmap.choices) if cmap.choices else None, kind)
     raw = row.get(cmap.answer)
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    # NaN is how pandas/parquet spell a missing number: it must not become the gold "nan".
+    if raw is None or (isinstance(raw, str) and not raw.strip()) or (isinstance(raw, float) and math.isnan(raw)):
         raise BadRow("missing_answer", f"column {cmap.answer!r} is empty or absent")
     answer = raw
     if transform is not None:
@@ -177,12 +179,17 @@ def _prompt(v: Any, column: str) -> str | tuple[dict, ...]:
         raise BadRow("missing_prompt", "empty message list")
     messages = []
     for i, m in enumerate(v):
-        ok = isinstance(m, Mapping) and m.get("role") in ROLES and isinstance(m.get("content"), (str, list))
+        content = m.get("content") if isinstance(m, Mapping) else None
+        ok = isinstance(m, Mapping) and m.get("role") in ROLES and (
+            isinstance(content, str) or isinstance(content, list) and all(isinstance(p, Mapping) for p in content))
         if not ok:
             raise BadRow("wrong_type", f"message {i} must be {{role: {'|'.join(ROLES)}, content: text|parts}}")
         messages.append(dict(m))
-    if not any(m["role"] == "user" for m in messages):
+    users = [m for m in messages if m["role"] == "user"]
+    if not users:
         raise BadRow("missing_prompt", "chat prompt without a user message")
+    if not _message_text(users[-1]).strip():  # Question.text: what every BCQ/NCQ prompt quotes
+        raise BadRow("missing_prompt", "the last user message has no text")
     return tuple(messages)
 
 
@@ -231,6 +238,8 @@ def _choices(v: Any, kind: str) -> tuple[str, ...] | None:
 def _answer(v: Any, kind: str, choices: tuple[str, ...] | None) -> str:
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise BadRow("wrong_type", f"answer must be text, got {type(v).__name__}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise BadRow("bad_answer", f"answer must be a finite number, got {v!r}")
     if kind != "math" and not isinstance(v, str):
         raise BadRow("wrong_type", f"a {kind} answer must be text, got {type(v).__name__} {v!r}"
                      + (" (an index? use answer_transform: mmlu_index_to_letter)" if kind == "mc" else ""))
@@ -240,11 +249,13 @@ def _answer(v: Any, kind: str, choices: tuple[str, ...] | None) -> str:
     if kind == "mc":
         letter = text.strip("().").strip().upper()
         n = len(choices or ())
-        valid = [chr(65 + i) for i in range(n)]
+        valid = [chr(65 + i) for i in range(n)][:len(MC_LETTERS)]  # the grader reads A..J only
         if letter not in valid:
             raise BadRow("bad_mc_answer",
                          f"answer {text!r} is not a letter in {valid[0]}..{valid[-1]} ({n} choices)")
         return letter
+    if kind == "math" and len(text) > MAX_ANSWER_CHARS:
+        raise BadRow("bad_answer", f"answer is {len(text)} chars, longer than {MAX_ANSWER_CHARS} (the grader's cap)")
     return text
 
 
@@ -257,14 +268,26 @@ def _images(v: Any, base_dir: Path | None) -> tuple[str | bytes, ...]:
         if isinstance(item, Mapping):  # HF Image feature: {"bytes": ..., "path": ...}
             item = item.get("bytes") or item.get("path")
         if isinstance(item, (bytes, bytearray)):
+            if not item:
+                raise BadRow("missing_image", "empty image bytes")
             out.append(bytes(item))
         elif isinstance(item, str) and item:
-            path = Path(item).expanduser()
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            if not (path.is_file() and os.access(path, os.R_OK)):
-                raise BadRow("missing_image", f"unreadable image path {str(path)!r}")
-            out.append(str(path))
+            out.append(_image_path(item, base_dir))
         else:
             raise BadRow("wrong_type", f"an image must be a path or bytes, got {type(item).__name__}")
     return tuple(out)
+
+
+def _image_path(item: str, base_dir: Path | None) -> str:
+    """The resolved path of a readable image file. A path the OS refuses (too long, NUL byte, "~nouser/")
+    is a missing image of this row, not a crash of the whole load."""
+    try:
+        path = Path(item).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if path.is_file() and os.access(path, os.R_OK):
+            return str(path)
+        shown = str(path)
+    except (OSError, ValueError, RuntimeError):
+        shown = item
+    raise BadRow("missing_image", f"unreadable image path {shown[:300]!r}")

@@ -5,7 +5,7 @@ from .choice import LETTERS, choice_equal, choice_letter, normalize_gold_letter
 from .extract import DEFAULT_MAX_CHARS, last_boxed
 from .grade import GRADABLE_KINDS, grade, grade_batch
 from .judge import JUDGE_SCHEMA, grade_judged, parse_verdict
-from .math_grader import MAX_MATH_CHARS, math_equal, strip_degree_percent, too_costly
+from .math_grader import MAX_MATH_CHARS, check_gold, math_equal, strip_degree_percent, too_costly
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
@@ -13,6 +13,7 @@ __all__ = [
     "JUDGE_SCHEMA",
     "LETTERS",
     "MAX_MATH_CHARS",
+    "check_gold",
     "choice_equal",
     "choice_letter",
     "grade",

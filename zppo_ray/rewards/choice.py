@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import re
 
+from zppo_ray.data.schema import MC_LETTERS
+
 from .extract import last_boxed
 
-LETTERS = "ABCDEFGHIJ"
+LETTERS = MC_LETTERS  # one list for the loader's gold check and the grader
 
 _WRAPPERS = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _BOXED_LETTER = re.compile(r"[(\[]?\s*([A-Ja-j])\s*[)\]]?(?:[.:)]|\s|$)")

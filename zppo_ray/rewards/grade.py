@@ -15,7 +15,7 @@ from zppo_ray.data.schema import KINDS
 from .choice import choice_equal
 from .extract import last_boxed
 from .judge import grade_judged
-from .math_grader import math_equal
+from .math_grader import check_gold, math_equal
 
 GRADABLE_KINDS = ("math", "mc")
 
@@ -25,6 +25,7 @@ def grade(response: str, gold: str, kind: str = "math") -> float:
     if not isinstance(response, str):
         raise TypeError(f"response must be str, got {type(response).__name__}")
     if kind == "math":
+        check_gold(gold)  # first: a broken gold must fail on every response, not only on boxed ones
         pred = last_boxed(response)
         return 1.0 if pred is not None and math_equal(pred, gold) else 0.0
     if kind == "mc":

@@ -31,7 +31,9 @@ import sympy
 from math_verify import parse, verify
 from sympy import Basic
 
-MAX_MATH_CHARS = 1000
+from zppo_ray.data.schema import MAX_ANSWER_CHARS
+
+MAX_MATH_CHARS = MAX_ANSWER_CHARS  # 1000; the data loader refuses longer math golds with the same constant
 """Longest answer (either side) compared; equals the extraction cap of ``last_boxed``."""
 MAX_NESTING = 32
 """Deepest bracket nesting accepted before parsing; real answers stay far below."""
@@ -112,6 +114,16 @@ def _compare(pred: str, gold: str, timeout: int | None) -> bool:
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
 
 
+def check_gold(gold: str) -> None:
+    """Raise for a gold answer no prediction can be compared with (a data error, not a wrong answer)."""
+    if not isinstance(gold, str):
+        raise TypeError(f"gold answer must be str, got {type(gold).__name__}")
+    if not gold.strip():
+        raise ValueError("gold answer is empty")
+    if len(gold) > MAX_MATH_CHARS:
+        raise ValueError(f"gold answer is {len(gold)} chars, longer than MAX_MATH_CHARS={MAX_MATH_CHARS}")
+
+
 def math_equal(pred: str, gold: str, *, timeout_s: int | None = DEFAULT_TIMEOUT_S) -> bool:
     """True when ``pred`` (an extracted short answer) is mathematically equal to ``gold``.
 
@@ -121,14 +133,11 @@ def math_equal(pred: str, gold: str, *, timeout_s: int | None = DEFAULT_TIMEOUT_
     ``timeout_s`` is math-verify's alarm, used on the main thread only (see module docstring);
     ``None`` disables it everywhere.
     """
-    if not isinstance(pred, str) or not isinstance(gold, str):
-        raise TypeError(f"math_equal expects str, got {type(pred).__name__} and {type(gold).__name__}")
+    if not isinstance(pred, str):
+        raise TypeError(f"math_equal expects a str prediction, got {type(pred).__name__}")
+    check_gold(gold)
     if timeout_s is not None and (not isinstance(timeout_s, int) or timeout_s <= 0):
         raise ValueError(f"timeout_s must be a positive int (seconds) or None, got {timeout_s!r}")
-    if not gold.strip():
-        raise ValueError("gold answer is empty")
-    if len(gold) > MAX_MATH_CHARS:
-        raise ValueError(f"gold answer is {len(gold)} chars, longer than MAX_MATH_CHARS={MAX_MATH_CHARS}")
     if len(pred) > MAX_MATH_CHARS:
         return False
     timeout = timeout_s if _on_main_thread() else None
