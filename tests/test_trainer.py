@@ -340,3 +340,22 @@ def test_overlong_samples_lose_their_loss_tokens(tmp_path):
 def test_unknown_algorithm_is_refused_up_front(tmp_path):
     with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
         make(tmp_path, all_right, overrides=["algo.name=nope"])
+
+
+def test_a_skipped_question_leaves_the_step_and_the_ledger_says_so(tmp_path):
+    """The pool returns [] for a request it could not process (retried alone, then skipped): the question
+    must not read as accuracy 0 (it would be admitted as hard), and the ledger must count it, not lose it."""
+    def script(kind, qid, step):
+        return [False] * 4 if qid == "q1" else [True] * 4
+
+    trainer, roles = make(tmp_path, script)
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    real = roles.rollout._one
+    roles.rollout._one = lambda req: [] if req.tag == "plain:q2" else real(req)
+    m = trainer.train_step()
+    assert m["n_skipped"] == 1 and m["n_prompts"] == 4
+    assert m["admitted"] == 1 and roles.buffer.ids() == ["q1"]  # q1 is hard; q2 is not admitted
+    assert "plain:q2" not in {it.group for mb in roles.learner.minibatches for it in mb}
+    c = trainer.ledger.counts()
+    assert c["skipped"] == 1 and c["in_buffer"] == 1 and c["trained"] == 2 and c["in_flight"] == 0
+    assert trainer.ledger.state["q2"] == "skipped"
