@@ -30,9 +30,16 @@ from pathlib import Path
 STATES = ("not_served", "in_flight", "trained", "in_buffer", "graduated", "evicted", "skipped")
 
 
+def count_states(states: Iterable[str]) -> dict[str, int]:
+    """Questions per state, every state listed (in STATES order)."""
+    c = Counter(states)
+    return {s: c.get(s, 0) for s in STATES}
+
+
 class Ledger:
     def __init__(self, ids: Iterable[str], states: Mapping[str, str] | None = None):
         self.state = {qid: "not_served" for qid in ids}
+        self._served: list[str] = []  # this step's questions: settle checks these, not the whole set
         if states:
             unknown = set(states) - set(self.state)
             if unknown:
@@ -44,13 +51,12 @@ class Ledger:
             self.state.update(states)
 
     def counts(self) -> dict[str, int]:
-        c = Counter(self.state.values())
-        return {s: c.get(s, 0) for s in STATES}
+        return count_states(self.state.values())
 
     def serve(self, ids: Iterable[str]) -> None:
         for qid in ids:
-            self._known(qid)
-            self.state[qid] = "in_flight"
+            self.state[self._known(qid)] = "in_flight"
+            self._served.append(qid)
 
     def settle(self, plain_ids: Iterable[str], skipped: Iterable[str], buffered: Iterable[str],
                fates: Iterable[Mapping]) -> None:
@@ -69,7 +75,8 @@ class Ledger:
         for qid in skipped:
             if self.state[self._known(qid)] == "in_flight":
                 self.state[qid] = "skipped"
-        stuck = [q for q, s in self.state.items() if s == "in_flight"]
+        stuck = [q for q in self._served if self.state[q] == "in_flight"]
+        self._served = []
         if stuck:
             raise RuntimeError(f"{len(stuck)} question(s) served this step have no outcome, e.g. {stuck[:3]}")
 
@@ -108,9 +115,8 @@ def audit(ledger: Mapping[str, str], served_log: Mapping[int, Mapping], expected
     record of a step wins: a rolled-back step is served again); `expected_new[s-1]`: the new questions the
     data cursor must serve at step s (`DataCursor` replayed from its seed); `buffer_ids`, `fates`: the
     buffer actor's contents and exit records."""
-    counts = dict(Counter(ledger.values()))
-    counts = {s: counts.get(s, 0) for s in STATES}
-    a = Audit(counts)
+    a = Audit(count_states(ledger.values()))
+    counts = a.counts
     p = a.problems
     if counts["in_flight"]:
         p.append(f"{counts['in_flight']} question(s) still in flight between steps")

@@ -159,7 +159,7 @@ def resume(trainer: Trainer, roles: Roles, d: Path) -> None:
         roles.buffer.restore(str(d / "buffer"))
     state = ckpt.read_trainer_state(d)
     trainer.load_state(state)
-    trainer.ledger = Ledger(trainer.ledger.state, ckpt.read_ledger(d))
+    trainer.ledger = Ledger(trainer.ledger.state.keys(), ckpt.read_ledger(d))
     roles.rollout.push_weights(roles.learner.export_safetensors(), state.version, rollback=True)
     log.info("resumed from %s at step %d (version %d, data cursor %d, epoch %d)", d, state.step,
              state.version, state.cursor, state.epoch)

@@ -166,11 +166,16 @@ class ReplicaSet:
             if len(out) != len(part.indices):
                 raise RuntimeError(f"{self.role} {g.verb!r}: {self.names[part.slot]} returned {len(out)} results "
                                    f"for {len(part.indices)} items")
-            if part.gen == self.gens[part.slot]:
+            if self._current(part):
                 self.fleet[part.slot].success()
             for i, r in zip(part.indices, out):
                 g.results[i] = r
         return g.results
+
+    def _current(self, part: Part) -> bool:
+        """Whether the part ran on the slot's present actor; news about a replaced actor says nothing about
+        its replacement (a second call that failed on the same dead actor must not kill the new one)."""
+        return part.gen == self.gens[part.slot]
 
     def _failed(self, g: Gather, part: Part, e: Exception) -> None:
         kind = classify(e)
@@ -179,7 +184,7 @@ class ReplicaSet:
         if kind == "bug":
             raise e
         if kind == "data":
-            if part.gen == self.gens[part.slot]:
+            if self._current(part):
                 self.fleet[part.slot].success()  # the replica answered: it is fine, the input is not
             if part.alone:
                 i = part.indices[0]
@@ -192,7 +197,7 @@ class ReplicaSet:
                             self.role, g.verb, name, remote_cause(e), len(part.indices))
                 self._send(g, part.indices, alone=True)
             return
-        if part.gen == self.gens[part.slot]:  # else: the actor it ran on was already written off and replaced
+        if self._current(part):
             self.fleet[part.slot].failure(fatal=isinstance(e, ray.exceptions.RayActorError))
         g.failed_on.add(part.slot)
         log.warning("%s %s on %s failed (%s: %s); its %d item(s) go to the other replicas (state %s)",
@@ -218,7 +223,7 @@ class ReplicaSet:
                 ray.cancel(p.ref)  # drops queued work; a running sync-actor task keeps running
             except Exception:  # noqa: BLE001 - best effort
                 pass
-            if p.gen == self.gens[p.slot]:
+            if self._current(p):
                 self.fleet[p.slot].failure(fatal=False)
             g.failed_on.add(p.slot)
         telemetry.record("zppo_actor_failures", len(late), role=self.role, kind="timeout")
@@ -254,8 +259,7 @@ class ReplicaSet:
                 log.info("%s %s is up again (restart %d)", self.role, self.names[i], self.fleet[i].restarts)
         for i in self.fleet.in_state(State.STALE):
             self._refresh_weights(i)
-        telemetry_counts = self.fleet.counts()
-        for state, n in telemetry_counts.items():
+        for state, n in self.fleet.counts().items():
             telemetry.record("zppo_replicas", n, role=self.role, state=state)
 
     def _probe(self, i: int) -> None:
@@ -308,14 +312,12 @@ class ReplicaSet:
         log.info("%s %s serves version %d after its restart", self.role, self.names[i], version)
 
     def health(self) -> list[dict]:
-        out = []
-        for i, h in enumerate(self.handles):
-            r = self.fleet[i]
-            report = {"name": self.names[i], "state": r.state.value, "restarts": r.restarts, "failures": r.failures}
-            if r.serving:
-                report.update(ray.get(h.health.remote(), timeout=self.probe_timeout_s))
-            out.append(report)
-        return out
+        """Each slot's health-machine state, plus its actor's own report when it serves (asked all at once)."""
+        serving = self.fleet.serving()
+        reports = dict(zip(serving, ray.get([self.handles[i].health.remote() for i in serving],
+                                            timeout=self.probe_timeout_s)))
+        return [{"name": self.names[i], "state": r.state.value, "restarts": r.restarts, "failures": r.failures,
+                 **reports.get(i, {})} for i, r in enumerate(self.fleet.replicas)]
 
     def kill(self, i: int) -> None:
         try:

@@ -32,6 +32,10 @@ from zppo_ray.rewards import grade_judged, last_boxed
 from zppo_ray.types import GenRequest, Sample
 
 
+# What a skipped item becomes: no teacher samples, or a judge verdict of wrong (spec §4: malformed = wrong).
+SKIPPED_AS = {"generate": [], "judge": 0.0}
+
+
 class TeacherTimeout(TimeoutError):
     """A teacher call did not finish within `request_timeout_s`."""
 
@@ -202,11 +206,11 @@ class TeacherGroup:
         A skipped item (its input failed twice) comes back as None: generate -> [], judge -> 0.0 (wrong)."""
         verb, timeout = call.gather.verb, self.request_timeout_s
         out = self.replicas.gather(call.gather, on_timeout=lambda names: TeacherTimeout(verb, names, timeout))
-        empty = {"generate": [], "judge": 0.0}.get(verb)
-        if any(r is SKIPPED for r in out) and verb not in ("generate", "judge"):
-            bad = {i: why for i, why in call.gather.skipped.items()}
-            raise ValueError(f"teacher {verb!r}: item(s) {sorted(bad)} could not be processed: {bad}")
-        return [empty if r is SKIPPED else r for r in out]
+        if not call.gather.skipped:
+            return out
+        if verb not in SKIPPED_AS:  # compress / score_topk have no neutral answer: the caller must know
+            raise ValueError(f"teacher {verb!r}: item(s) could not be processed: {call.gather.skipped}")
+        return [SKIPPED_AS[verb] if r is SKIPPED else r for r in out]
     # ------------------------------------------------------------------------------------ verbs (async)
 
     def generate_async(self, requests: Sequence[GenRequest], sampling: dict) -> TeacherCall:
