@@ -63,6 +63,19 @@ def _factory(made):
     return start
 
 
+def _kill(handle):
+    """ray.kill returns before the actor is gone: wait until it is, so the next call meets a dead actor."""
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the killed actor is still answering")
+
+
 def _reqs(prompts):
     return [GenRequest(p, n=2, tag=p) for p in prompts]
 
@@ -125,7 +138,7 @@ def test_a_bad_request_is_retried_alone_then_skipped_and_the_rest_go_on(ray_clus
 def test_no_worker_left_is_a_clear_error(ray_cluster):
     pool = RolloutPool([FakeEngine.remote("only")], factory=None, max_restarts=0)
     try:
-        ray.kill(pool.replicas.handles[0], no_restart=True)
+        _kill(pool.replicas.handles[0])
         with pytest.raises(InfraError, match="every rollout replica is dead"):
             pool.generate(_reqs(["a"]), {"seed": 0})
     finally:
@@ -158,13 +171,13 @@ def test_a_killed_buffer_actor_is_rebuilt_from_its_live_snapshot(ray_cluster, tm
     qs = {f"q{i}": Question(id=f"q{i}", prompt=f"p{i}", answer="1") for i in range(4)}
     try:
         client.refresh(1, {"q0": 0.0, "q1": 0.0}, qs, [])
-        ray.kill(client.handle, no_restart=True)
+        _kill(client.handle)
         assert client.size() == 2  # rebuilt on the failed call, from the step-1 snapshot, call repeated
         assert client.restarts == 1 and client.lost_refreshes == 0
         out = client.refresh(2, {"q0": 1.0, "q2": 0.0}, qs, ["q0"])
         assert out["graduated"] == 1 and sorted(client.ids()) == ["q1", "q2"]
         # Without a readable snapshot the client falls back (here: nothing) and counts what was lost.
-        ray.kill(client.handle, no_restart=True)
+        _kill(client.handle)
         for f in os.listdir(live):
             os.remove(os.path.join(live, f))
         assert client.size() == 0 and client.lost_refreshes == 2
