@@ -21,7 +21,7 @@ def toy_world(toy_cfg):
     """Tokenizer + pretrained student and teacher (built on first use, minutes; then cached)."""
     from zppo_ray.toy.bootstrap import ensure_toy_world
 
-    return ensure_toy_world(toy_cfg.toy)
+    return ensure_toy_world(toy_cfg.toy, toy_cfg.templates)
 
 
 @pytest.fixture(scope="session")

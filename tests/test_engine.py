@@ -44,7 +44,7 @@ def _tiny_models(root) -> dict:
 def models(tmp_path_factory, toy_cfg) -> dict:
     from zppo_ray.toy.bootstrap import artifacts_for
 
-    art = artifacts_for(toy_cfg.toy)
+    art = artifacts_for(toy_cfg.toy, toy_cfg.templates)
     if all((Path(d) / "config.json").exists() and (Path(d) / "model.safetensors").exists()
            for d in (art.student, art.teacher)):
         return {"student": str(art.student), "teacher": str(art.teacher), "kind": "toy world"}

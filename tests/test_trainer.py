@@ -71,8 +71,9 @@ class FakeTeacher:
             return [[Sample([1], [2], [0.0], f"HINT for {r.tag}", "stop", 0)] for r in requests]
         return self.generate_async(requests, sampling)
 
-    def score_topk(self, prompt_ids, completion_ids, k):
+    def score_topk(self, prompt_ids, completion_ids, k, images=None):
         self.scored += list(zip(prompt_ids, completion_ids))
+        self.scored_images = list(images or [])
         return [{"topk_ids": [[t, 0] for t in c], "topk_logprobs": [[-0.1, -2.4] for _ in c],
                  "token_logprobs": [-0.1] * len(c)} for c in completion_ids]
 
@@ -80,8 +81,10 @@ class FakeTeacher:
         return call
 
     def compress(self, items, max_tokens, max_lines):
+        """A summary per candidate, or None (a fallback) where `self.refuse(candidate)` says so."""
         self.compressed += items
-        return [f"compressed<{c[-12:]}>" for _, c in items]
+        refuse = getattr(self, "refuse", lambda c: False)
+        return [None if refuse(c) else f"compressed<{c[-12:]}>" for c in items]
 
 
 class FakeLearner:
@@ -109,8 +112,11 @@ class FakeTokenizer:
 
     eos_token_id = 2
 
-    def __call__(self, text, add_special_tokens=False):
+    def __call__(self, text, add_special_tokens=False, split_special_tokens=False):
         return {"input_ids": [10 + ord(c) % 90 for c in text]}
+
+    def decode(self, ids):
+        return "".join(chr(i - 10 + 32) if i - 10 < 32 else chr(i - 10) for i in ids)
 
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
         return "U:" + messages[0]["content"] + "\nA:"
@@ -359,3 +365,146 @@ def test_a_skipped_question_leaves_the_step_and_the_ledger_says_so(tmp_path):
     c = trainer.ledger.counts()
     assert c["skipped"] == 1 and c["in_buffer"] == 1 and c["trained"] == 2 and c["in_flight"] == 0
     assert trainer.ledger.state["q2"] == "skipped"
+
+
+# ------------------------------------------------------------------------------ correctness to the paper (#11)
+
+
+@pytest.mark.parametrize("refused", [(), ("teacher",), ("student",), ("teacher", "student")])
+def test_the_two_candidates_of_a_bcq_always_have_the_same_form(tmp_path, refused):
+    """A compression fallback must never put a clean teacher summary next to a raw student fragment: the
+    student could pick the right candidate by its look alone. Every combination of fallbacks."""
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=grpo_buffer_bcq"])
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    correct = {answer(True, "0"), answer(True, "1")}  # the teacher's candidates (the FakeTeacher's text)
+    roles.teacher.refuse = lambda c: ("teacher" if c in correct else "student") in refused
+    m = trainer.train_step()
+    bcqs = [p for _, k, _, p in roles.rollout.requests if k == "bcq"]
+    assert len(bcqs) == 2
+    for p in bcqs:
+        blocks = p.split("<candidate>\n")[1:]
+        summarised = [b.startswith("compressed<") for b in blocks]
+        assert summarised == [not refused] * 2  # both summaries, or both raw-truncated
+        if refused:
+            assert all("\\boxed{" in b for b in blocks)  # raw truncation keeps the final-answer line
+    assert m["raw_instances"] == (2 if refused else 0)
+    assert m["compress_fallbacks"] == 2 * len(refused)
+
+
+def test_compression_off_shows_every_candidate_raw_truncated(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["teacher.compress=false", "teacher.compress_max_lines=1"])
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    m = trainer.train_step()
+    assert roles.teacher.compressed == [] and m["compress_fallbacks"] == 0
+    bcq = next(p for _, k, _, p in roles.rollout.requests if k == "bcq")
+    # one line kept per candidate (the cap), and it is the final-answer line, not "<think>work</think>"
+    assert bcq.count("<candidate>\n\\boxed{") == 2 and "<think>work" not in bcq.split("<candidate>", 2)[2]
+
+
+def test_a_skipped_hint_item_drops_that_hint_instead_of_crashing(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=hint"])
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    real = roles.teacher.generate
+    roles.teacher.generate = lambda reqs, s: [[] if r.tag == "hint:q0" else out
+                                             for r, out in zip(reqs, real(reqs, s))]
+    m = trainer.train_step()
+    assert [q for _, k, q, _ in roles.rollout.requests if k == "hint"] == ["q1"] and m["n_hint"] == 1
+
+
+def test_service_calls_run_without_thinking_and_student_prompts_with_it(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=hint"])
+    seen = []
+    real = roles.teacher.generate
+    roles.teacher.generate = lambda reqs, s: (seen.extend(reqs), real(reqs, s))[1]
+    trainer.train_step()
+    assert seen and all(r.tag.startswith("hint:") and r.thinking is False for r in seen)
+
+
+def test_no_two_samples_of_a_run_share_a_seed(tmp_path):
+    """vLLM seeds sample j of a request with seed + j. Per-request seeds base + i made sample j+1 of request
+    i collide with sample j of request i+1, and chunk k+1 repeat chunk k shifted by one."""
+    calls = []
+
+    class SeedRollout(FakeRollout):
+        def generate_async(self, requests, sampling):
+            calls.append((self.step, [r.n for r in requests], sampling["seed"]))
+            return super().generate_async(requests, sampling)
+
+        def generate(self, requests, sampling):
+            calls.append((self.step, [r.n for r in requests], sampling["seed"]))
+            return super().generate(requests, sampling)
+
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["trainer.plain_chunks=2"])
+    roles.rollout.__class__ = SeedRollout
+    for _ in range(3):
+        trainer.train_step()
+    per_sample = [s + j for _, ns, seeds in calls for n, s in zip(ns, seeds) for j in range(n)]
+    assert len(calls) >= 6 and len(per_sample) == len(set(per_sample))
+    # a resumed step draws what the uninterrupted one drew: seeds depend on (step, role, request) only
+    again, _ = make(tmp_path, hard_q0_q1)
+    again.step = 2
+    reqs = again._plain_requests(again.data.questions[:2], 4)
+    trainer.step = 2
+    assert again._seeds("student", reqs) == trainer._seeds("student", reqs)
+
+
+def test_replay_buffer_uses_its_own_random_stream():
+    from zppo_ray.seeds import derive_seed
+
+    assert derive_seed(0, "buffer") != 0 and derive_seed(0, "buffer") == derive_seed(0, "buffer")
+    assert derive_seed(0, 1, "student", "plain:q1") != derive_seed(0, 1, "teacher", "plain:q1")
+
+
+@pytest.mark.parametrize("algo", ["offpolicy_distill", "onpolicy_distill"])
+def test_distillation_with_the_buffer_admits_replays_and_graduates(tmp_path, algo):
+    """Off-Distill† / On-Distill†: `algo.use_buffer=true` was accepted and silently ignored."""
+    def script(kind, qid, step):  # q0 hard at step 0, solved from step 1 on
+        return [step >= 1 or qid != "q0"] * 4
+
+    trainer, roles = make(tmp_path, script, overrides=[f"algo.name={algo}", "algo.use_buffer=true"])
+    m1 = trainer.train_step()
+    assert m1["admitted"] == 1 and roles.buffer.ids() == ["q0"]
+    m2 = trainer.train_step()
+    assert m2["n_replay"] == 1 and m2["graduated"] == 1 and m2["buffer_size"] == 0
+    assert trainer.ledger.counts()["graduated"] == 1
+    if algo == "offpolicy_distill":  # the plain student rollouts feed the buffer, never the loss
+        assert all(it.teacher_topk_ids is not None for it in learned(roles))
+
+
+def test_distillation_without_the_buffer_samples_no_student_rollouts(tmp_path):
+    trainer, roles = make(tmp_path, all_right, overrides=["algo.name=offpolicy_distill"])
+    trainer.train_step()
+    assert roles.rollout.requests == [] and roles.buffer.size() == 0
+
+
+def test_images_travel_with_every_train_item_and_to_the_teacher_scorer(tmp_path):
+    import dataclasses
+
+    trainer, roles = make(tmp_path, hard_q0_q1)
+    trainer.data.questions[:] = [dataclasses.replace(q, images=(f"/img/{q.id}.png",)) for q in trainer.data.questions]
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    trainer.train_step()
+    items = learned(roles)
+    assert items and all(it.images == (f"/img/{it.group.split(':', 1)[1]}.png",) for it in items)
+    assert {it.group.split(":")[0] for it in items} >= {"plain", "bcq", "ncq"}
+
+    trainer, roles = make(tmp_path, all_right, overrides=["algo.name=onpolicy_distill"])
+    trainer.data.questions[:] = [dataclasses.replace(q, images=(b"png-bytes",)) for q in trainer.data.questions]
+    trainer.train_step()  # used to raise "does not support questions with images"
+    assert roles.teacher.scored_images and all(i == (b"png-bytes",) for i in roles.teacher.scored_images)
+    assert all(it.images == (b"png-bytes",) for it in learned(roles))
+
+
+def test_mixed_versions_in_one_generate_call_are_a_real_error():
+    """It was an `assert`, which `python -O` removes."""
+    import threading
+    from types import SimpleNamespace
+
+    from zppo_ray.actors.rollout import MixedVersionError, PendingGenerate, RolloutPool
+
+    pool = RolloutPool.__new__(RolloutPool)
+    pool._lock, pool._pending = threading.Lock(), []
+    mixed = [[Sample([1], [2], [0.0], "a", "stop", version=1)], [Sample([1], [2], [0.0], "b", "stop", version=2)]]
+    pool.replicas = SimpleNamespace(gather=lambda g: mixed)
+    with pytest.raises(MixedVersionError, match=r"versions \[1, 2\]"):
+        pool.collect(PendingGenerate(gather=None, version=1))

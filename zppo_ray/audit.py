@@ -42,7 +42,7 @@ def audit_run(run_dir: str | Path) -> Audit:
     if d is None:
         raise FileNotFoundError(f"{run_dir} has no complete checkpoint to audit")
     cfg = load_config(str(run_dir / "config.yaml"), [])
-    art = ensure_toy_world(cfg.toy) if uses_toy(cfg) else None
+    art = ensure_toy_world(cfg.toy, cfg.templates) if uses_toy(cfg) else None
     student, _ = model_paths(cfg, art)
     questions = load_split(cfg, "train", AutoTokenizer.from_pretrained(cfg.student.tokenizer or student))
     state = ckpt.read_trainer_state(d)

@@ -32,6 +32,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zppo_ray.algo.reformulate import Templates, check_templates
+
 log = logging.getLogger(__name__)
 
 # Algorithm registry names. Later code (the algorithm registry) appends its own names here; `validate`
@@ -68,6 +70,8 @@ ALGORITHM_PRESETS: dict[str, dict[str, Any]] = {
 
 # Algorithms whose student groups need no within-group comparison (G_S may be 1).
 NON_GROUP_ALGORITHMS: set[str] = {"offpolicy_distill", "onpolicy_distill"}
+# The teacher-guided baselines whose step 6 is a hint, a prefix or an injected response instead of BCQ/NCQ.
+GUIDED_ALGORITHMS: set[str] = {"hint", "prefix", "teacher_inject"}
 # Algorithms that never call the teacher (a run may then have teacher.num_replicas = 0).
 TEACHER_FREE_ALGORITHMS: set[str] = {"grpo", "grpo_buffer"}
 
@@ -362,6 +366,8 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    # Every prompt string (zppo_ray/algo/reformulate.py); defaults: the paper's exact strings (spec §9).
+    templates: Templates = field(default_factory=Templates)
 
 
 def _now(fmt: str = "%Y%m%d-%H%M%S") -> str:
@@ -601,6 +607,7 @@ def validate(
     _check_data(cfg, p, check_paths)
     _check_toy_models(cfg, p, cuda_available)
     _check_gpus(cfg, p, available_gpus)
+    p.extend((f"templates.{k}", m) for k, m in check_templates(cfg.templates))
     if check_paths and cfg.trainer.resume not in ("never", "auto"):
         if not _exists(cfg.trainer.resume):
             p.append(("trainer.resume", "'never', 'auto' or an existing checkpoint path; "
@@ -743,6 +750,11 @@ def _check_algo(cfg: RunConfig, p: list) -> None:
                     "ablation only")
     if a.dynamic_sampling and a.name in NON_GROUP_ALGORITHMS:
         p.append(("algo.dynamic_sampling", f"filters reward groups; {a.name!r} has none"))
+    if a.name in NON_GROUP_ALGORITHMS | GUIDED_ALGORITHMS:  # their step builds no BCQ/NCQ: refuse, never ignore
+        for key in ("enable_bcq", "enable_ncq"):
+            if getattr(a, key):
+                p.append((f"algo.{key}", f"{a.name!r} builds no BCQ/NCQ prompts; set it false or use a "
+                          "zppo/grpo_* method"))
     rollouts = cfg.trainer.prompts_per_step * cfg.rollout.group_size
     needed = a.updates_per_step * cfg.learner.num_ranks
     if a.updates_per_step >= 1 and rollouts < needed:

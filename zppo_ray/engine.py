@@ -23,11 +23,13 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from zppo_ray.seeds import request_seeds
 from zppo_ray.types import GenRequest, Sample
 from zppo_ray.weight_sync import EXTENSION_QUALNAME, SHM_THRESHOLD_BYTES
 
@@ -63,18 +65,56 @@ def _load_image(image: Any) -> Any:
     raise TypeError(f"an image must be a path, bytes or PIL.Image, got {type(image).__name__}")
 
 
-def chat_prompt_ids(tokenizer: Any, prompt: str | list[dict], n_images: int = 0) -> list[int]:
+# Stands in for each message's text while the chat template is rendered; never a special token, never text
+# a data set contains (NUL bytes are refused by the loaders).
+_SLOT = "\x00zppo:{}\x00"
+
+
+def chat_prompt_ids(tokenizer: Any, prompt: str | list[dict], n_images: int = 0, thinking: bool = True) -> list[int]:
     """Chat-templated prompt token ids (user message = `prompt` when it is a string), exactly what a
-    rollout's `prompt_ids` hold: every place that builds a student prompt by hand must agree with it."""
+    rollout's `prompt_ids` hold: every place that builds a student prompt by hand must agree with it.
+
+    Message text is untrusted (questions, candidates, model output): a `<|im_end|>` inside it must stay text,
+    not become the control token that ends the turn. So the template is rendered around placeholders, its
+    own parts are tokenized with special tokens, and each message's text with special tokens split into
+    ordinary pieces. `thinking=False` turns the template's thinking switch off where it has one
+    (`enable_thinking`, Qwen3-family templates); elsewhere it changes nothing.
+    """
     if isinstance(prompt, str):
         content: Any = prompt
         if n_images:  # HF multi-modal chat templates expect typed content parts
             content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
         messages = [{"role": "user", "content": content}]
     else:
-        messages = list(prompt)
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        messages = [dict(m) for m in prompt]
+    texts: list[str] = []
+
+    def slot(text: str) -> str:
+        texts.append(text)
+        return _SLOT.format(len(texts) - 1)
+
+    for m in messages:
+        if isinstance(m.get("content"), str):
+            m["content"] = slot(m["content"])
+        elif isinstance(m.get("content"), list):
+            m["content"] = [dict(part, text=slot(part["text"])) if part.get("type") == "text" else part
+                            for part in m["content"]]
+    kwargs = {}
+    if not thinking and "enable_thinking" in (getattr(tokenizer, "chat_template", None) or ""):
+        kwargs["enable_thinking"] = False
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+    pieces = re.split("\x00zppo:(\\d+)\x00", rendered)
+    if len(pieces) != 2 * len(texts) + 1:
+        raise ValueError(f"the chat template of {getattr(tokenizer, 'name_or_path', 'this tokenizer')} does not "
+                         "render every message text exactly once")
+    ids: list[int] = []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:  # the template's own text: its control tokens are real
+            ids += tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+        else:
+            text = texts[int(piece)]
+            ids += tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
+    return ids
 
 
 class VLLMEngine:
@@ -154,19 +194,22 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------------------------ prompts
 
-    def prompt_ids(self, prompt: str | list[dict], n_images: int = 0) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, prompt, n_images)
+    def prompt_ids(self, prompt: str | list[dict], n_images: int = 0, thinking: bool = True) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, prompt, n_images, thinking)
 
     def _engine_prompt(self, req: GenRequest) -> tuple[dict, list[int]]:
-        if req.images and not self.is_multimodal:
-            raise ValueError(f"request {req.tag!r} has {len(req.images)} image(s) but {self.model_path} "
-                             "is not a multi-modal model in vLLM")
-        ids = self.prompt_ids(req.prompt, len(req.images))
-        prompt: dict[str, Any] = {"prompt_token_ids": ids + list(req.prefix_ids)}
-        if req.images:  # vLLM's multi-modal processor expands the template's image placeholder tokens
-            images = [_load_image(im) for im in req.images]
-            prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
-        return prompt, ids
+        ids = self.prompt_ids(req.prompt, len(req.images), req.thinking)
+        return self._with_images({"prompt_token_ids": ids + list(req.prefix_ids)}, req.images, req.tag), ids
+
+    def _with_images(self, prompt: dict[str, Any], images: Sequence, what: str) -> dict[str, Any]:
+        """vLLM's multi-modal processor expands the template's image placeholder tokens itself."""
+        if images and not self.is_multimodal:
+            raise ValueError(f"{what!r} has {len(images)} image(s) but {self.model_path} is not a multi-modal "
+                             "model in vLLM")
+        if images:
+            loaded = [_load_image(im) for im in images]
+            prompt["multi_modal_data"] = {"image": loaded if len(loaded) > 1 else loaded[0]}
+        return prompt
 
     # ------------------------------------------------------------------------------------ generate
 
@@ -184,9 +227,9 @@ class VLLMEngine:
     ) -> list[list[Sample]]:
         """`n` samples per request, in request order.
 
-        `seed`: request i is sampled with seed `seed + i` (reproducible, yet not the same noise for every
-        prompt), or with `seed[i]` when a list is given (RolloutPool keeps seeds tied to the request's
-        position in the whole call, whatever the split); None = engine RNG.
+        `seed`: request i is sampled with `seed[i]` when a list is given (the trainer derives one per request,
+        zppo_ray/seeds.py), or with `request_seeds(seed, ...)[i]` for a single int; vLLM gives sample j the
+        request's seed + j. None = engine RNG.
         `prefix_ids` (Prefix baseline): the prefix is appended to the prompt tokens and generation
         continues after it; the returned Sample has `prompt_ids` = the templated
         prompt only, `completion_ids` = prefix + generated, `logprobs` 0.0 for prefix tokens (they are not
@@ -200,7 +243,7 @@ class VLLMEngine:
         if not requests:
             return []
         seeds = [None] * len(requests) if seed is None else (
-            [seed + i for i in range(len(requests))] if isinstance(seed, int) else [int(x) for x in seed])
+            request_seeds(seed, len(requests)) if isinstance(seed, int) else [int(x) for x in seed])
         if len(seeds) != len(requests):
             raise ValueError(f"{len(seeds)} seeds for {len(requests)} requests")
         greedy = temperature == 0.0  # vLLM refuses n > 1 with greedy sampling: send n copies of n=1
@@ -250,7 +293,7 @@ class VLLMEngine:
     # ------------------------------------------------------------------------------------ scoring
 
     def score_topk(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
-                   k: int) -> list[dict]:
+                   k: int, images: Sequence[tuple] | None = None) -> list[dict]:
         """Per completion token: the model's top-k token ids and logprobs, and the actual token's logprob.
 
         One prefill of prompt + completion with `prompt_logprobs=k` (max_tokens=1; the one sampled token
@@ -263,13 +306,14 @@ class VLLMEngine:
             raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
         if not prompt_ids:
             return []
+        images = list(images) if images is not None else [()] * len(prompt_ids)
         prompts = []
-        for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        for i, (p, c, ims) in enumerate(zip(prompt_ids, completion_ids, images)):
             if not p or not c:
                 raise ValueError(f"sequence {i}: prompt and completion must both be non-empty")
             if len(p) + len(c) >= self.max_model_len:
                 raise ValueError(f"sequence {i}: {len(p) + len(c)} tokens >= max_model_len {self.max_model_len}")
-            prompts.append({"prompt_token_ids": list(p) + list(c)})
+            prompts.append(self._with_images({"prompt_token_ids": list(p) + list(c)}, ims, f"sequence {i}"))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []

@@ -20,8 +20,9 @@ Settings not given on the command line come from the config (`--config`, else th
 `eval` section for decoding (spec §6: temperature 0.6, top-p 0.95, top-k 20, presence penalty, max new
 tokens, `num_samples` as the default n), `student` for the engine (dtype, max_model_len) and `teacher` for
 the judge engine (its model settings, kv cache, judge_max_tokens). The prompt is the question text plus the
-format closer, exactly as in training and in the trainer's evaluation; decoding is seeded (request i gets
-seed + i), so a rerun on the same machine reproduces the samples.
+format closer (`question_prompt`, directives stripped), exactly as in training and in the trainer's evaluation;
+decoding is seeded (each request's seed is derived from the run seed, zppo_ray/seeds.py), so a rerun on the
+same machine reproduces the samples.
 
 Free-form questions (`kind: free`) are graded by an LLM judge (`--judge`, temperature 0, strict JSON
 verdict, spec §4); its engine starts only when a free question is present, after the student's engine has
@@ -57,7 +58,7 @@ from zppo_ray.algo.reformulate import (
     DEFAULT_TEMPLATES,
     Templates,
     build_judge_prompt,
-    with_format_closer,
+    question_prompt,
 )
 from zppo_ray.config import ConfigError, EvalConfig, load_config
 from zppo_ray.data.loaders import PRESETS, load_questions
@@ -259,7 +260,7 @@ def judge_verdict(text: str) -> bool | None:
 
 
 def _requests(benches: Mapping[str, list[Question]], n: int, templates: Templates) -> list[GenRequest]:
-    return [GenRequest(with_format_closer(q.text, templates), n=n, images=tuple(q.images), tag=f"eval:{b}:{q.id}")
+    return [GenRequest(question_prompt(q.text, templates), n=n, images=tuple(q.images), tag=f"eval:{b}:{q.id}")
             for b, qs in benches.items() for q in qs]
 
 
@@ -278,13 +279,14 @@ def _grade(bench: str, q: Question, samples: list[Sample]) -> QuestionResult:
 
 
 def _judge(judge: Any, records: list[QuestionResult], items: list[tuple[int, int, Question, str]],
-           max_tokens: int, engine_kwargs: Mapping | None) -> list[str | None]:
+           max_tokens: int, engine_kwargs: Mapping | None, templates: Templates) -> list[str | None]:
     """Judge each (record index, sample index, question, response): sets the record's reward and counters
     in place; returns the raw outputs (None where the prompt did not fit the judge)."""
-    prompts = [build_judge_prompt(q.text, q.answer, text) for _, _, q, text in items]
+    prompts = [build_judge_prompt(q.text, q.answer, text, templates) for _, _, q, text in items]
     with _opened(judge, engine_kwargs) as gen:
         fits = [_prompt_fits(gen, p) for p in prompts]
-        reqs = [GenRequest(p, n=1, tag=f"judge:{i}") for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
+        reqs = [GenRequest(p, n=1, tag=f"judge:{i}", thinking=False)
+                for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
         outs = iter(gen.generate(reqs, {"temperature": 0.0, "max_tokens": max_tokens, "logprobs": False}))
         raw = [next(outs)[0].text if ok else None for ok in fits]
     for (j, i, q, _), text in zip(items, raw):
@@ -356,7 +358,7 @@ def evaluate_checkpoint(
     records = [_grade(b, q, ss) for (b, q), ss in zip(flat, samples)]
     items = [(j, i, q, s.text) for j, ((_, q), ss) in enumerate(zip(flat, samples)) if q.kind == "free"
              for i, s in enumerate(ss)]
-    raw_judge = _judge(judge, records, items, judge_max_tokens, judge_engine_kwargs) if items else []
+    raw_judge = _judge(judge, records, items, judge_max_tokens, judge_engine_kwargs, templates) if items else []
     report = _report(model, judge if items else None, n, ks, sampling, questions, families, records,
                      {"generate": round(t_gen, 2), "total": round(time.perf_counter() - t0, 2)})
     if out_dir is not None:
@@ -392,7 +394,7 @@ def _sample_rows(flat: list[tuple[str, Question]], samples: list[list[Sample]],
     """One samples.jsonl row per question: what was asked, every response, the judge's raw outputs."""
     rows = []
     for j, ((b, q), ss) in enumerate(zip(flat, samples)):
-        row = {"benchmark": b, "id": q.id, "prompt": with_format_closer(q.text, templates),
+        row = {"benchmark": b, "id": q.id, "prompt": question_prompt(q.text, templates),
                "responses": [s.text for s in ss], "finish_reasons": [s.finish_reason for s in ss]}
         if j in judged:
             row["judge_outputs"] = judged[j]
@@ -445,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                           ("--top-p", float, "top_p"), ("--top-k", int, "top_k"),
                           ("--presence-penalty", float, "presence_penalty")):
         p.add_argument(flag, type=tp, default=None, help=f"default: the config's eval.{key}")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (request i uses seed + i)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (each request gets its own seed derived from it, zppo_ray/seeds.py)")
     p.add_argument("--dtype", default=None, help="engine dtype (default: the config's student.dtype)")
     p.add_argument("--max-model-len", type=int, default=None, help="default: the config's student.max_model_len")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the student engine")
@@ -461,7 +463,7 @@ def _resolve_model(path: str, cfg: Any, flag: str) -> str:
     role = path.split(":", 1)[1]
     if role not in ("student", "teacher"):
         raise ValueError(f"{flag} {path!r}: toy models are toy:student or toy:teacher")
-    return str(ensure_toy_world(cfg.toy).model(role))
+    return str(ensure_toy_world(cfg.toy, cfg.templates).model(role))
 
 
 def _plan(args: argparse.Namespace) -> dict:
@@ -502,7 +504,7 @@ def _plan(args: argparse.Namespace) -> dict:
         "model": _resolve_model(args.model, cfg, "--model"), "benchmarks": questions, "families": families,
         "n": n, "ks": ks, "sampling": sampling,
         "judge": _resolve_model(args.judge, cfg, "--judge") if free else None,
-        "judge_max_tokens": cfg.teacher.judge_max_tokens,
+        "judge_max_tokens": cfg.teacher.judge_max_tokens, "templates": cfg.templates,
         "out_dir": args.out or f"runs/eval-{datetime.datetime.now():%Y%m%d-%H%M%S}",
         "engine_kwargs": _engine_kwargs(cfg.student, cfg.rollout, args.dtype, args.max_model_len, args.tp,
                                         args.seed),

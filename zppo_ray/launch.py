@@ -30,6 +30,7 @@ from zppo_ray.accounting import Ledger
 from zppo_ray.data.schema import Question
 from zppo_ray.errors import LearnerLost
 from zppo_ray.metrics import RunLog
+from zppo_ray.seeds import derive_seed
 from zppo_ray.trainer import DISTILL_ALGORITHMS, Roles, Trainer
 
 log = logging.getLogger("zppo_ray")
@@ -107,7 +108,8 @@ def start_buffer(cfg, run_dir: Path):
     live = str(run_dir / "buffer_live")
 
     def start():
-        return ReplayBufferActor.remote(buffer_config(cfg.buffer), cfg.trainer.seed, live)
+        # its own stream: sharing the trainer's seed would correlate replay draws with BCQ choices
+        return ReplayBufferActor.remote(buffer_config(cfg.buffer), derive_seed(cfg.trainer.seed, "buffer"), live)
 
     def last_checkpoint_buffer() -> str | None:
         d = ckpt.latest(run_dir)
@@ -125,7 +127,8 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
     rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path)
     uses_teacher = cfg.teacher.num_replicas > 0 and (
         cfg.algo.name not in TEACHER_FREE_ALGORITHMS or cfg.algo.enable_bcq or cfg.algo.enable_ncq)
-    teacher = TeacherGroup.create(cfg.teacher, model_path=teacher_path) if uses_teacher else None
+    teacher = (TeacherGroup.create(cfg.teacher, model_path=teacher_path, templates=cfg.templates)
+               if uses_teacher else None)
     buffer = start_buffer(cfg, run_dir) if cfg.algo.use_buffer else None
     log.info("roles up in %.0fs: %d rollout worker(s), %s teacher replica(s), %d learner rank(s), buffer %s",
              time.time() - t, cfg.rollout.num_workers, cfg.teacher.num_replicas if teacher else 0,

@@ -36,7 +36,7 @@ def run(argv: list[str]) -> Path:
     log.info("run directory %s (resolved config saved as config.yaml)", run_dir)
     art = None
     if uses_toy(cfg):
-        art = ensure_toy_world(cfg.toy)
+        art = ensure_toy_world(cfg.toy, cfg.templates)
         report = format_report(art.report)
         print(report, flush=True)
         (run_dir / "toy_report.txt").write_text(report + "\n")

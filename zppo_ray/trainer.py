@@ -21,16 +21,18 @@ from zppo_ray import telemetry
 from zppo_ray.accounting import Ledger
 from zppo_ray.algo.advantages import compute_advantages
 from zppo_ray.algo.guidance import GUIDED_KINDS, Guidance, choose_guidance, inject
-from zppo_ray.algo.reformulate import (
-    Templates,
-    build_hint_prompt,
-    build_hinted_question,
-    split_prefix,
-    truncate_candidate,
-    with_format_closer,
-)
+from zppo_ray.algo.compression import cap_candidate, uniform_form
+from zppo_ray.algo.reformulate import build_hint_prompt, build_hinted_question, question_prompt, split_prefix
 from zppo_ray.algo.selection import aug_cap, replay_count
-from zppo_ray.algo.zppo import Group, choose_instances, hard_questions, render_instance
+from zppo_ray.algo.zppo import (
+    Group,
+    can_reformulate,
+    choose_instances,
+    hard_questions,
+    has_teacher_positive,
+    pre_cap,
+    render_instance,
+)
 from zppo_ray.checkpoint import TrainerState, rng_to_json
 from zppo_ray.config import ALGORITHMS
 from zppo_ray.data.cursor import DataCursor
@@ -38,6 +40,7 @@ from zppo_ray.data.schema import Question
 from zppo_ray.engine import chat_prompt_ids
 from zppo_ray.metrics import RunLog, eval_line, step_line, timed
 from zppo_ray.rewards import grade, last_boxed
+from zppo_ray.seeds import derive_seed
 from zppo_ray.types import GenRequest, Sample, TrainItem
 
 log = logging.getLogger("zppo_ray.trainer")
@@ -93,7 +96,7 @@ class Trainer:
         self.tokenizer = tokenizer
         self.eval_questions = eval_questions
         self.log = run_log
-        self.templates = Templates()
+        self.templates = cfg.templates
         self.data = DataCursor(train_questions, cfg.data.shuffle_seed)
         self.ledger = Ledger(q.id for q in train_questions)
         self.rng = random.Random(cfg.trainer.seed)
@@ -103,15 +106,25 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ sampling
 
-    def _student_sampling(self, seed_offset: int) -> dict:
+    def _seeds(self, role: str, requests: list[GenRequest]) -> list[int]:
+        """One seed per request from (run seed, step, role, request id): no two samples of a run share
+        noise, and a resumed step draws what the uninterrupted one drew (zppo_ray/seeds.py)."""
+        base = self.cfg.rollout.seed if role == "student" else self.cfg.teacher.seed
+        return [derive_seed(base, self.step, role, r.tag) for r in requests]
+
+    def _student_sampling(self, requests: list[GenRequest]) -> dict:
         r = self.cfg.rollout
         return dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_new_tokens,
-                    seed=r.seed + 1_000_003 * self.step + seed_offset)
+                    seed=self._seeds("student", requests))
 
-    def _teacher_sampling(self) -> dict:
+    def _teacher_sampling(self, requests: list[GenRequest]) -> dict:
         t = self.cfg.teacher
         return dict(temperature=t.temperature, top_p=t.top_p, max_tokens=t.max_new_tokens,
-                    seed=t.seed + 1_000_003 * self.step)
+                    seed=self._seeds("teacher", requests))
+
+    def _plain_requests(self, qs: list[Question], n: int, kind: str = "plain") -> list[GenRequest]:
+        return [GenRequest(question_prompt(q.text, self.templates), n=n, images=tuple(q.images),
+                           tag=f"{kind}:{q.id}") for q in qs]
 
     # ------------------------------------------------------------------------------------ grading
 
@@ -146,17 +159,7 @@ class Trainer:
         n_new = cfg.trainer.prompts_per_step
 
         # 1. Prompts: the next new questions, plus a uniform draw from the buffer.
-        new = self.data.next(n_new)
-        replay: list[Question] = []
-        if a.use_buffer:
-            with timer("buffer"):
-                size = _call(self.roles.buffer, "size")
-                replay = _call(self.roles.buffer, "sample", replay_count(a.rho_replay, n_new, size))
-        new_ids = {q.id for q in new}
-        replay = [q for q in replay if q.id not in new_ids]  # after a wrap-around a question can be both
-        batch = new + replay
-        by_id = {q.id: q for q in batch}
-        self.ledger.serve(by_id)
+        new, replay, batch, by_id = self._prompts(timer)
         skipped: list[str] = []  # questions whose plain rollouts could not be produced (see _drop_skipped)
 
         # 2-4. Plain rollouts in chunks; each chunk is graded as soon as it arrives and the teacher starts
@@ -166,12 +169,11 @@ class Trainer:
         teacher_calls = []
         guided = GUIDED_KINDS.get(a.name)  # None for ZPPO / GRPO and their ablations
         want_teacher = (a.enable_bcq or guided is not None) and self.roles.teacher is not None
-        chunks = self._chunks(batch)
         with timer("generate"):
-            pending = [(qs, self.roles.rollout.generate_async(
-                [GenRequest(with_format_closer(q.text, self.templates), n=cfg.rollout.group_size,
-                            images=tuple(q.images), tag=f"plain:{q.id}") for q in qs],
-                self._student_sampling(k))) for k, qs in enumerate(chunks)]
+            pending = []
+            for qs in self._chunks(batch):
+                reqs = self._plain_requests(qs, cfg.rollout.group_size)
+                pending.append((qs, self.roles.rollout.generate_async(reqs, self._student_sampling(reqs))))
         for qs, p in pending:
             with timer("generate"):
                 qs, samples = self._drop_skipped(qs, self.roles.rollout.collect(p), skipped)
@@ -182,15 +184,13 @@ class Trainer:
             hard_here = [q for q, g in zip(qs, groups) if g.mean < a.tau]
             if want_teacher and hard_here:
                 with timer("teacher"):
+                    reqs = self._plain_requests(hard_here, cfg.teacher.group_size, "teacher")
                     teacher_calls.append((hard_here, self.roles.teacher.generate_async(
-                        [GenRequest(with_format_closer(q.text, self.templates), n=cfg.teacher.group_size,
-                                    images=tuple(q.images), tag=f"teacher:{q.id}") for q in hard_here],
-                        self._teacher_sampling())))
+                        reqs, self._teacher_sampling(reqs))))
 
-        # 3 + 5. Hard set, hardest first; keep the first rho_aug * |X_new|.
-        hard = hard_questions(plain, a.tau)
+        # 3. Hard set, hardest first (ties in random order).
+        hard = hard_questions(plain, a.tau, self.rng)
         cap = aug_cap(a.rho_aug, n_new)
-        kept = hard[:cap]
 
         # 4. Teacher samples, graded with the same reward: the correct ones are the positive pool.
         teacher: dict[str, Group] = {}
@@ -199,13 +199,16 @@ class Trainer:
                 for q, g in zip(qs, self.grade_groups(qs, self.roles.teacher.result(call))):
                     teacher[q.id] = g
 
-        # 6. The method's help for the kept questions, under the same cap: BCQ then NCQ (ZPPO and its
-        # ablations; candidates compressed by the teacher), or a baseline's hint / prefix / injected
-        # teacher response.
+        # 5-6. Keep the first rho_aug * |X_new| hardest questions that can get help, then the method's help
+        # under the same cap: BCQ then NCQ (ZPPO and its ablations; candidates compressed by the teacher),
+        # or a baseline's hint / prefix / injected teacher response.
+        compress_stats = {"compress_fallbacks": 0, "raw_instances": 0}
         if guided is None:
-            requests = self._reformulations(kept, plain, teacher, cap, by_id, timer)
+            kept = pre_cap(hard, lambda q: can_reformulate(q, plain, teacher, a.enable_bcq, a.enable_ncq), cap)
+            requests = self._reformulations(kept, plain, teacher, cap, by_id, timer, compress_stats)
             injected: dict[str, Sample] = {}
         else:
+            kept = pre_cap(hard, lambda q: has_teacher_positive(q, teacher), cap)
             guides = choose_guidance(kept, teacher, cap, guided, self.rng)
             requests, injected = self._guided(guides, by_id, plain_samples, timer)
 
@@ -213,8 +216,8 @@ class Trainer:
         reform: list[tuple[str, Group, list[Sample]]] = []
         if requests:
             with timer("generate"):
-                samples = self.roles.rollout.generate([r for _, _, r in requests],
-                                                      self._student_sampling(len(chunks)))
+                reqs = [r for _, _, r in requests]
+                samples = self.roles.rollout.generate(reqs, self._student_sampling(reqs))
             kept_requests = [(r, ss) for r, ss in zip(requests, samples) if ss]  # a skipped one trains nothing
             with timer("grade"):
                 groups = self.grade_groups([q for (_, q, _), _ in kept_requests], [ss for _, ss in kept_requests])
@@ -228,18 +231,13 @@ class Trainer:
         if a.dynamic_sampling:  # DAPO-style: an all-equal group has advantage 0; drop it from the loss
             informative = [x for x in all_groups if len(set(x[1].rewards)) > 1]
             dropped, all_groups = len(all_groups) - len(informative), informative
-        items = self._items(all_groups)
+        items = self._items(all_groups, by_id)
 
         # 9. I mini-batch PPO updates on the step's rollouts (old logprobs recomputed by the learner).
         learn, push_s = self._update(items, timer)
 
         # 10. Buffer refresh with PLAIN accuracies only.
-        refresh = {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
-        if a.use_buffer:
-            with timer("buffer"):
-                refresh = _call(self.roles.buffer, "refresh", self.step + 1,
-                                {q: g.mean for q, g in plain.items()}, by_id,
-                                [q.id for q in replay if q.id in plain], cfg.rollout.group_size)
+        refresh = self._refresh(plain, by_id, replay, timer)
 
         self.step += 1
         self._settle(new, replay, plain, skipped, refresh)
@@ -249,7 +247,36 @@ class Trainer:
         n_extra = sum(len(ss) for _, _, ss in reform)
         metrics.update(n_injected=len(injected), dropped_groups=dropped, n_skipped=len(skipped),
                        reform_share=n_extra / len(items) if items else 0.0,
-                       pos_adv_frac=sum(it.advantage > 0 for it in items) / len(items) if items else 0.0)
+                       pos_adv_frac=sum(it.advantage > 0 for it in items) / len(items) if items else 0.0,
+                       n_kept=len(kept), n_kept_replay=sum(q in {r.id for r in replay} for q in kept),
+                       **compress_stats)
+        return self._finish(metrics, refresh)
+
+    def _prompts(self, timer: StepTimer) -> tuple[list[Question], list[Question], list[Question], dict]:
+        """Step 1: X_new (the data cursor) and X_replay (a uniform draw from the buffer, when it is on)."""
+        a, n_new = self.cfg.algo, self.cfg.trainer.prompts_per_step
+        new = self.data.next(n_new)
+        replay: list[Question] = []
+        if a.use_buffer:
+            with timer("buffer"):
+                size = _call(self.roles.buffer, "size")
+                replay = _call(self.roles.buffer, "sample", replay_count(a.rho_replay, n_new, size))
+        new_ids = {q.id for q in new}
+        replay = [q for q in replay if q.id not in new_ids]  # after a wrap-around a question can be both
+        batch = new + replay
+        by_id = {q.id: q for q in batch}
+        self.ledger.serve(by_id)
+        return new, replay, batch, by_id
+
+    def _refresh(self, plain: dict[str, Group], by_id: dict, replay: list[Question], timer: StepTimer) -> dict:
+        """Step 10: admit / graduate / evict from the PLAIN accuracies of this step's questions."""
+        if not self.cfg.algo.use_buffer:
+            return {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
+        with timer("buffer"):
+            return _call(self.roles.buffer, "refresh", self.step + 1, {q: g.mean for q, g in plain.items()}, by_id,
+                         [q.id for q in replay if q.id in plain], self.cfg.rollout.group_size)
+
+    def _finish(self, metrics: dict, refresh: dict) -> dict:
         self.log.write("step", **metrics)
         telemetry.record_step(metrics, self.last_push_bytes)
         for fate in refresh["fates"]:
@@ -281,53 +308,64 @@ class Trainer:
     def _distill_step(self) -> dict:
         """Off- and on-policy distillation (spec §5): a divergence (JSD by default) between the student's
         and the teacher's next-token distributions (teacher top-k) along teacher sequences that were
-        verified correct (off-policy) or along the student's own samples, unfiltered (on-policy)."""
+        verified correct (off-policy) or along the student's own samples, unfiltered (on-policy).
+
+        With `algo.use_buffer` (Off-Distill†, On-Distill† of the paper's tables) the step draws replays and
+        refreshes the buffer like every other method, from the student's plain accuracies. On-policy
+        distillation has them from its own samples; off-policy distillation trains on teacher text only,
+        so it then also samples G_S plain student rollouts per prompt, graded for the buffer and never
+        trained on (our choice: the paper does not say how its Off-Distill† measured accuracy).
+        """
         cfg, a = self.cfg, self.cfg.algo
         timer = StepTimer()
         t_step = time.perf_counter()
-        batch = self.data.next(cfg.trainer.prompts_per_step)
-        if any(q.images for q in batch):
-            raise ValueError(f"{a.name} does not support questions with images (the teacher scores token ids)")
-        self.ledger.serve(q.id for q in batch)
-        requests = [GenRequest(with_format_closer(q.text, self.templates), tag=f"plain:{q.id}",
-                               n=cfg.teacher.group_size if a.name == "offpolicy_distill" else cfg.rollout.group_size)
-                    for q in batch]
+        new, replay, batch, by_id = self._prompts(timer)
+        skipped: list[str] = []
         plain: dict[str, Group] = {}
         teacher: dict[str, Group] = {}
         if a.name == "offpolicy_distill":
             with timer("teacher"):
-                samples = self.roles.teacher.generate(requests, self._teacher_sampling())
+                reqs = self._plain_requests(batch, cfg.teacher.group_size)
+                samples = self.roles.teacher.generate(reqs, self._teacher_sampling(reqs))
+            qs, samples = self._drop_skipped(batch, samples, skipped)
             with timer("grade"):
-                groups = self.grade_groups(batch, samples)
-            teacher = {q.id: g for q, g in zip(batch, groups)}
+                groups = self.grade_groups(qs, samples)
+            teacher = {q.id: g for q, g in zip(qs, groups)}
             # The student learns to continue ITS prompt: its own chat template, the teacher text re-tokenized.
-            seqs = [(self._prompt_ids(q), self._student_ids(ss[i].text, eos=True))
-                    for q, g, ss in zip(batch, groups, samples) for i in g.correct()]
+            seqs = [(q, self._prompt_ids(q), self._student_ids(ss[i].text, eos=True))
+                    for q, g, ss in zip(qs, groups, samples) for i in g.correct()]
+            if a.use_buffer:  # the buffer needs the student's own plain accuracy (see the docstring)
+                with timer("generate"):
+                    reqs = self._plain_requests(qs, cfg.rollout.group_size)
+                    student = self.roles.rollout.generate(reqs, self._student_sampling(reqs))
+                qs, student = self._drop_skipped(qs, student, skipped)
+                with timer("grade"):
+                    plain = {q.id: g for q, g in zip(qs, self.grade_groups(qs, student))}
         else:
             with timer("generate"):
-                samples = self.roles.rollout.generate(requests, self._student_sampling(0))
-            with timer("grade"):  # for the log only: on-policy distillation does not filter by reward
-                groups = self.grade_groups(batch, samples)
-            plain = {q.id: g for q, g in zip(batch, groups)}
-            seqs = [(s.prompt_ids, s.completion_ids) for ss in samples for s in ss if s.completion_ids]
+                reqs = self._plain_requests(batch, cfg.rollout.group_size)
+                samples = self.roles.rollout.generate(reqs, self._student_sampling(reqs))
+            qs, samples = self._drop_skipped(batch, samples, skipped)
+            with timer("grade"):  # for the log and the buffer: on-policy distillation does not filter by reward
+                groups = self.grade_groups(qs, samples)
+            plain = {q.id: g for q, g in zip(qs, groups)}
+            seqs = [(q, s.prompt_ids, s.completion_ids) for q, ss in zip(qs, samples) for s in ss if s.completion_ids]
         items = []
         if seqs:
             with timer("teacher"):
-                rows = self.roles.teacher.score_topk([p for p, _ in seqs], [c for _, c in seqs],
-                                                     cfg.teacher.topk_logprobs)
-            items = [TrainItem(p, c, 0.0, teacher_topk_ids=r["topk_ids"], teacher_topk_logprobs=r["topk_logprobs"])
-                     for (p, c), r in zip(seqs, rows)]
+                rows = self.roles.teacher.score_topk([p for _, p, _ in seqs], [c for _, _, c in seqs],
+                                                     cfg.teacher.topk_logprobs, [tuple(q.images) for q, _, _ in seqs])
+            items = [TrainItem(p, c, 0.0, teacher_topk_ids=r["topk_ids"], teacher_topk_logprobs=r["topk_logprobs"],
+                               images=tuple(q.images)) for (q, p, c), r in zip(seqs, rows)]
         learn, push_s = self._update(items, timer, loss_fn=a.divergence)
+        refresh = self._refresh(plain, by_id, replay, timer)
         self.step += 1
-        refresh = {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
-        skipped = [q.id for q, ss in zip(batch, samples) if not ss]
-        self._settle(batch, [], {q.id: None for q, ss in zip(batch, samples) if ss}, skipped, refresh)
+        served = plain if a.use_buffer or a.name == "onpolicy_distill" else {q: None for q in teacher}
+        self._settle(new, replay, served, skipped, refresh)
         seconds = self._seconds(timer, t_step)
-        metrics = self._step_metrics(batch, [], plain, [], teacher, [], refresh, learn, seconds, push_s)
+        metrics = self._step_metrics(batch, replay, plain, [], teacher, [], refresh, learn, seconds, push_s)
         metrics.update(n_distill=len(items), n_injected=0, dropped_groups=0, n_skipped=len(skipped))
-        self.log.write("step", **metrics)
-        telemetry.record_step(metrics, self.last_push_bytes)
-        return metrics
+        return self._finish(metrics, refresh)
 
     # ------------------------------------------------------------------------------------ pieces
 
@@ -337,19 +375,18 @@ class Trainer:
         size = -(-len(batch) // n)
         return [batch[i:i + size] for i in range(0, len(batch), size)]
 
-    def _compress(self, items: list[tuple[str, str]]) -> list[str]:
-        if not items:
-            return []
+    def _compress(self, candidates: list[str]) -> list[str | None]:
+        """The teacher's summary of each candidate, or None where it fell back (or compression is off)."""
         t = self.cfg.teacher
-        if t.compress:
-            return self.roles.teacher.compress(items, t.compress_max_tokens, t.compress_max_lines)
-        # Compression off: truncation to the same token cap (characters first, then exact tokens).
-        out = []
-        for _, cand in items:
-            text = truncate_candidate(cand, max_chars=8 * t.compress_max_tokens)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:t.compress_max_tokens]
-            out.append(self.tokenizer.decode(ids))
-        return out
+        if not candidates or not t.compress:
+            return [None] * len(candidates)
+        return self.roles.teacher.compress(candidates, t.compress_max_tokens, t.compress_max_lines)
+
+    def _truncate(self, candidate: str) -> str:
+        """Raw truncation (compression off, or a fallback) to the same caps, in the student's tokens."""
+        t, tok = self.cfg.teacher, self.tokenizer
+        return cap_candidate(candidate, t.compress_max_lines, t.compress_max_tokens,
+                             lambda x: tok(x, add_special_tokens=False)["input_ids"], tok.decode)
 
     @staticmethod
     def _seconds(timer: StepTimer, t_step: float) -> dict[str, float]:
@@ -360,16 +397,25 @@ class Trainer:
             seconds.setdefault(k, 0.0)
         return seconds
 
-    def _reformulations(self, kept, plain, teacher, cap, by_id, timer) -> list[tuple[str, Question, GenRequest]]:
-        """ZPPO step 6: BCQ then NCQ instances for the kept questions, as (uid, question, request)."""
+    def _reformulations(self, kept, plain, teacher, cap, by_id, timer,
+                        stats: dict) -> list[tuple[str, Question, GenRequest]]:
+        """ZPPO step 6: BCQ then NCQ instances for the kept questions, as (uid, question, request).
+
+        Candidates are shown as the teacher's summaries only when every candidate of the instance got one;
+        otherwise all of them are shown raw-truncated (`stats` counts both), so the two candidates of a BCQ
+        never differ in form (a clean summary next to a raw fragment would give the answer away)."""
         a = self.cfg.algo
         instances = choose_instances(kept, plain, teacher, cap, a.enable_bcq, a.enable_ncq, self.rng)
         with timer("compress"):
-            compressed = self._compress([(by_id[i.qid].text, c) for i in instances for c in i.candidates])
+            summaries = self._compress([c for i in instances for c in i.candidates])
         out, k = [], 0
         for inst in instances:
-            part = compressed[k:k + len(inst.candidates)]
+            part = summaries[k:k + len(inst.candidates)]
             k += len(inst.candidates)
+            stats["compress_fallbacks"] += part.count(None) if self.cfg.teacher.compress else 0
+            if not uniform_form(part):
+                stats["raw_instances"] += 1
+                part = [self._truncate(c) for c in inst.candidates]
             q = by_id[inst.qid]
             prompt = render_instance(inst, q.text, part, self.rng, self.templates, a.ncq_list_unparseable)
             out.append((f"{inst.kind}:{q.id}", q, GenRequest(prompt, n=self.cfg.rollout.group_size,
@@ -383,20 +429,24 @@ class Trainer:
         hints: list[list[Sample]] = []
         if guides and guides[0].kind == "hint":
             with timer("teacher"):  # greedy: a hint is a rewrite, not an exploration
+                reqs = [GenRequest(build_hint_prompt(g.teacher_text, self.templates), n=1, tag=f"hint:{g.qid}",
+                                   thinking=False) for g in guides]
                 hints = self.roles.teacher.generate(
-                    [GenRequest(build_hint_prompt(by_id[g.qid].text, g.teacher_text, self.templates), n=1,
-                                tag=f"hint:{g.qid}") for g in guides],
-                    dict(temperature=0.0, max_tokens=self.cfg.teacher.max_new_tokens, seed=self.cfg.teacher.seed))
+                    reqs, dict(temperature=0.0, max_tokens=self.cfg.teacher.max_new_tokens,
+                               seed=self._seeds("teacher", reqs)))
         for i, g in enumerate(guides):
             q = by_id[g.qid]
             if g.kind == "hint":
+                if not hints[i]:  # the teacher group skipped this item (it failed twice): no hint, no group
+                    log.warning("step %d: no hint for %s: the teacher could not process it", self.step + 1, q.id)
+                    continue
                 prompt = build_hinted_question(q.text, hints[i][0].text, self.templates)
                 requests.append((f"hint:{q.id}", q, GenRequest(prompt, n=g_s, images=tuple(q.images),
                                                                tag=f"hint:{q.id}")))
             elif g.kind == "prefix":
                 prefix, _ = split_prefix(self._student_ids(g.teacher_text), self.cfg.algo.prefix_alpha)
                 requests.append((f"prefix:{q.id}", q, GenRequest(
-                    with_format_closer(q.text, self.templates), n=g_s, images=tuple(q.images),
+                    question_prompt(q.text, self.templates), n=g_s, images=tuple(q.images),
                     prefix_ids=prefix, tag=f"prefix:{q.id}")))
             else:
                 ids = self._student_ids(g.teacher_text, eos=True)
@@ -411,8 +461,9 @@ class Trainer:
         s = injected[qid]
         return inject(plain[qid], s.text, last_boxed(s.text)), plain_samples[qid] + [s]
 
-    def _items(self, all_groups) -> list[TrainItem]:
-        """TrainItems with their group advantages; overlong samples lose their loss tokens if asked."""
+    def _items(self, all_groups, by_id: dict[str, Question]) -> list[TrainItem]:
+        """TrainItems with their group advantages and their question's images (the learner's context must be
+        the one the student sampled in); overlong samples lose their loss tokens if asked."""
         a = self.cfg.algo
         if not all_groups:
             return []
@@ -420,18 +471,18 @@ class Trainer:
         uids = [uid for uid, g, _ in all_groups for _ in g.rewards]
         adv = compute_advantages(a.advantage, rewards, uids, a.adv_eps).tolist()
         items = []
-        for (uid, _, ss), s in ((x, s) for x in all_groups for s in x[2]):
+        for (uid, g, ss), s in ((x, s) for x in all_groups for s in x[2]):
             mask = s.loss_mask
             if a.overlong_filter and s.finish_reason == "length":  # a cut-off answer is not a wrong one
                 mask = [0] * len(s.completion_ids)
             items.append(TrainItem(s.prompt_ids, s.completion_ids, 0.0, loss_mask=mask, group=uid,
-                                   version=s.version))
+                                   version=s.version, images=tuple(by_id[g.qid].images)))
         for it, v in zip(items, adv):
             it.advantage = v
         return items
 
     def _prompt_ids(self, q: Question) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, with_format_closer(q.text, self.templates))
+        return chat_prompt_ids(self.tokenizer, question_prompt(q.text, self.templates), len(q.images))
 
     def _student_ids(self, text: str, eos: bool = False) -> list[int]:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -515,11 +566,11 @@ class Trainer:
         """pass@1 on the held-out questions with the paper's evaluation decoding, per tier and overall."""
         e = self.cfg.eval
         qs = self.eval_questions
-        samples = self.roles.rollout.generate(
-            [GenRequest(with_format_closer(q.text, self.templates), n=e.num_samples, images=tuple(q.images),
-                        tag=f"eval:{q.id}") for q in qs],
-            dict(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, max_tokens=e.max_new_tokens,
-                 presence_penalty=e.presence_penalty, seed=self.cfg.trainer.seed))
+        reqs = self._plain_requests(qs, e.num_samples, "eval")
+        samples = self.roles.rollout.generate(  # the same seeds at every evaluation: comparable across steps
+            reqs, dict(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, max_tokens=e.max_new_tokens,
+                       presence_penalty=e.presence_penalty,
+                       seed=[derive_seed(self.cfg.trainer.seed, "eval", r.tag) for r in reqs]))
         qs, samples = self._drop_skipped(qs, samples, [])
         groups = self.grade_groups(qs, samples)
         per_tier: dict[str, list[float]] = defaultdict(list)

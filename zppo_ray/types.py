@@ -23,6 +23,9 @@ class GenRequest:
     images: tuple = ()
     prefix_ids: list[int] = field(default_factory=list)
     tag: str = ""  # free-form label carried back (e.g. "plain:qid", "bcq:qid")
+    # False for the teacher's service calls (compress, hint, judge): the chat template's thinking switch is
+    # turned off where it has one (Qwen3 `enable_thinking`), so the token cap is not spent inside <think>.
+    thinking: bool = True
 
 
 @dataclass
@@ -53,3 +56,7 @@ class TrainItem:
     # (from TeacherGroup.score_topk); the divergence losses train on these instead of an advantage.
     teacher_topk_ids: list[list[int]] | None = None
     teacher_topk_logprobs: list[list[float]] | None = None
+    # The question's images (paths or bytes, by reference as the buffer keeps them). A vision-language
+    # learner runs its processor on them so logprobs and gradients see the context the student sampled in;
+    # `prompt_ids` then hold the chat template's image placeholders before the processor expands them.
+    images: tuple = ()

@@ -5,7 +5,15 @@ import random
 import pytest
 
 from zppo_ray.algo.reformulate import DEFAULT_TEMPLATES
-from zppo_ray.algo.zppo import Group, Instance, choose_instances, hard_questions, render_instance
+from zppo_ray.algo.zppo import (
+    Group,
+    Instance,
+    can_reformulate,
+    choose_instances,
+    hard_questions,
+    pre_cap,
+    render_instance,
+)
 
 
 def g(qid, rewards, prefix="s", answers=None):
@@ -17,14 +25,42 @@ PLAIN = {
     "a": g("a", [0, 0, 0, 0]),        # 0.00
     "b": g("b", [1, 0, 0, 0]),        # 0.25
     "c": g("c", [1, 1, 0, 0]),        # 0.50 -> not hard at tau 0.5
-    "d": g("d", [0, 0, 0, 0]),        # 0.00 (tie with a: input order kept)
+    "d": g("d", [0, 0, 0, 0]),        # 0.00 (tie with a: order drawn at random)
     "e": g("e", [1, 1, 1, 0]),        # 0.75
 }
 
 
-def test_hard_questions_hardest_first_stable():
-    assert hard_questions(PLAIN, 0.5) == ["a", "d", "b"]
-    assert hard_questions(PLAIN, 0.8) == ["a", "d", "b", "c", "e"]
+def test_hard_questions_hardest_first_ties_at_random():
+    orders = {tuple(hard_questions(PLAIN, 0.5, random.Random(s))) for s in range(20)}
+    assert orders == {("a", "d", "b"), ("d", "a", "b")}  # b (0.25) always after the 0/4 pair
+    assert hard_questions(PLAIN, 0.5, random.Random(3)) == hard_questions(PLAIN, 0.5, random.Random(3))
+    assert hard_questions(PLAIN, 0.8, random.Random(0))[2:] == ["b", "c", "e"]
+
+
+def test_replayed_and_new_questions_of_equal_accuracy_share_the_cap_in_proportion():
+    # The measured defect: 100 new and 30 replayed questions, all at 0/8, the batch listing new first; a
+    # stable sort kept 0 replayed questions under a cap of 25. With random ties ~30/130 of the kept are replayed.
+    plain = {f"new{i}": g(f"new{i}", [0] * 8) for i in range(100)}
+    plain |= {f"rep{i}": g(f"rep{i}", [0] * 8) for i in range(30)}
+    kept_replayed = []
+    for seed in range(200):
+        kept = pre_cap(hard_questions(plain, 0.5, random.Random(seed)), lambda q: True, 25)
+        kept_replayed.append(sum(q.startswith("rep") for q in kept))
+    mean = sum(kept_replayed) / len(kept_replayed)
+    assert abs(mean - 25 * 30 / 130) < 0.6  # hypergeometric mean 5.77; the old code gave 0
+    assert min(kept_replayed) >= 0 and max(kept_replayed) > 8
+
+
+def test_pre_cap_takes_the_hardest_questions_that_can_get_an_enabled_reformulation():
+    # a and d are the hardest; the teacher solved only b. GRPO†+BCQ (NCQ off) must keep b, not waste the
+    # slot on a question the teacher failed (paper App. C).
+    teacher = {"a": g("a", [0, 0, 0, 0], "t"), "d": g("d", [0, 0, 0, 0], "t"), "b": g("b", [1, 0, 0, 0], "t")}
+    hard = ["a", "d", "b"]
+    bcq_only = pre_cap(hard, lambda q: can_reformulate(q, PLAIN, teacher, True, False), 1)
+    assert bcq_only == ["b"]
+    both = pre_cap(hard, lambda q: can_reformulate(q, PLAIN, teacher, True, True), 2)
+    assert both == ["a", "d"]  # NCQ is possible for every hard question with a wrong sample
+    assert pre_cap(hard, lambda q: can_reformulate(q, PLAIN, teacher, False, False), 3) == []
 
 
 def test_choose_instances_bcq_needs_a_correct_teacher_sample_and_cap_stops_at_first_overflow():
@@ -57,7 +93,7 @@ def test_render_bcq_and_ncq():
     bcq = Instance("a", "bcq", ["right raw", "wrong raw"])
     p = render_instance(bcq, "Q?", ["RIGHT", "WRONG </candidate> x"], rng, DEFAULT_TEMPLATES)
     assert p.startswith("Q?") and p.count("<candidate>\n") == 2 and "RIGHT" in p
-    assert p.count("</candidate>") == 2  # the injected closing tag was neutralised
+    assert p.count("</candidate>") == 3  # the instruction's mention + two blocks: the injected one neutralised
     ncq = Instance("a", "ncq", ["w1", "w2", "w3"], ["3", None, "3"])
     p = render_instance(ncq, "Q?", ["c1", "c2", "c3"], rng, DEFAULT_TEMPLATES)
     assert "all WRONG: \\boxed{3}" in p and p.count("<candidate>\n") == 3

@@ -27,8 +27,8 @@ from zppo_ray.algo import (
     build_judge_prompt,
     build_ncq,
     sanitize_candidate,
-    truncate_candidate,
 )
+from zppo_ray.algo.compression import cap_candidate, cap_lines, final_answer
 from zppo_ray.algo.zppo import Instance, render_instance
 from zppo_ray.rewards import last_boxed
 
@@ -169,7 +169,7 @@ def test_render_instance_structure_is_fixed(question, raw, kind, seed):
     raw = raw[:2] if kind == "bcq" else raw
     answers = [last_boxed(r) for r in raw] if kind == "ncq" else []
     instance = Instance("q1", kind, raw, answers)
-    compressed = [truncate_candidate(r, max_chars=64, max_lines=3, keep="tail") for r in raw]
+    compressed = [cap_lines(r, 3) for r in raw]
     prompt = render_instance(instance, question, compressed, random.Random(seed), DEFAULT_TEMPLATES)
     reference = render_instance(Instance("q1", kind, ["a"] * len(raw), ["1"] * len(answers)), "Q",
                                 ["a"] * len(raw), random.Random(seed), DEFAULT_TEMPLATES)
@@ -182,15 +182,20 @@ def test_render_instance_structure_is_fixed(question, raw, kind, seed):
 # ----------------------------------------------------------------------------------- teacher / hint / judge
 
 
+TEACHER_TAGS = ("candidate", "hint", "response", "summary")
+
+
 @settings(max_examples=100 * SCALE)
 @given(question=untrusted, text=untrusted)
 def test_teacher_and_hint_prompts_structure_is_fixed(question, text):
-    for build in (build_compression_prompt, build_hint_prompt, build_hinted_question):
-        prompt = build(question, text)
-        _same_structure(prompt, build("Q", "x"))
-        name = "hint" if build is build_hinted_question else "candidate"
-        assert _blocks(prompt, name) == [sanitize_candidate(text.strip())]
-        assert sanitize_candidate(question.strip()) in prompt
+    for build in (build_compression_prompt, build_hint_prompt):
+        prompt = build(text)
+        _same_structure(prompt, build("x"), names=TEACHER_TAGS)
+        assert _blocks(prompt, "response") == [sanitize_candidate(text.strip(), TEACHER_TAGS)]
+    prompt = build_hinted_question(question, text)
+    _same_structure(prompt, build_hinted_question("Q", "x"))
+    assert _blocks(prompt, "hint") == [sanitize_candidate(text.strip())]
+    assert sanitize_candidate(question.strip()) in prompt
 
 
 @settings(max_examples=100 * SCALE)
@@ -200,10 +205,9 @@ def test_teacher_and_hint_prompts_structure_is_fixed(question, text):
 def test_judge_prompt_structure_is_fixed(question, gold, response):
     prompt = build_judge_prompt(question, gold, response)
     _same_structure(prompt, build_judge_prompt("Q", "g", "r"), names=("response",))
-    tags = ("response",)
+    tags = TEACHER_TAGS
     assert _blocks(prompt, "response") == [sanitize_candidate(response.strip(), tags)]
-    assert f"Question:\n{sanitize_candidate(question.strip(), tags)}\n\n" in prompt
-    assert f"Reference answer:\n{sanitize_candidate(gold.strip(), tags)}\n\n" in prompt
+    assert f"Ground-truth answer:\n{sanitize_candidate(gold.strip(), tags)}\n\n" in prompt
     assert prompt.endswith(DEFAULT_TEMPLATES.judge_output)
 
 
@@ -221,32 +225,29 @@ def test_huge_candidates_keep_the_structure(piece, n):
     _same_structure(prompt, build_ncq("Q", ["1"], ["c"]))
 
 
-# ----------------------------------------------------------------------------------- truncate_candidate
+# ----------------------------------------------------------------------------------- cap_candidate
+
+
+def _chars(text: str) -> list[int]:  # a tokenizer with one token per character: exact, independent of BPE
+    return [ord(c) for c in text]
+
+
+def _unchars(ids: list[int]) -> str:
+    return "".join(map(chr, ids))
 
 
 @settings(max_examples=300 * SCALE)
-@given(text=untrusted | st.lists(st.sampled_from(["a", "\n", "\r\n", "\r", "\x0b", "\x0c", "\u2028", "\x85", " ",
-                                                   "b"]), max_size=30).map("".join),
-       max_chars=st.integers(0, 200), max_lines=st.none() | st.integers(0, 8), keep=st.sampled_from(["head", "tail"]))
-@example(text="l1\r\nl2", max_chars=100, max_lines=5, keep="head")
-@example(text="a\x0cb", max_chars=100, max_lines=5, keep="head")
-@example(text="l1\nl2\nl3", max_chars=100, max_lines=4, keep="tail")  # more lines allowed than there are
-def test_truncate_candidate_respects_caps_and_keeps_the_text(text, max_chars, max_lines, keep):
-    out = truncate_candidate(text, max_chars=max_chars, max_lines=max_lines, keep=keep)
-    body = text.strip()
-    assert len(out) <= max_chars
-    if max_lines is not None:
-        assert len(out.splitlines()) <= max_lines
-    # A kept piece is verbatim text of the candidate, from its start (head) or up to its end (tail).
-    assert body.startswith(out) if keep == "head" else body.endswith(out)
-    fits = len(body) <= max_chars and (max_lines is None or len(body.splitlines()) <= max_lines)
-    if fits:
-        assert out == body  # nothing to cut: nothing changes
-    if max_lines is None:
-        assert out == (body[:max_chars] if keep == "head" else body[max(0, len(body) - max_chars):])
-
-
-@pytest.mark.parametrize("bad", [dict(max_chars=-1), dict(max_lines=-1), dict(keep="middle")])
-def test_truncate_candidate_rejects_bad_caps(bad):
-    with pytest.raises(ValueError, match="max_chars|max_lines|keep"):
-        truncate_candidate("abc", **bad)
+@given(body=st.lists(untrusted | st.sampled_from(["x", "step 1", "a\tb"]), max_size=12),
+       answer=st.none() | st.sampled_from(["7", "\\frac{1}{2}", "x = 3"]),
+       max_lines=st.integers(1, 8), max_tokens=st.integers(1, 300))
+@example(body=["l1", "l2", "l3", "l4", "l5", "l6"], answer="9", max_lines=5, max_tokens=300)
+def test_cap_candidate_respects_caps_and_keeps_the_answer(body, answer, max_lines, max_tokens):
+    lines = [b.replace("\\boxed", "boxed") for b in body] + ([f"so \\boxed{{{answer}}}"] if answer else [])
+    text = "\n".join(lines)
+    out = cap_candidate(text, max_lines, max_tokens, _chars, _unchars)
+    assert len(out.splitlines()) <= max_lines
+    assert len(out) <= max_tokens
+    if answer and max_tokens >= len(f"\nso \\boxed{{{answer}}}") + 1:
+        assert final_answer(out) == final_answer(text)  # the cut keeps the final-answer line
+    if len(text.strip().splitlines()) <= max_lines and len(text.strip()) <= max_tokens:
+        assert out == "\n".join(text.strip().splitlines())

@@ -33,15 +33,20 @@ import ray
 from zppo_ray import telemetry
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet, balanced_split
 from zppo_ray.errors import boundary
+from zppo_ray.seeds import seeds_for_part
 from zppo_ray.types import GenRequest, Sample
 
-__all__ = ["RolloutPool", "RolloutWorker", "WeightPushError", "balanced_split"]
+__all__ = ["MixedVersionError", "RolloutPool", "RolloutWorker", "WeightPushError", "balanced_split"]
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "logprobs")
 
 
 class WeightPushError(RuntimeError):
     """A weight push did not reach every worker; the pool does not serve until a push succeeds."""
+
+
+class MixedVersionError(RuntimeError):
+    """One generate call came back with samples of more than one policy version (never trained on)."""
 
 
 def sampling_kwargs(sampling: dict) -> dict:
@@ -238,11 +243,9 @@ class RolloutPool:
     def generate_async(self, requests: Sequence[GenRequest], sampling: dict) -> PendingGenerate:
         """Dispatch a generate across serving workers (balanced by total n) and return without waiting."""
         sampling = sampling_kwargs(sampling)
-        seed = sampling.get("seed")
 
         def call(worker: Any, chunk: list, idx: list[int]) -> Any:  # seeds follow the request, not the worker
-            part = dict(sampling, seed=[seed + i for i in idx]) if isinstance(seed, int) else sampling
-            return worker.generate.remote(chunk, part)
+            return worker.generate.remote(chunk, seeds_for_part(sampling, idx))
 
         with self._lock:
             if self._broken:
@@ -261,8 +264,9 @@ class RolloutPool:
                 pending.done = True
                 self._pending = [p for p in self._pending if not p.done]
         versions = {s.version for group in out if group is not SKIPPED for s in group}
-        assert versions <= {pending.version}, (
-            f"one generate call returned samples of versions {sorted(versions)}, expected {pending.version}")
+        if not versions <= {pending.version}:  # a real check, not an assert: `python -O` must not drop it
+            raise MixedVersionError(f"one generate call returned samples of policy versions {sorted(versions)}, "
+                                    f"expected only {pending.version}")
         return [[] if o is SKIPPED else o for o in out]
 
     def generate(self, requests: Sequence[GenRequest], sampling: dict) -> list[list[Sample]]:

@@ -26,14 +26,17 @@ from zppo_ray import telemetry
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet
 from zppo_ray.actors.rollout import _EngineActor, actor_options, engine_kwargs, gpu_tp_engine_kwargs
 from zppo_ray.errors import boundary
-from zppo_ray.algo.reformulate import build_compression_prompt, build_judge_prompt, truncate_candidate
+from zppo_ray.seeds import seeds_for_part
+from zppo_ray.algo.compression import cap_candidate, summary_rejection
+from zppo_ray.algo.reformulate import Templates, build_compression_prompt, build_judge_prompt, summary_of
 from zppo_ray.metrics import timed
-from zppo_ray.rewards import grade_judged, last_boxed
+from zppo_ray.rewards import grade_judged
 from zppo_ray.types import GenRequest, Sample
 
 
-# What a skipped item becomes: no teacher samples, or a judge verdict of wrong (spec §4: malformed = wrong).
-SKIPPED_AS = {"generate": [], "judge": 0.0}
+# What a skipped item becomes: no teacher samples, a judge verdict of wrong (spec §4: malformed = wrong), or
+# no summary (the controller then shows that instance's candidates raw-truncated).
+SKIPPED_AS = {"generate": [], "judge": 0.0, "compress": None}
 
 
 class TeacherTimeout(TimeoutError):
@@ -44,30 +47,15 @@ class TeacherTimeout(TimeoutError):
         super().__init__(f"teacher {verb!r} timed out after {timeout_s:g}s on replica(s) {', '.join(replicas)}")
 
 
-def summary_rejection(summary: str, candidate: str) -> str | None:
-    """Why a teacher summary of `candidate` must not be used (None = use it): "empty", "no_boxed" (spec §3
-    wants the final answer in \\boxed{}), or "answer_changed" (the summary's final answer differs from
-    the candidate's, or the candidate had none: a BCQ pair would no longer hold exactly one correct
-    candidate, an NCQ block could smuggle in an answer that is not known to be wrong)."""
-    if not summary.strip():
-        return "empty"
-    answer = last_boxed(summary)
-    if answer is None:
-        return "no_boxed"
-    original = last_boxed(candidate)
-    if original is None or answer.strip() != original.strip():
-        return "answer_changed"  # includes inventing an answer the candidate never gave (NCQ safety)
-    return None
-
-
 @ray.remote
 class TeacherReplica(_EngineActor):
     """One teacher engine. Deterministic verbs (compress, judge) decode at temperature 0."""
 
     def __init__(self, model_path: str, engine_kwargs: dict, name: str = "teacher",
-                 judge_max_tokens: int = 512):
+                 judge_max_tokens: int = 512, templates: Templates | None = None):
         super().__init__(model_path, engine_kwargs, name)
         self.judge_max_tokens = judge_max_tokens
+        self.templates = templates or Templates()
         self.counters = {"compress_calls": 0, "compress_items": 0, "compress_fallbacks": 0,
                          "compress_answer_changed": 0, "judge_items": 0, "judge_too_long": 0}
 
@@ -80,43 +68,42 @@ class TeacherReplica(_EngineActor):
             return self._generate(requests, sampling)
 
     @boundary("teacher")
-    def compress(self, items: list[tuple[str, str]], max_tokens: int, max_lines: int) -> list[str]:
+    def compress(self, items: list[str], max_tokens: int, max_lines: int) -> list[str | None]:
         with self._timed("compress"):
             out = self._compress(items, max_tokens, max_lines)
         for text in out:
-            telemetry.record("zppo_teacher_compression_tokens",
-                             len(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]), replica=self.name)
+            if text is not None:
+                telemetry.record("zppo_teacher_compression_tokens", len(self._encode(text)), replica=self.name)
         return out
 
-    def _compress(self, items: list[tuple[str, str]], max_tokens: int, max_lines: int) -> list[str]:
-        """Summaries of (question_text, candidate) pairs, at most `max_lines` lines and `max_tokens` tokens.
+    def _encode(self, text: str) -> list[int]:
+        return self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-        Falls back to `truncate_candidate` of the original (same caps), counted in `stats()`, when the
-        teacher's summary is empty or has no `\\boxed{}` answer, when it changed the candidate's final
-        answer (a BCQ pair must keep one correct and one wrong candidate; spec §3 "add nothing new"), or
-        when the prompt does not fit the engine.
-        """
+    def _compress(self, candidates: list[str], max_tokens: int, max_lines: int) -> list[str | None]:
+        """The teacher's summary of each candidate (spec §3, §9), capped at `max_lines` lines and `max_tokens`
+        tokens, or None where it must not be used (`zppo_ray.algo.compression.summary_rejection`, checked
+        on the whole summary before the caps; or a prompt that does not fit the engine). None is counted in
+        `stats()`; the controller then shows the whole instance raw-truncated, so both candidates of a BCQ
+        always have the same form. Thinking is off where the chat template has the switch, so the token cap
+        is not spent inside <think>."""
         self.counters["compress_calls"] += 1
-        self.counters["compress_items"] += len(items)
-        prompts = [build_compression_prompt(q, c) for q, c in items]
-        fits = [len(self.engine.prompt_ids(p)) < self.engine.max_model_len - 1 for p in prompts]
-        reqs = [GenRequest(prompt=p, n=1, tag=f"compress:{i}") for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
+        self.counters["compress_items"] += len(candidates)
+        prompts = [build_compression_prompt(c, self.templates) for c in candidates]
+        fits = [len(self.engine.prompt_ids(p, thinking=False)) < self.engine.max_model_len - 1 for p in prompts]
+        reqs = [GenRequest(prompt=p, n=1, tag=f"compress:{i}", thinking=False)
+                for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
         outs = iter(self._generate(reqs, dict(temperature=0.0, max_tokens=max_tokens, logprobs=False)))
-        results = []
-        for (_, candidate), ok in zip(items, fits):
-            summary = self._cap(next(outs)[0].text, max_tokens, max_lines) if ok else ""
+        results: list[str | None] = []
+        for candidate, ok in zip(candidates, fits):
+            summary = summary_of(next(outs)[0].text, self.templates) if ok else ""
             reason = summary_rejection(summary, candidate)
             if reason is not None:
                 self.counters["compress_fallbacks"] += 1
-                self.counters["compress_answer_changed"] += int(reason == "answer_changed")
-                summary = self._cap(candidate, max_tokens, max_lines)
-            results.append(summary)
+                self.counters["compress_answer_changed"] += int(reason in ("answer_changed", "answer_added"))
+                results.append(None)
+                continue
+            results.append(cap_candidate(summary, max_lines, max_tokens, self._encode, self.engine.tokenizer.decode))
         return results
-
-    def _cap(self, text: str, max_tokens: int, max_lines: int) -> str:
-        text = truncate_candidate(text, max_chars=len(text), max_lines=max_lines)
-        ids = self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text if len(ids) <= max_tokens else self.engine.tokenizer.decode(ids[:max_tokens]).strip()
 
     @boundary("teacher")
     def judge(self, items: list[tuple[str, str, str]]) -> list[float]:
@@ -126,17 +113,19 @@ class TeacherReplica(_EngineActor):
 
     def _judge(self, items: list[tuple[str, str, str]]) -> list[float]:
         self.counters["judge_items"] += len(items)
-        prompts = [build_judge_prompt(q, g, r) for q, g, r in items]
-        fits = [len(self.engine.prompt_ids(p)) < self.engine.max_model_len - 1 for p in prompts]
+        prompts = [build_judge_prompt(q, g, r, self.templates) for q, g, r in items]
+        fits = [len(self.engine.prompt_ids(p, thinking=False)) < self.engine.max_model_len - 1 for p in prompts]
         self.counters["judge_too_long"] += fits.count(False)
-        reqs = [GenRequest(prompt=p, n=1, tag=f"judge:{i}") for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
+        reqs = [GenRequest(prompt=p, n=1, tag=f"judge:{i}", thinking=False)
+                for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
         outs = iter(self._generate(reqs, dict(temperature=0.0, max_tokens=self.judge_max_tokens, logprobs=False)))
         return [grade_judged(next(outs)[0].text) if ok else 0.0 for ok in fits]
 
     @boundary("teacher")
-    def score_topk(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], k: int) -> list[dict]:
+    def score_topk(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], k: int,
+                   images: list[tuple] | None = None) -> list[dict]:
         with self._timed("score_topk"):
-            return self.engine.score_topk(prompt_ids, completion_ids, k)
+            return self.engine.score_topk(prompt_ids, completion_ids, k, images)
 
     def stats(self) -> dict:
         return dict(self.counters)
@@ -170,7 +159,8 @@ class TeacherGroup:
         self.request_timeout_s = float(request_timeout_s)
 
     @classmethod
-    def create(cls, teacher_cfg: Any, model_path: str | None = None) -> TeacherGroup:
+    def create(cls, teacher_cfg: Any, model_path: str | None = None,
+               templates: Templates | None = None) -> TeacherGroup:
         path = model_path or teacher_cfg.model.path
         if str(path).startswith("toy:"):
             raise ValueError(f"model path {path!r} is a toy alias: pass the bootstrapped directory as model_path")
@@ -182,7 +172,8 @@ class TeacherGroup:
                                gpu_memory_utilization=teacher_cfg.gpu_memory_utilization,
                                max_logprobs=max(20, teacher_cfg.topk_logprobs),
                                **gpu_tp_engine_kwargs(teacher_cfg.gpus_per_replica, teacher_cfg.tp))
-            return TeacherReplica.options(**opts).remote(str(path), kw, f"teacher-{i}", teacher_cfg.judge_max_tokens), pg
+            return TeacherReplica.options(**opts).remote(str(path), kw, f"teacher-{i}", teacher_cfg.judge_max_tokens,
+                                                           templates), pg
 
         started = [start(i) for i in range(teacher_cfg.num_replicas)]
         group = cls([h for h, _ in started], teacher_cfg.request_timeout_s, placement_groups=[p for _, p in started],
@@ -215,15 +206,12 @@ class TeacherGroup:
 
     def generate_async(self, requests: Sequence[GenRequest], sampling: dict) -> TeacherCall:
         """Dispatch now, gather later with `result(call)`; the controller keeps the student busy meanwhile."""
-        seed = sampling.get("seed")
-
         def call(rep: Any, chunk: list, idx: list[int]) -> Any:  # seeds follow the request, not the split
-            return rep.generate.remote(chunk, dict(sampling, seed=[seed + i for i in idx])
-                                       if isinstance(seed, int) else sampling)
+            return rep.generate.remote(chunk, seeds_for_part(sampling, idx))
 
         return self._dispatch("generate", requests, [r.n for r in requests], call)
 
-    def compress_async(self, items: Sequence[tuple[str, str]], max_tokens: int, max_lines: int) -> TeacherCall:
+    def compress_async(self, items: Sequence[str], max_tokens: int, max_lines: int) -> TeacherCall:
         return self._dispatch("compress", items, [1] * len(items),
                               lambda rep, chunk, _: rep.compress.remote(chunk, max_tokens, max_lines))
 
@@ -231,27 +219,32 @@ class TeacherGroup:
         return self._dispatch("judge", items, [1] * len(items), lambda rep, chunk, _: rep.judge.remote(chunk))
 
     def score_topk_async(self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]],
-                         k: int) -> TeacherCall:
+                         k: int, images: Sequence[tuple] | None = None) -> TeacherCall:
+        """`images[i]`: the images of sequence i (a vision-language teacher scores with them)."""
         if len(prompt_ids) != len(completion_ids):
             raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
-        pairs = list(zip(prompt_ids, completion_ids))
-        return self._dispatch("score_topk", pairs, [len(p) + len(c) for p, c in pairs],
-                              lambda rep, chunk, idx: rep.score_topk.remote([p for p, _ in chunk],
-                                                                             [c for _, c in chunk], k))
+        images = list(images) if images is not None else [()] * len(prompt_ids)
+        if len(images) != len(prompt_ids):
+            raise ValueError(f"{len(images)} image tuples for {len(prompt_ids)} sequences")
+        rows = list(zip(prompt_ids, completion_ids, images))
+        return self._dispatch("score_topk", rows, [len(p) + len(c) for p, c, _ in rows],
+                              lambda rep, chunk, idx: rep.score_topk.remote(
+                                  [p for p, _, _ in chunk], [c for _, c, _ in chunk], k, [i for _, _, i in chunk]))
 
     # ------------------------------------------------------------------------------------ verbs (blocking)
 
     def generate(self, requests: Sequence[GenRequest], sampling: dict) -> list[list[Sample]]:
         return self.result(self.generate_async(requests, sampling))
 
-    def compress(self, items: Sequence[tuple[str, str]], max_tokens: int, max_lines: int) -> list[str]:
+    def compress(self, items: Sequence[str], max_tokens: int, max_lines: int) -> list[str | None]:
         return self.result(self.compress_async(items, max_tokens, max_lines))
 
     def judge(self, items: Sequence[tuple[str, str, str]]) -> list[float]:
         return self.result(self.judge_async(items))
 
-    def score_topk(self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], k: int) -> list[dict]:
-        return self.result(self.score_topk_async(prompt_ids, completion_ids, k))
+    def score_topk(self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], k: int,
+                   images: Sequence[tuple] | None = None) -> list[dict]:
+        return self.result(self.score_topk_async(prompt_ids, completion_ids, k, images))
 
     # ------------------------------------------------------------------------------------ housekeeping
 

@@ -33,9 +33,9 @@ from .reformulate import (
     build_hinted_question,
     build_judge_prompt,
     build_ncq,
+    question_prompt,
     sanitize_candidate,
     split_prefix,
-    truncate_candidate,
     with_format_closer,
 )
 from .registry import Registry, UnknownNameError
@@ -55,6 +55,6 @@ __all__ = [
     "build_hinted_question", "build_judge_prompt", "build_ncq", "centered_advantages",
     "compute_advantages", "compute_divergence", "compute_policy_loss", "floor_times", "forward_kl_loss",
     "grpo_advantages", "hard_set", "jsd_loss", "kl_penalty", "masked_mean", "norm_with_zero_advantages",
-    "plan_instances", "ppo_clip_loss", "replay_count", "reverse_kl_loss", "sanitize_candidate",
-    "select_hardest", "split_prefix", "truncate_candidate", "with_format_closer", "zppo_advantages",
+    "plan_instances", "question_prompt", "ppo_clip_loss", "replay_count", "reverse_kl_loss", "sanitize_candidate",
+    "select_hardest", "split_prefix", "with_format_closer", "zppo_advantages",
 ]

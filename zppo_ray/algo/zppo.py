@@ -2,8 +2,8 @@
 
 The controller calls them in order:
 
-    hard = hard_questions(plain, tau)                       # step 3 (+ hardest-first order)
-    kept = hard[:aug_cap(rho_aug, n_new)]                   # step 5
+    hard = hard_questions(plain, tau, rng)                  # step 3 (+ hardest-first order, random ties)
+    kept = pre_cap(hard, eligible, aug_cap(rho_aug, n_new)) # step 5
     instances = choose_instances(kept, plain, teacher, ...) # step 6 (which candidates, under the cap)
     ... compress every instance's candidates (teacher) ...
     prompt = render_instance(instance, question, compressed, ...)   # BCQ / NCQ prompt text
@@ -50,9 +50,34 @@ class Instance:
     wrong_answers: list[str | None] = field(default_factory=list)  # NCQ: parsed answers of those rollouts
 
 
-def hard_questions(plain: dict[str, Group], tau: float) -> list[str]:
-    """Step 3 + the ordering of step 5: ids with plain accuracy < tau, hardest first (stable on ties)."""
-    return select_hardest({q: g.mean for q, g in plain.items() if g.mean < tau}, len(plain))
+def hard_questions(plain: dict[str, Group], tau: float, rng: random.Random) -> list[str]:
+    """Step 3 + the ordering of step 5: ids with plain accuracy < tau, hardest first, ties in random order.
+
+    Why random ties: the batch lists new questions before replayed ones, and many hard questions share an
+    accuracy (0/8 above all); a stable sort would then give every reformulation slot to new questions and
+    never re-serve a buffered one with fresh candidates, which is the point of the buffer (spec §2).
+    """
+    ids = [q for q, g in plain.items() if g.mean < tau]
+    rng.shuffle(ids)
+    return select_hardest({q: plain[q].mean for q in ids}, len(ids))
+
+
+def has_teacher_positive(qid: str, teacher: dict[str, Group]) -> bool:
+    return bool(teacher.get(qid) and teacher[qid].correct())
+
+
+def can_reformulate(qid: str, plain: dict[str, Group], teacher: dict[str, Group], enable_bcq: bool,
+                    enable_ncq: bool) -> bool:
+    """Whether the question can get at least one ENABLED instance this visit (paper App. C's pre-cap takes
+    only such questions: with BCQ alone, a question the teacher failed would waste a kept slot)."""
+    if not plain[qid].wrong():
+        return False
+    return enable_ncq or (enable_bcq and has_teacher_positive(qid, teacher))
+
+
+def pre_cap(hard: list[str], eligible, cap: int) -> list[str]:
+    """Step 5: the first `cap` hardest questions among those `eligible(qid)` accepts."""
+    return [q for q in hard if eligible(q)][:cap]
 
 
 def choose_instances(kept: list[str], plain: dict[str, Group], teacher: dict[str, Group], cap: int,
@@ -63,7 +88,7 @@ def choose_instances(kept: list[str], plain: dict[str, Group], teacher: dict[str
     question whose teacher samples are all wrong (or missing) gets no BCQ on this visit. NCQ takes every
     wrong plain rollout.
     """
-    has_pos = {q: bool(teacher.get(q) and teacher[q].correct()) for q in kept}
+    has_pos = {q: has_teacher_positive(q, teacher) for q in kept}
     has_wrong = {q: bool(plain[q].wrong()) for q in kept}
     out: list[Instance] = []
     for qid, kind in plan_instances(kept, has_pos, has_wrong, cap, enable_bcq, enable_ncq):

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from zppo_ray.algo.reformulate import Templates, question_prompt
 from zppo_ray.data.schema import Question
 from zppo_ray.toy import corpus
 from zppo_ray.toy.models import Arch, build_model, encode_pair, greedy_complete, pretrain
@@ -33,7 +34,7 @@ from zppo_ray.toy.world import ToySpec, generate_split
 log = logging.getLogger(__name__)
 
 # Bump when the generator, document formats or training recipe change in a way the config can't see.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the paper's prompt strings (templates.*), <summary> compression replies
 PRETRAIN_THREADS = 2  # see _train_role
 
 
@@ -87,18 +88,19 @@ def _digest(blob: dict) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def world_key(toy_cfg) -> str:
-    """Hash of what shapes the questions and the tokenizer (not the models, not the RL train split)."""
+def world_key(toy_cfg, templates: Templates | None = None) -> str:
+    """Hash of what shapes the questions, the tokenizer and every pretraining document (the prompt templates
+    included: the models learn to read the strings the run will show them), not the models' own sections."""
     blob = {k: v for k, v in _plain(toy_cfg).items() if k not in ("cache_dir", "student", "teacher", "n_train")}
-    return _digest({**blob, "format_version": FORMAT_VERSION})
+    return _digest({**blob, "templates": asdict(templates or Templates()), "format_version": FORMAT_VERSION})
 
 
 def model_key(role: str, model_cfg) -> str:
     return f"{role}-{_digest({**_plain(model_cfg), 'format_version': FORMAT_VERSION})}"
 
 
-def artifacts_for(toy_cfg) -> ToyArtifacts:
-    root = Path(os.path.expanduser(str(toy_cfg.cache_dir))) / world_key(toy_cfg)
+def artifacts_for(toy_cfg, templates: Templates | None = None) -> ToyArtifacts:
+    root = Path(os.path.expanduser(str(toy_cfg.cache_dir))) / world_key(toy_cfg, templates)
     return ToyArtifacts(root, root / model_key("student", toy_cfg.student),
                         root / model_key("teacher", toy_cfg.teacher))
 
@@ -114,12 +116,12 @@ def _tier_weights(m, tiers: list[str]) -> dict[str, float]:
     return dict(zip(tiers, weights))
 
 
-def evaluate_greedy(model, tokenizer, questions: list[Question], max_new_tokens: int) -> dict[str, float]:
+def evaluate_greedy(model, tokenizer, questions: list[Question], max_new_tokens: int,
+                    templates: Templates | None = None) -> dict[str, float]:
     """Greedy accuracy per tier with the project's grader (the same one RL rewards use)."""
-    from zppo_ray.algo.reformulate import with_format_closer
     from zppo_ray.rewards import grade
 
-    outs = greedy_complete(model, tokenizer, [with_format_closer(q.text) for q in questions], max_new_tokens)
+    outs = greedy_complete(model, tokenizer, [question_prompt(q.text, templates or Templates()) for q in questions], max_new_tokens)
     per_tier: dict[str, list[float]] = {}
     for q, o in zip(questions, outs):
         per_tier.setdefault(q.tier, []).append(grade(o, q.answer, q.kind))
@@ -145,14 +147,14 @@ def _pool(toy_cfg, held_out: list[Question]) -> list[Question]:
                           exclude={q.extra["expr"] for q in held_out})
 
 
-def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question]) -> PreTrainedTokenizerFast:
+def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question], t: Templates) -> PreTrainedTokenizerFast:
     if not (art.root / "world.json").exists():
         # The corpus uses fixed uniform tier weights so that the tokenizer (and with it every cached
         # model) does not change when one model's pretraining mix does.
         tiers = sorted({q.tier for q in pool})
         uniform = {t: 1.0 for t in tiers}
-        docs = (corpus.documents(pool, uniform, 3000, toy_cfg.seed, "student")
-                + corpus.documents(pool, uniform, 3000, toy_cfg.seed, "teacher"))
+        docs = (corpus.documents(pool, uniform, 3000, toy_cfg.seed, "student", t)
+                + corpus.documents(pool, uniform, 3000, toy_cfg.seed, "teacher", t))
         tok = build_tokenizer([p + "\n" + c for p, c in docs] + ["user assistant system"] * 100,
                               vocab_size=toy_cfg.vocab_size)
         art.root.mkdir(parents=True, exist_ok=True)
@@ -165,12 +167,13 @@ def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question]) -> PreTr
     return PreTrainedTokenizerFast.from_pretrained(art.tokenizer)
 
 
-def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Question], final: Path) -> None:
+def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Question], final: Path,
+                t: Templates) -> None:
     mcfg = getattr(toy_cfg, role)
     t0 = time.time()
     tiers = sorted({q.tier for q in pool})
     shortcut = dict(zip(tiers, (float(x) for x in mcfg.shortcut))) if role == "student" else None
-    docs = corpus.documents(pool, _tier_weights(mcfg, tiers), mcfg.pretrain_docs, toy_cfg.seed, role,
+    docs = corpus.documents(pool, _tier_weights(mcfg, tiers), mcfg.pretrain_docs, toy_cfg.seed, role, t,
                             shortcut=shortcut)
     model = build_model(_arch(mcfg), tok, mcfg.max_position_embeddings, toy_cfg.seed)
     encoded = [encode_pair(tok, p, c) for p, c in docs]
@@ -185,7 +188,7 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
     finally:
         torch.set_num_threads(threads)
     train_s = time.time() - t0
-    acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96)
+    acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96, templates=t)
     tmp = _atomic_dir(final)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
@@ -201,15 +204,17 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
              train_s, acc)
 
 
-def ensure_toy_world(toy_cfg, force: bool = False) -> ToyArtifacts:
-    """Build (or reuse) the tokenizer and both pretrained models; returns where they are.
+def ensure_toy_world(toy_cfg, templates: Templates | None = None, force: bool = False) -> ToyArtifacts:
+    """Build (or reuse) the tokenizer and both pretrained models; returns where they are. `templates`: the
+    run's prompt strings (None: the defaults), which every pretraining document is written with.
 
     Concurrent callers (parallel tests, two runs started together) take a file lock, so one builds and
     the others wait and then reuse its result instead of training the same models twice.
     """
     import fcntl
 
-    art = artifacts_for(toy_cfg)
+    templates = templates or Templates()
+    art = artifacts_for(toy_cfg, templates)
     if _complete(art) and not force:
         return art
     art.root.mkdir(parents=True, exist_ok=True)
@@ -218,7 +223,7 @@ def ensure_toy_world(toy_cfg, force: bool = False) -> ToyArtifacts:
             log.info("toy world incomplete: building it, or waiting for whoever holds %s", art.root / ".lock")
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return _build(toy_cfg, art, force)
+            return _build(toy_cfg, art, force, templates)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -228,15 +233,15 @@ def _complete(art: ToyArtifacts) -> bool:
         (art.model(r) / "report.json").exists() for r in ("student", "teacher"))
 
 
-def _build(toy_cfg, art: ToyArtifacts, force: bool) -> ToyArtifacts:
+def _build(toy_cfg, art: ToyArtifacts, force: bool, t: Templates) -> ToyArtifacts:
     todo = [r for r in ("student", "teacher") if force or not (art.model(r) / "report.json").exists()]
     if not todo and (art.root / "world.json").exists():
         return art
     held_out = toy_questions(toy_cfg, "eval")
     pool = _pool(toy_cfg, held_out)
-    tok = _ensure_tokenizer(toy_cfg, art, pool)
+    tok = _ensure_tokenizer(toy_cfg, art, pool, t)
     for role in todo:
-        _train_role(toy_cfg, role, tok, pool, held_out, art.model(role))
+        _train_role(toy_cfg, role, tok, pool, held_out, art.model(role), t)
     return art
 
 
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     path, overrides = split_cli_args(a for a in argv if a != "--force")
     cfg = load_config(path, overrides)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    art = ensure_toy_world(cfg.toy, force=force)
+    art = ensure_toy_world(cfg.toy, cfg.templates, force=force)
     print(f"toy world at {art.root}")
     print(format_report(art.report))
 

@@ -26,7 +26,7 @@ from zppo_ray.algo.reformulate import (
     build_hinted_question,
     build_judge_prompt,
     build_ncq,
-    with_format_closer,
+    question_prompt,
 )
 from zppo_ray.data.schema import Question
 from zppo_ray.toy.world import Expr, expr_of, shortcut_solution, solution_text, wrong_solution
@@ -73,8 +73,8 @@ def student_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, fl
     # depend on it
     if shortcut is not None and rng.choices(("full", "short"), weights=(1 - shortcut, shortcut))[0] == "short" \
             and len(expr.ops) > 2:
-        return with_format_closer(q.text, t), shortcut_solution(expr)
-    return with_format_closer(q.text, t), right
+        return question_prompt(q.text, t), shortcut_solution(expr)
+    return question_prompt(q.text, t), right
 
 
 def teacher_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, float]) -> tuple[str, str]:
@@ -84,12 +84,12 @@ def teacher_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, fl
     if kind in ("compress", "judge") and expr.ops:
         sol, _ = wrong_solution(expr, rng, q.choices) if rng.random() < 0.5 else (right, None)
         if kind == "compress":
-            return build_compression_prompt(q.text, sol, t), compressed(sol)
+            return build_compression_prompt(sol, t), f"<{t.summary_tag}>\n{compressed(sol)}\n</{t.summary_tag}>"
         verdict = "correct" if sol == right else "wrong"
         return build_judge_prompt(q.text, q.answer, sol, t), json.dumps({"verdict": verdict})
     if kind == "hint" and expr.ops:
-        return build_hint_prompt(q.text, right, t), hint_for(expr)
-    return with_format_closer(q.text, t), right
+        return build_hint_prompt(right, t), hint_for(expr)
+    return question_prompt(q.text, t), right
 
 
 STUDENT_MIX = {"solve": 0.7, "bcq": 0.15, "ncq": 0.1, "hint": 0.05}
