@@ -51,7 +51,7 @@ def _set_cpu_env(kv_cache_gib: float) -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
 
-def _load_image(image: Any) -> Any:
+def load_image(image: Any) -> Any:
     try:
         from PIL import Image
     except ImportError as e:  # pragma: no cover - PIL ships with vllm
@@ -207,7 +207,7 @@ class VLLMEngine:
             raise ValueError(f"{what!r} has {len(images)} image(s) but {self.model_path} is not a multi-modal "
                              "model in vLLM")
         if images:
-            loaded = [_load_image(im) for im in images]
+            loaded = [load_image(im) for im in images]
             prompt["multi_modal_data"] = {"image": loaded if len(loaded) > 1 else loaded[0]}
         return prompt
 

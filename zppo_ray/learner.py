@@ -37,6 +37,7 @@ import torch
 
 from zppo_ray.algo.losses import DIVERGENCES, PolicyLossConfig, compute_divergence, compute_policy_loss
 from zppo_ray.types import TrainItem
+from zppo_ray.vision import VisionInputs
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +107,20 @@ def loss_config(algo_cfg) -> PolicyLossConfig:
     )
 
 
-def check_items(items: Sequence[TrainItem], max_len: int | None, train: bool, distill: bool = False) -> str | None:
+def check_items(items: Sequence[TrainItem], max_len: int | None, train: bool, distill: bool = False,
+                multimodal: bool = False) -> str | None:
     """Why `items` cannot be processed, or None. Pure, so the driver can reject a batch before any rank
     enters a collective (a rank raising alone would leave the others blocked). `distill`: the items feed a
-    divergence loss, so they need the teacher's top-k rows instead of old logprobs and an advantage."""
+    divergence loss, so they need the teacher's top-k rows instead of old logprobs and an advantage.
+    `multimodal`: the model takes images; a text-only model refuses items with images rather than computing
+    their logprobs on a context without the image the student saw."""
     for i, it in enumerate(items):
         p, c = len(it.prompt_ids), len(it.completion_ids)
         if p == 0:
             return f"item {i}: empty prompt_ids (the first completion token needs a preceding position)"
+        if it.images and not multimodal:
+            return (f"item {i} has {len(it.images)} image(s) but the student is not a vision-language model "
+                    "(its config has no vision_config): its logprobs would ignore what the student saw")
         if max_len is not None and p + c > max_len:
             return f"item {i}: prompt {p} + completion {c} = {p + c} tokens > the model's max length {max_len}"
         if it.loss_mask is not None and len(it.loss_mask) != c:
@@ -144,15 +151,20 @@ def loss_units(items: Sequence[TrainItem], agg: str) -> int:
     return sum(counts) if agg == "token_mean" else sum(1 for n in counts if n > 0)
 
 
-def collate(items: Sequence[TrainItem], pad_id: int, device, train: bool) -> dict[str, torch.Tensor]:
+def collate(items: Sequence[TrainItem], pad_id: int, device, train: bool,
+            vision: VisionInputs | None = None) -> dict[str, torch.Tensor]:
     """Right-padded tensors for one micro-batch.
 
     input_ids/attention_mask [B, L] hold prompt + completion; `targets`/`mask` [B, T] the completion tokens
     and their loss mask; `index` [B, T] the position whose logits predict each completion token
-    (prompt_len - 1 + t), so logprobs come out aligned with `completion_ids`.
+    (prompt_len - 1 + t), so logprobs come out aligned with `completion_ids`. With images (`vision`), each
+    prompt's image placeholders are expanded as the model's processor does and the pixel inputs are added.
     """
     b = len(items)
-    width = max(len(it.prompt_ids) + len(it.completion_ids) for it in items)
+    prompts, extra = [list(it.prompt_ids) for it in items], {}
+    if vision is not None and any(it.images for it in items):
+        prompts, extra = vision(prompts, [it.images for it in items])
+    width = max(len(p) + len(it.completion_ids) for p, it in zip(prompts, items))
     t_max = max(max(len(it.completion_ids) for it in items), 1)
     input_ids = torch.full((b, width), pad_id, dtype=torch.long)
     attention = torch.zeros((b, width), dtype=torch.long)
@@ -161,9 +173,9 @@ def collate(items: Sequence[TrainItem], pad_id: int, device, train: bool) -> dic
     valid = torch.zeros((b, t_max), dtype=torch.bool)
     mask = torch.zeros((b, t_max), dtype=torch.float32)
     old = torch.zeros((b, t_max), dtype=torch.float32)
-    for row, it in enumerate(items):
-        p, c = len(it.prompt_ids), len(it.completion_ids)
-        input_ids[row, :p + c] = torch.tensor(list(it.prompt_ids) + list(it.completion_ids), dtype=torch.long)
+    for row, (prompt, it) in enumerate(zip(prompts, items)):
+        p, c = len(prompt), len(it.completion_ids)
+        input_ids[row, :p + c] = torch.tensor(prompt + list(it.completion_ids), dtype=torch.long)
         attention[row, :p + c] = 1
         if c:
             targets[row, :c] = torch.tensor(it.completion_ids, dtype=torch.long)
@@ -172,7 +184,10 @@ def collate(items: Sequence[TrainItem], pad_id: int, device, train: bool) -> dic
             mask[row, :c] = torch.tensor(it.loss_mask if it.loss_mask is not None else [1] * c, dtype=torch.float32)
             if train and it.old_logprobs is not None:  # distillation items carry none
                 old[row, :c] = torch.tensor(it.old_logprobs, dtype=torch.float32)
-    out = dict(input_ids=input_ids, attention_mask=attention, targets=targets, index=index, valid=valid, mask=mask)
+    out = dict(input_ids=input_ids, attention_mask=attention, targets=targets, index=index, valid=valid, mask=mask,
+               **extra)
+    if extra:
+        out["mm_token_type_ids"] = vision.token_types(input_ids)
     if train:
         out["old_logprobs"] = old
         out["advantages"] = torch.tensor([it.advantage for it in items], dtype=torch.float32)
@@ -226,7 +241,7 @@ class PolicyLearner:
             raise RuntimeError(f"process group has {self._dist.get_world_size()} ranks, expected {world_size} "
                                "(one process hosts at most one multi-rank learner)")
 
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
         dtype = torch.bfloat16 if learner_cfg.precision == "bf16" else torch.float32
         # Every rank loads the full model; ZeRO-3 partitions it inside deepspeed.initialize. Models too big
@@ -234,11 +249,16 @@ class PolicyLearner:
         # use_safetensors: weights come from safetensors only, never from a pickled pytorch_model.bin
         # trust_remote_code: only when the config says so (student.trust_remote_code), as for vLLM.
         load = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(model_path, **load)
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        # A vision-language student: its image-text class, and its processor's image side (zppo_ray/vision.py).
+        self.vision = VisionInputs.for_model(model_path, config)
+        self._model_cls = AutoModelForImageTextToText if self.vision is not None else AutoModelForCausalLM
+        model = self._model_cls.from_pretrained(model_path, **load)
         if learner_cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.max_len = int(getattr(model.config, "max_position_embeddings", 0)) or None
-        pad = getattr(model.config, "pad_token_id", None)
+        text_config = getattr(model.config, "text_config", model.config)
+        self.max_len = int(getattr(text_config, "max_position_embeddings", 0)) or None
+        pad = getattr(text_config, "pad_token_id", None)
         self.pad_id = int(pad) if pad is not None else 0
         # Weight decay on every parameter (as verl's FSDP worker does); the paper names no exclusions.
         opt = torch.optim.AdamW(model.parameters(), lr=learner_cfg.lr, betas=tuple(learner_cfg.betas),
@@ -256,7 +276,7 @@ class PolicyLearner:
         # spec's ZPPO uses no KL term, so by default (kl_coef 0) none of this exists.
         self.ref = None
         if algo_cfg.kl_coef > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(model_path, **load).to(self.device).eval()
+            self.ref = self._model_cls.from_pretrained(model_path, **load).to(self.device).eval()
             self.ref.requires_grad_(False)
         self.zero3 = self.engine.zero_optimization_stage() == 3
         self.init_seconds = time.perf_counter() - t0
@@ -268,8 +288,9 @@ class PolicyLearner:
     def _logprobs(self, batch: dict[str, torch.Tensor], model=None) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] float32 logprobs of the completion tokens (0 at padding), and the [B, T, V] fp32 logits
         at the completion positions (for the entropy metric and the divergence losses)."""
+        images = {k: batch[k] for k in ("pixel_values", "image_grid_thw", "mm_token_type_ids") if k in batch}
         logits = (model or self.engine)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                        use_cache=False).logits
+                                        use_cache=False, **images).logits
         idx = batch["index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])
         picked = logits.gather(1, idx).float()  # only completion positions are promoted to fp32
         lp = picked.gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1) - picked.logsumexp(-1)
@@ -315,7 +336,7 @@ class PolicyLearner:
     def compute_logprobs(self, items: list[TrainItem]) -> list[list[float]]:
         """Per-token logprobs of each item's completion under the current weights, aligned with
         completion_ids. Collective under ZeRO-3 (every forward gathers parameters), local otherwise."""
-        err = check_items(items, self.max_len, train=False)
+        err = check_items(items, self.max_len, train=False, multimodal=self.vision is not None)
         micro = chunks(items, self.cfg.micro_batch_size)
         n = len(micro)
         if self.zero3:
@@ -330,7 +351,7 @@ class PolicyLearner:
             if i >= len(micro):
                 self._dummy_pass()
                 continue
-            lp = self._logprobs(collate(micro[i], self.pad_id, self.device, train=False))[0].cpu()
+            lp = self._logprobs(collate(micro[i], self.pad_id, self.device, train=False, vision=self.vision))[0].cpu()
             out += [lp[row, :len(it.completion_ids)].tolist() for row, it in enumerate(micro[i])]
         self.engine.train()
         return out
@@ -352,7 +373,7 @@ class PolicyLearner:
         agg = "token_mean" if distill else self.loss_config.agg
         if loss_fn is None or (isinstance(loss_fn, str) and not distill):
             loss_fn = functools.partial(compute_policy_loss, loss_fn or "ppo_clip", config=self.loss_config)
-        err = check_items(items, self.max_len, train=True, distill=distill)
+        err = check_items(items, self.max_len, train=True, distill=distill, multimodal=self.vision is not None)
         micro = chunks(items, self.cfg.micro_batch_size)
         n_items, units, bad = self._all_reduce([len(items), loss_units(items, agg), 1 if err else 0],
                                                self._dist.ReduceOp.SUM)
@@ -372,7 +393,7 @@ class PolicyLearner:
             if i >= len(micro):
                 self.engine.backward(self._dummy_pass(), scale_wrt_gas=False)
                 continue
-            batch = collate(micro[i], self.pad_id, self.device, train=True)
+            batch = collate(micro[i], self.pad_id, self.device, train=True, vision=self.vision)
             loss, metrics = self._micro_loss(batch, loss_fn)
             u = loss_units(micro[i], agg)
             self.engine.backward(loss * (u * scale), scale_wrt_gas=False)
@@ -479,6 +500,8 @@ class PolicyLearner:
             module.generation_config.save_pretrained(out)
         save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
         AutoTokenizer.from_pretrained(self.model_path).save_pretrained(out)
+        if self.vision is not None:  # the processor's image side travels with the model
+            self.vision.image_processor.save_pretrained(out)
 
 
 def _buckets(tensors: list[torch.Tensor], max_numel: int) -> list[list[torch.Tensor]]:

@@ -55,7 +55,8 @@ class _LearnerShell:
 
         self.learner = PolicyLearner(model_path, learner_cfg, algo_cfg, rank, world_size, master_addr,
                                      master_port, seed, trust_remote_code)
-        return {"max_len": self.learner.max_len, "init_seconds": self.learner.init_seconds, "pid": os.getpid()}
+        return {"max_len": self.learner.max_len, "init_seconds": self.learner.init_seconds, "pid": os.getpid(),
+                "multimodal": self.learner.vision is not None}
 
     def compute_logprobs(self, items):
         return self.learner.compute_logprobs(items)
@@ -121,6 +122,7 @@ class LearnerGroup:
         infos = ray.get([a.setup.remote(model_path, learner_cfg, algo_cfg, i, n, addr, port, seed, trust_remote_code)
                          for i, a in enumerate(self.actors)], timeout=ready_timeout_s)
         self.max_len = infos[0]["max_len"]
+        self.multimodal = infos[0]["multimodal"]
         self.init_seconds = max(i["init_seconds"] for i in infos)
 
     def _get(self, refs: list, what: str) -> list[Any]:
@@ -140,7 +142,7 @@ class LearnerGroup:
         return self._get([getattr(a, method).remote(*args) for a in self.actors], method)
 
     def compute_logprobs(self, items: list[TrainItem]) -> list[list[float]]:
-        err = check_items(items, self.max_len, train=False)
+        err = check_items(items, self.max_len, train=False, multimodal=self.multimodal)
         if err:
             raise ValueError(err)
         shards = shard(items, self.num_ranks)
@@ -151,7 +153,8 @@ class LearnerGroup:
         """One optimizer step over `items` (all ranks step together on their shards)."""
         if not items:
             raise ValueError("empty mini-batch")
-        err = check_items(items, self.max_len, train=True, distill=isinstance(loss_fn, str) and loss_fn in DIVERGENCES)
+        err = check_items(items, self.max_len, train=True, distill=isinstance(loss_fn, str) and loss_fn in DIVERGENCES,
+                          multimodal=self.multimodal)
         if err:
             raise ValueError(err)
         shards = shard(items, self.num_ranks)
