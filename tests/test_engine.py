@@ -273,17 +273,6 @@ def test_balanced_split():
     assert balanced_split([1], 3) == [[0], [], []]
 
 
-def test_summary_rejection():
-    from zppo_ray.actors.teacher import summary_rejection
-
-    cand = "long\nwork\nso \\boxed{7}"
-    assert summary_rejection("3 + 4 = 7, \\boxed{7}", cand) is None
-    assert summary_rejection("  ", cand) == "empty"
-    assert summary_rejection("the answer is 7", cand) == "no_boxed"
-    assert summary_rejection("\\boxed{8}", cand) == "answer_changed"
-    assert summary_rejection("\\boxed{8}", "no final answer here") == "answer_changed"
-
-
 def test_teacher_group(ray_session, models):
     from zppo_ray.actors.teacher import TeacherGroup, TeacherTimeout
     from zppo_ray.config import ModelConfig, TeacherConfig
@@ -293,12 +282,11 @@ def test_teacher_group(ray_session, models):
                         judge_max_tokens=32, request_timeout_s=120.0)
     group = TeacherGroup.create(cfg)
     try:
-        candidates = [("What is 3 + 4?", "<think> 3 + 4 = 7 </think>\nThe answer is \\boxed{7}."),
-                      ("What is 5 + 5?", "line one\nline two\nline three\nline four\nline five\nline six\n"
-                                         "so \\boxed{10}"),
-                      ("What is 1 + 1?", "")]
+        candidates = ["<think> 3 + 4 = 7 </think>\nThe answer is \\boxed{7}.",
+                      "line one\nline two\nline three\nline four\nline five\nline six\nso \\boxed{10}", ""]
         summaries = group.compress(candidates, max_tokens=24, max_lines=3)
-        assert len(summaries) == 3 and all(len(s.splitlines()) <= 3 for s in summaries)
+        # a summary keeps the candidate's final answer within the caps; None = fell back (counted)
+        assert len(summaries) == 3 and all(s is None or len(s.splitlines()) <= 3 for s in summaries)
         stats = group.stats()
         assert stats["compress_items"] == 3 and 0 <= stats["compress_fallbacks"] <= 3
         items = [("What is 3 + 4?", "7", "The answer is \\boxed{7}."), ("What is 2 + 2?", "4", "It is 5."),
@@ -307,7 +295,7 @@ def test_teacher_group(ray_session, models):
         # The judge decodes at temperature 0, so its raw outputs can be replayed and parsed strictly here.
         from zppo_ray.algo.reformulate import build_judge_prompt
 
-        raw = group.generate([GenRequest(build_judge_prompt(*it), n=1) for it in items],
+        raw = group.generate([GenRequest(build_judge_prompt(*it), n=1, thinking=False) for it in items],
                              {"temperature": 0.0, "max_tokens": 32, "logprobs": False})
         assert verdicts == [grade_judged(g[0].text) for g in raw]
         if models["kind"] == "untrained tiny":

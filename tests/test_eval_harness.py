@@ -185,7 +185,7 @@ def test_evaluate_with_a_generator_object(tmp_path):
     report = evaluate_checkpoint(gen, benches, families={"both": ["gsm8k", "mmlu"]}, n=4, ks=[1, 2, 4],
                                  judge="/no/such/judge", out_dir=tmp_path)
     (requests, sampling), = gen.calls  # one batched call; the judge is never started without free questions
-    assert requests[0].prompt.endswith("final answer in \\boxed{}.") and requests[0].n == 4
+    assert requests[0].prompt.endswith("MUST BE put in \\boxed{}.") and requests[0].n == 4
     assert sampling == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "max_tokens": 128,
                         "presence_penalty": 0.0, "seed": 0, "logprobs": False}
     g, m = report["benchmarks"]["gsm8k"], report["benchmarks"]["mmlu"]
@@ -223,7 +223,7 @@ def test_free_form_questions_go_to_the_judge(tmp_path):
     judge = ScriptedGenerator(lambda req, i: (verdicts[int(req.tag.split(":")[1])],))
     report = evaluate_checkpoint(student, bench, n=3, ks=[1, 3], judge=judge, out_dir=tmp_path / "out")
     (judge_reqs, judge_sampling), = judge.calls
-    assert len(judge_reqs) == 3 and "Reference answer:\nParis" in judge_reqs[0].prompt
+    assert len(judge_reqs) == 3 and "Ground-truth answer:\nParis" in judge_reqs[0].prompt
     assert judge_sampling["temperature"] == 0.0 and judge_sampling["max_tokens"] == 512
     free, math = report["questions"]
     assert free["rewards"] == [1.0, 0.0, 0.0] and free["judge_unparseable"] == 1 and math["rewards"] == [1.0] * 3

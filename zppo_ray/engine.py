@@ -198,14 +198,18 @@ class VLLMEngine:
         return chat_prompt_ids(self.tokenizer, prompt, n_images, thinking)
 
     def _engine_prompt(self, req: GenRequest) -> tuple[dict, list[int]]:
+        self._check_images(req.images, req.tag)  # before templating: a text-only template cannot place them
         ids = self.prompt_ids(req.prompt, len(req.images), req.thinking)
         return self._with_images({"prompt_token_ids": ids + list(req.prefix_ids)}, req.images, req.tag), ids
 
-    def _with_images(self, prompt: dict[str, Any], images: Sequence, what: str) -> dict[str, Any]:
-        """vLLM's multi-modal processor expands the template's image placeholder tokens itself."""
+    def _check_images(self, images: Sequence, what: str) -> None:
         if images and not self.is_multimodal:
             raise ValueError(f"{what!r} has {len(images)} image(s) but {self.model_path} is not a multi-modal "
                              "model in vLLM")
+
+    def _with_images(self, prompt: dict[str, Any], images: Sequence, what: str) -> dict[str, Any]:
+        """vLLM's multi-modal processor expands the template's image placeholder tokens itself."""
+        self._check_images(images, what)
         if images:
             loaded = [load_image(im) for im in images]
             prompt["multi_modal_data"] = {"image": loaded if len(loaded) > 1 else loaded[0]}

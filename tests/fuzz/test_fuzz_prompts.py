@@ -33,6 +33,7 @@ from zppo_ray.algo.zppo import Instance, render_instance
 from zppo_ray.rewards import last_boxed
 
 SCALE = int(os.environ.get("ZPPO_FUZZ_SCALE", "1"))
+TEACHER_TAGS = ("candidate", "hint", "response", "summary")  # every tag a template gives meaning to
 
 
 def structural_tags(text: str, names: tuple[str, ...] = ("candidate", "hint")) -> list[str]:
@@ -94,7 +95,7 @@ def _same_structure(hostile_prompt: str, benign_prompt: str, names=("candidate",
 @example(text="<<hint>>")
 def test_sanitize_removes_every_tag_and_keeps_everything_else(text):
     out = sanitize_candidate(text)
-    assert structural_tags(out) == []
+    assert structural_tags(out, TEACHER_TAGS) == []
     assert sanitize_candidate(out) == out  # idempotent
     # Only a "<" becomes "&lt;": undo that everywhere and both sides read the same.
     assert out.replace("&lt;", "<") == text.replace("&lt;", "<")
@@ -102,9 +103,9 @@ def test_sanitize_removes_every_tag_and_keeps_everything_else(text):
     # a "<" that cannot start a listed tag ("<think>", "x < y") is kept. The sanitiser may be a little
     # broader than the scanner (its IGNORECASE also folds "ı"/"İ" to "i"): harmless.
     replaced = _replaced_brackets(text, out)
-    assert len(replaced) >= len(structural_tags(text))
-    for i in replaced:
-        assert text[i + 1:].lstrip().lstrip("/").lstrip()[:1] in ("c", "C", "h", "H", "")
+    assert len(replaced) >= len(structural_tags(text, TEACHER_TAGS))
+    for i in replaced:  # candidate, hint, response, summary
+        assert text[i + 1:].lstrip().lstrip("/").lstrip()[:1] in ("c", "C", "h", "H", "r", "R", "s", "S", "")
     last = text.rfind("<")
     if last >= 0 and text[last + 1:].strip() in ("", "/"):
         assert last in replaced
@@ -180,9 +181,6 @@ def test_render_instance_structure_is_fixed(question, raw, kind, seed):
 
 
 # ----------------------------------------------------------------------------------- teacher / hint / judge
-
-
-TEACHER_TAGS = ("candidate", "hint", "response", "summary")
 
 
 @settings(max_examples=100 * SCALE)

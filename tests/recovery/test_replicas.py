@@ -14,6 +14,7 @@ from zppo_ray.buffer import BufferConfig
 from zppo_ray.data.schema import Question
 from zppo_ray.errors import InfraError, boundary
 from zppo_ray.health import State
+from zppo_ray.seeds import request_seeds
 from zppo_ray.types import GenRequest, Sample
 
 
@@ -101,7 +102,7 @@ def test_a_killed_rollout_worker_loses_no_request_and_serves_again_only_with_cur
         out = pool.collect(pending)
         # Every request answered, in order, by the surviving worker with the same per-request seed.
         assert [g[0].text.split("|")[0] for g in out] == prompts
-        assert [g[0].text.split("|")[2] for g in out] == ["100", "101", "102", "103"]
+        assert [g[0].text.split("|")[2] for g in out] == [str(x) for x in request_seeds(100, 4)]
         assert pending.gather.retried == 2 and pool.replicas.fleet[0].restarts == 1
         # The second call's failure on the same dead actor is old news: its items move, the slot's
         # replacement is not written off (one restart, not two).

@@ -51,7 +51,7 @@ def test_student_shortcut_habit_only_where_asked():
     by_text = {q.text: q for q in pool}
     short = full = 0
     for prompt, completion in docs:
-        q = next((by_text[t] for t in by_text if prompt.startswith(t) and "\n\nThink step" in prompt
+        q = next((by_text[t] for t in by_text if prompt.startswith(t) and "\n\nYou FIRST think" in prompt
                   and prompt.count("<candidate>") == 0 and "<hint>" not in prompt), None)
         if q is None:
             continue

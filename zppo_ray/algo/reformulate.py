@@ -124,9 +124,12 @@ def check_templates(t: Templates) -> list[tuple[str, str]]:
 def strip_directives(text: str, templates: Templates = DEFAULT_TEMPLATES) -> str:
     """The question without upstream format directives ("think step by step", "put your final answer in
     \\boxed{}"): the closer is the one format instruction every prompt carries."""
+    stripped = text
     for pattern in templates.strip_patterns:
-        text = re.sub(pattern, "", text)
-    return re.sub(r"[ \t]+\n", "\n", text).strip()
+        stripped = re.sub(pattern, "", stripped)
+    if stripped == text:  # no directive: the question stays exactly as written
+        return text.strip()
+    return re.sub(r"[ \t]+\n", "\n", stripped).strip()
 
 
 def with_format_closer(text: str, templates: Templates = DEFAULT_TEMPLATES) -> str:

@@ -34,7 +34,7 @@ from zppo_ray.toy.world import ToySpec, generate_split
 log = logging.getLogger(__name__)
 
 # Bump when the generator, document formats or training recipe change in a way the config can't see.
-FORMAT_VERSION = 3  # 3: the paper's prompt strings (templates.*), <summary> compression replies
+FORMAT_VERSION = 4  # 3: the paper's prompt strings (templates.*), <summary> replies; 4: teacher mix
 PRETRAIN_THREADS = 2  # see _train_role
 
 

@@ -93,7 +93,9 @@ def teacher_doc(q: Question, rng: random.Random, t: Templates, mix: dict[str, fl
 
 
 STUDENT_MIX = {"solve": 0.7, "bcq": 0.15, "ncq": 0.1, "hint": 0.05}
-TEACHER_MIX = {"solve": 0.85, "compress": 0.05, "judge": 0.05, "hint": 0.05}
+# The paper's compression prompt shows the response alone (no question): the teacher must copy a chain,
+# mistakes included, which a 2-layer model learns only from enough examples (at 5% it made up new chains).
+TEACHER_MIX = {"solve": 0.7, "compress": 0.2, "judge": 0.05, "hint": 0.05}
 
 
 def documents(questions: Sequence[Question], tier_weights: dict[str, float], n: int, seed: int,
