@@ -92,10 +92,13 @@ def test_algorithm_presets():
     assert load_config(None, ["algo.name=offpolicy_distill"]).algo.updates_per_step == 1
 
 
-def test_algorithms_list_is_extensible(monkeypatch):
+def test_the_method_table_is_the_one_list_of_algorithms(monkeypatch):
+    from zppo_ray.algo.methods import METHODS, Method
+
     assert "algo.name" in problems(algo__name="mine")
-    monkeypatch.setattr(C, "ALGORITHMS", [*C.ALGORITHMS, "mine"])
+    monkeypatch.setitem(METHODS, "mine", Method("mine", "a new method", {"use_buffer": False}))
     assert problems(algo__name="mine") == ""
+    assert load_config(None, ["algo.name=mine"]).algo.use_buffer is False  # its presets apply
 
 
 # ---------------------------------------------------------------------------------------------- type errors

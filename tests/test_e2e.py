@@ -106,7 +106,7 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
     # engines and learner are shared (reset to the pretrained student), the buffer is the method's own
     shared, initial = shared_roles
     shared.learner.load(str(initial))
-    shared.rollout.push_weights(shared.learner.export_safetensors(), shared.rollout.version + 1)
+    shared.rollout.push_weights(shared.learner.publish_weights()[0], shared.rollout.version + 1)
     roles = dataclasses.replace(shared, buffer=ReplayBufferActor.remote(buffer_config(cfg.buffer), 0))
     # the hard tier only: the student solves tiers 1-2 outright, and each method's extra needs hard questions
     hard = [q for q in load_split(cfg, "train", tok) if q.tier == str(len(cfg.toy.tiers))]

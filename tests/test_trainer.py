@@ -103,8 +103,8 @@ class FakeLearner:
         self.loss_fns = getattr(self, "loss_fns", []) + [loss_fn]
         return {"loss": 0.0, "tokens": float(sum(len(it.completion_ids) for it in items))}
 
-    def export_safetensors(self):
-        return b"weights"
+    def publish_weights(self):
+        return b"weights", 7
 
 
 class FakeTokenizer:
@@ -508,3 +508,44 @@ def test_mixed_versions_in_one_generate_call_are_a_real_error():
     pool.replicas = SimpleNamespace(gather=lambda g: mixed)
     with pytest.raises(MixedVersionError, match=r"versions \[1, 2\]"):
         pool.collect(PendingGenerate(gather=None, version=1))
+
+
+def test_colocated_engines_sleep_for_the_learner_and_wake_in_vllms_order(tmp_path):
+    calls = []
+
+    class Colocated(FakeRollout):
+        def sleep(self, level=1):
+            calls.append("sleep")
+
+        def wake_up(self, tags=None):
+            calls.append(f"wake:{','.join(tags)}")
+
+        def push_weights(self, weights, version):
+            calls.append("push")
+            return super().push_weights(weights, version)
+
+    class Learner(FakeLearner):
+        def train_minibatch(self, items, loss_fn=None):
+            calls.append("learn")
+            return super().train_minibatch(items, loss_fn)
+
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["rollout.colocate_with_learner=true"])
+    roles.rollout.__class__, roles.learner.__class__ = Colocated, Learner
+    trainer.train_step()
+    assert calls == ["sleep", "learn", "learn", "learn", "learn", "wake:weights", "push", "wake:kv_cache"]
+    calls.clear()
+    other, roles = make(tmp_path, hard_q0_q1)  # not colocated: the engines never sleep
+    roles.rollout.__class__, roles.learner.__class__ = Colocated, Learner
+    other.train_step()
+    assert "sleep" not in calls and calls[-1] == "push"
+
+
+def test_the_controller_passes_the_learners_weight_handle_through_untouched(tmp_path):
+    handle = object()  # stands for rank 0's object-store reference: the driver never sees the bytes
+    trainer, roles = make(tmp_path, hard_q0_q1)
+    roles.learner.publish_weights = lambda: (handle, 123)
+    seen = []
+    real = roles.rollout.push_weights
+    roles.rollout.push_weights = lambda w, v: (seen.append(w), real(w, v))[1]
+    trainer.train_step()
+    assert seen == [handle] and trainer.last_push_bytes == 123

@@ -32,48 +32,10 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zppo_ray.algo.methods import METHODS
 from zppo_ray.algo.reformulate import Templates, check_templates
 
 log = logging.getLogger(__name__)
-
-# Algorithm registry names. Later code (the algorithm registry) appends its own names here; `validate`
-# reads the list at call time, so an appended name is accepted from then on.
-ALGORITHMS: list[str] = [
-    "zppo",  # BCQ + NCQ + replay buffer (the method)
-    "grpo",  # no reformulation, no buffer
-    "grpo_buffer",  # GRPO† : buffer only
-    "grpo_bcq_ncq",  # ablation: reformulation without the buffer
-    "grpo_buffer_bcq",  # ablation: GRPO† + BCQ
-    "grpo_buffer_ncq",  # ablation: GRPO† + NCQ
-    "offpolicy_distill",  # JSD on correct teacher samples
-    "onpolicy_distill",  # JSD on the student's own samples, teacher top-k logprobs
-    "hint",  # teacher hint appended to selected hard questions
-    "prefix",  # forced teacher prefix (alpha), masked out of the loss
-    "teacher_inject",  # a correct teacher response injected into the student group (LUFFY-style)
-]
-
-# What each name implies for the `algo` switches. Applied to keys the user did not set; a key the user set
-# explicitly wins (that is an ablation) and is logged. Names without an entry imply nothing.
-ALGORITHM_PRESETS: dict[str, dict[str, Any]] = {
-    "zppo": dict(enable_bcq=True, enable_ncq=True, use_buffer=True),
-    "grpo": dict(enable_bcq=False, enable_ncq=False, use_buffer=False),
-    "grpo_buffer": dict(enable_bcq=False, enable_ncq=False, use_buffer=True),
-    "grpo_bcq_ncq": dict(enable_bcq=True, enable_ncq=True, use_buffer=False),
-    "grpo_buffer_bcq": dict(enable_bcq=True, enable_ncq=False, use_buffer=True),
-    "grpo_buffer_ncq": dict(enable_bcq=False, enable_ncq=True, use_buffer=True),
-    "offpolicy_distill": dict(enable_bcq=False, enable_ncq=False, use_buffer=False, updates_per_step=1),
-    "onpolicy_distill": dict(enable_bcq=False, enable_ncq=False, use_buffer=False, updates_per_step=1),
-    "hint": dict(enable_bcq=False, enable_ncq=False, use_buffer=True),
-    "prefix": dict(enable_bcq=False, enable_ncq=False, use_buffer=True),
-    "teacher_inject": dict(enable_bcq=False, enable_ncq=False, use_buffer=True),
-}
-
-# Algorithms whose student groups need no within-group comparison (G_S may be 1).
-NON_GROUP_ALGORITHMS: set[str] = {"offpolicy_distill", "onpolicy_distill"}
-# The teacher-guided baselines whose step 6 is a hint, a prefix or an injected response instead of BCQ/NCQ.
-GUIDED_ALGORITHMS: set[str] = {"hint", "prefix", "teacher_inject"}
-# Algorithms that never call the teacher (a run may then have teacher.num_replicas = 0).
-TEACHER_FREE_ALGORITHMS: set[str] = {"grpo", "grpo_buffer"}
 
 # Attention head sizes the vLLM CPU backend supports (stack.md).
 CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
@@ -260,7 +222,7 @@ class LearnerConfig:
 
 @dataclass
 class AlgoConfig:
-    """The algorithm. `name` picks the registered pipeline and presets the switches (ALGORITHM_PRESETS)."""
+    """The algorithm. `name` is a method of `zppo_ray.algo.methods.METHODS`, which presets the switches."""
 
     name: str = "zppo"
     advantage: Literal["zppo", "center", "norm_with_zero", "grpo"] = "zppo"
@@ -348,7 +310,6 @@ class RayConfig:
     address: Optional[str] = None  # None: RAY_ADDRESS env, else a local cluster
     num_cpus: Optional[int] = None  # local cluster only
     namespace: str = "zppo"
-    dashboard_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -515,7 +476,8 @@ def _assign(node: DictConfig, key: str, val: Any, path: str, tp: Any) -> None:
 
 
 def _apply_algorithm_preset(node: DictConfig, touched: set[str]) -> None:
-    preset = ALGORITHM_PRESETS.get(node.algo.name, {})
+    m = METHODS.get(node.algo.name)
+    preset = m.presets if m is not None else {}
     for key, value in preset.items():
         if f"algo.{key}" not in touched:
             node.algo[key] = value
@@ -734,12 +696,14 @@ def _check_lengths(cfg: RunConfig, p: list) -> None:
 
 def _check_algo(cfg: RunConfig, p: list) -> None:
     a = cfg.algo
-    if a.name not in ALGORITHMS:
-        p.append(("algo.name", f"unknown algorithm {a.name!r}; allowed: {', '.join(ALGORITHMS)}"))
-    if a.name not in NON_GROUP_ALGORITHMS and cfg.rollout.group_size < 2:
+    m = METHODS.get(a.name)
+    if m is None:
+        p.append(("algo.name", f"unknown algorithm {a.name!r}; allowed: {', '.join(METHODS)}"))
+        return
+    if m.step == "group" and cfg.rollout.group_size < 2:
         p.append(("rollout.group_size",
                   f"group advantages ({a.advantage}) need G_S >= 2, got {cfg.rollout.group_size}"))
-    if cfg.teacher.num_replicas == 0 and a.name not in TEACHER_FREE_ALGORITHMS:
+    if cfg.teacher.num_replicas == 0 and m.always_teacher:
         p.append(("teacher.num_replicas", f"algorithm {a.name!r} uses the teacher: need >= 1 replica"))
     if cfg.teacher.num_replicas == 0 and (a.enable_bcq or a.enable_ncq):
         p.append(("teacher.num_replicas", "algo.enable_bcq / algo.enable_ncq need the teacher: >= 1 replica"))
@@ -748,9 +712,9 @@ def _check_algo(cfg: RunConfig, p: list) -> None:
                     "here it only drops all-equal groups from the loss (their advantage is 0; the remaining "
                     "tokens weigh more) after the hard questions went to the buffer and BCQ/NCQ. Use it as an "
                     "ablation only")
-    if a.dynamic_sampling and a.name in NON_GROUP_ALGORITHMS:
+    if a.dynamic_sampling and m.step != "group":
         p.append(("algo.dynamic_sampling", f"filters reward groups; {a.name!r} has none"))
-    if a.name in NON_GROUP_ALGORITHMS | GUIDED_ALGORITHMS:  # their step builds no BCQ/NCQ: refuse, never ignore
+    if not m.builds_reformulations:  # its step builds no BCQ/NCQ: refuse the switches, never ignore them
         for key in ("enable_bcq", "enable_ncq"):
             if getattr(a, key):
                 p.append((f"algo.{key}", f"{a.name!r} builds no BCQ/NCQ prompts; set it false or use a "

@@ -135,7 +135,6 @@ class VLLMEngine:
         enable_sleep_mode: bool = False,
         max_num_seqs: int = 256,
         max_logprobs: int = 20,
-        weight_transfer_backend: str | None = None,
         distributed_executor_backend: str | None = None,
         trust_remote_code: bool = False,
     ):
@@ -145,9 +144,6 @@ class VLLMEngine:
             if enable_sleep_mode:
                 log.info("sleep mode is not supported by vLLM on CPU: enable_sleep_mode ignored")
             enable_sleep_mode = False
-            if weight_transfer_backend is not None:
-                raise ValueError("weight_transfer_backend (vLLM's NCCL/IPC transfer) needs CUDA; on CPU "
-                                 "weights are pushed as safetensors bytes (load_weights_from_bytes)")
         from vllm import LLM
 
         kwargs: dict[str, Any] = dict(
@@ -162,10 +158,6 @@ class VLLMEngine:
             kwargs["distributed_executor_backend"] = distributed_executor_backend
         if self.on_gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-            if weight_transfer_backend is not None:
-                from vllm.config import WeightTransferConfig
-
-                kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer_backend)
         else:  # explicit size also skips the CPU warm-up pass (faster start)
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
             # A seeded request whose prefill is split by chunked prefill kills the CPU engine: the runner
@@ -371,21 +363,6 @@ class VLLMEngine:
 
     def param_checksum(self) -> float:
         return float(self.llm.collective_rpc("zppo_param_checksum")[0])
-
-    # GPU native weight transfer (vLLM's control plane; the data plane is NCCL/IPC). UNTESTED here.
-    def wt_init(self, init_info: dict) -> None:
-        self.llm.init_weight_transfer_engine({"init_info": init_info})
-
-    def wt_start(self) -> None:
-        self.llm.start_weight_update()
-
-    def wt_update(self, update_info: Any) -> None:
-        self.llm.update_weights({"update_info": update_info})
-
-    def wt_finish(self, version: int) -> None:
-        self.llm.finish_weight_update(str(version))
-        self.llm.reset_prefix_cache()
-        self._version = int(version)
 
     # ------------------------------------------------------------------------------------ lifecycle
 

@@ -25,13 +25,13 @@ import ray
 
 from zppo_ray import checkpoint as ckpt
 from zppo_ray import telemetry
-from zppo_ray.config import TEACHER_FREE_ALGORITHMS
 from zppo_ray.accounting import Ledger
 from zppo_ray.data.schema import Question
 from zppo_ray.errors import LearnerLost
 from zppo_ray.metrics import RunLog
 from zppo_ray.seeds import derive_seed
-from zppo_ray.trainer import DISTILL_ALGORITHMS, Roles, Trainer
+from zppo_ray.algo.methods import method, needs_teacher
+from zppo_ray.trainer import Roles, Trainer
 
 log = logging.getLogger("zppo_ray")
 
@@ -125,8 +125,7 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
     t = time.time()
     learner = start_learner(cfg, student_path)
     rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path)
-    uses_teacher = cfg.teacher.num_replicas > 0 and (
-        cfg.algo.name not in TEACHER_FREE_ALGORITHMS or cfg.algo.enable_bcq or cfg.algo.enable_ncq)
+    uses_teacher = cfg.teacher.num_replicas > 0 and needs_teacher(cfg.algo)
     teacher = (TeacherGroup.create(cfg.teacher, model_path=teacher_path, templates=cfg.templates)
                if uses_teacher else None)
     buffer = start_buffer(cfg, run_dir) if cfg.algo.use_buffer else None
@@ -163,7 +162,8 @@ def resume(trainer: Trainer, roles: Roles, d: Path) -> None:
     state = ckpt.read_trainer_state(d)
     trainer.load_state(state)
     trainer.ledger = Ledger(trainer.ledger.state.keys(), ckpt.read_ledger(d))
-    roles.rollout.push_weights(roles.learner.export_safetensors(), state.version, rollback=True)
+    weights, _ = roles.learner.publish_weights()
+    roles.rollout.push_weights(weights, state.version, rollback=True)
     log.info("resumed from %s at step %d (version %d, data cursor %d, epoch %d)", d, state.step,
              state.version, state.cursor, state.epoch)
 
@@ -175,7 +175,7 @@ def train(cfg, run_dir: Path, toy_artifacts) -> dict:
 
     student_path, teacher_path = model_paths(cfg, toy_artifacts)
     tokenizer = AutoTokenizer.from_pretrained(cfg.student.tokenizer or student_path)
-    if cfg.algo.name in DISTILL_ALGORITHMS:
+    if method(cfg.algo.name).step == "distill":
         check_shared_vocab(tokenizer, teacher_path)
     train_qs, eval_qs = load_split(cfg, "train", tokenizer), load_split(cfg, "eval", tokenizer)
     log.info("data: %d training questions, %d held-out", len(train_qs), len(eval_qs))

@@ -20,7 +20,8 @@ import torch
 from zppo_ray import telemetry
 from zppo_ray.accounting import Ledger
 from zppo_ray.algo.advantages import compute_advantages
-from zppo_ray.algo.guidance import GUIDED_KINDS, Guidance, choose_guidance, inject
+from zppo_ray.algo.guidance import Guidance, choose_guidance, inject
+from zppo_ray.algo.methods import method
 from zppo_ray.algo.compression import cap_candidate, uniform_form
 from zppo_ray.algo.reformulate import build_hint_prompt, build_hinted_question, question_prompt, split_prefix
 from zppo_ray.algo.selection import aug_cap, replay_count
@@ -34,7 +35,6 @@ from zppo_ray.algo.zppo import (
     render_instance,
 )
 from zppo_ray.checkpoint import TrainerState, rng_to_json
-from zppo_ray.config import ALGORITHMS
 from zppo_ray.data.cursor import DataCursor
 from zppo_ray.data.schema import Question
 from zppo_ray.engine import chat_prompt_ids
@@ -45,11 +45,6 @@ from zppo_ray.types import GenRequest, Sample, TrainItem
 
 log = logging.getLogger("zppo_ray.trainer")
 
-# The two step shapes: group RL (ZPPO, GRPO, their ablations and the teacher-guided baselines of
-# algo/guidance.py) and distillation (no reward in the loss: a divergence to the teacher's top-k).
-DISTILL_ALGORITHMS = {"offpolicy_distill", "onpolicy_distill"}
-GROUP_ALGORITHMS = set(ALGORITHMS) - DISTILL_ALGORITHMS
-
 TIMERS = ("generate", "grade", "teacher", "compress", "learn", "push", "buffer")
 
 
@@ -58,7 +53,7 @@ class Roles:
     """The actors (or in tests, fakes) the controller drives."""
 
     rollout: object  # RolloutPool: generate / generate_async / collect / push_weights
-    learner: object  # LearnerGroup: compute_logprobs / train_minibatch / export_safetensors / save / load
+    learner: object  # LearnerGroup: compute_logprobs / train_minibatch / publish_weights / save / load
     teacher: object | None = None  # TeacherGroup: generate_async / result / compress / judge
     buffer: object | None = None  # ReplayBufferActor handle (or a local ReplayBufferShell)
 
@@ -82,13 +77,11 @@ def _call(obj, method: str, *args):
 class Trainer:
     def __init__(self, cfg, roles: Roles, train_questions: list[Question], eval_questions: list[Question],
                  tokenizer, run_log: RunLog):
-        algo = cfg.algo.name
-        if algo not in ALGORITHMS:
-            raise ValueError(f"unknown algo.name={algo!r}; available: {', '.join(ALGORITHMS)}")
+        self.method = method(cfg.algo.name)  # zppo_ray/algo/methods.py: the step shape and the help it gives
         if (cfg.algo.enable_bcq or cfg.algo.enable_ncq) and roles.teacher is None:
             raise ValueError("BCQ/NCQ need a teacher group")
-        if (algo in DISTILL_ALGORITHMS or algo in GUIDED_KINDS) and roles.teacher is None:
-            raise ValueError(f"algo.name={algo!r} needs a teacher group")
+        if self.method.always_teacher and roles.teacher is None:
+            raise ValueError(f"algo.name={cfg.algo.name!r} needs a teacher group")
         if cfg.algo.use_buffer and roles.buffer is None:
             raise ValueError("algo.use_buffer needs a replay-buffer actor")
         self.cfg = cfg
@@ -151,7 +144,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ the step
 
     def train_step(self) -> dict:
-        if self.cfg.algo.name in DISTILL_ALGORITHMS:
+        if self.method.step == "distill":
             return self._distill_step()
         cfg, a = self.cfg, self.cfg.algo
         timer = StepTimer()
@@ -167,7 +160,7 @@ class Trainer:
         plain: dict[str, Group] = {}
         plain_samples: dict[str, list[Sample]] = {}
         teacher_calls = []
-        guided = GUIDED_KINDS.get(a.name)  # None for ZPPO / GRPO and their ablations
+        guided = self.method.guidance  # None for ZPPO / GRPO and their ablations
         want_teacher = (a.enable_bcq or guided is not None) and self.roles.teacher is not None
         with timer("generate"):
             pending = []
@@ -490,19 +483,29 @@ class Trainer:
 
     def _update(self, items: list[TrainItem], timer: StepTimer, loss_fn: str | None = None) -> tuple[dict, float]:
         """Step 9 and the weight push. A batch without a single loss token (every group dropped, every
-        sample overlong, no correct teacher sample to distill) changes nothing: no update, no new version."""
+        sample overlong, no correct teacher sample to distill) changes nothing: no update, no new version.
+
+        Colocated rollout engines (`rollout.colocate_with_learner`) sleep during the learner phase and wake
+        in vLLM's order: weights first, the new weights pushed into them, then the KV cache."""
         units = sum(sum(it.loss_mask) if it.loss_mask is not None else len(it.completion_ids) for it in items)
         if units == 0:
             log.info("step %d: no loss tokens in the batch; no update this step", self.step + 1)
             return {}, 0.0
+        colocated = self.cfg.rollout.colocate_with_learner
         with timer("learn"):
+            if colocated:
+                self.roles.rollout.sleep()
             learn = self._learn(items, loss_fn)
-        # Every rollout worker moves to the new version before anything is generated again.
+        # Every rollout worker moves to the new version before anything is generated again. The weights go
+        # from the learner's rank 0 to the workers through the object store; this process holds a reference.
         with timer("push"):
             self.version += 1
-            blob = self.roles.learner.export_safetensors()
-            self.last_push_bytes = len(blob)
-            push_s = self.roles.rollout.push_weights(blob, self.version)
+            weights, self.last_push_bytes = self.roles.learner.publish_weights()
+            if colocated:
+                self.roles.rollout.wake_up(["weights"])
+            push_s = self.roles.rollout.push_weights(weights, self.version)
+            if colocated:
+                self.roles.rollout.wake_up(["kv_cache"])
         return learn, push_s
 
     def _learn(self, items: list[TrainItem], loss_fn: str | None = None) -> dict:

@@ -67,8 +67,11 @@ class _LearnerShell:
     def export_weights(self):
         return self.learner.export_weights()
 
-    def export_safetensors(self):
-        return self.learner.export_safetensors()
+    def publish_weights(self):
+        """Rank 0: the safetensors blob put into the object store by this process, and its size; the driver
+        receives only this small pair, so the weights never pass through it. Other ranks: None."""
+        blob = self.learner.export_safetensors()
+        return None if blob is None else (ray.put(blob), len(blob))
 
     def save(self, path):
         return self.learner.save(path)
@@ -165,12 +168,10 @@ class LearnerGroup:
         """The full HF state dict (rank 0's; the other ranks only take part in the gather)."""
         return self._all("export_weights")[0]
 
-    def export_safetensors(self, as_ref: bool = False):
-        """safetensors bytes of the full state dict; `as_ref=True` returns rank 0's ObjectRef so the bytes can
-        go to rollout workers without passing through the driver."""
-        refs = [a.export_safetensors.remote() for a in self.actors]
-        self._get(refs[1:], "export_safetensors")  # surface errors of the other ranks
-        return refs[0] if as_ref else self._get(refs[:1], "export_safetensors")[0]
+    def publish_weights(self) -> tuple[Any, int]:
+        """(object-store reference to rank 0's safetensors blob, its size in bytes); collective. The reference
+        goes to `RolloutPool.push_weights`: the workers fetch the blob from the learner's node."""
+        return self._all("publish_weights")[0]
 
     def save(self, path: str) -> None:
         self._all("save", str(path))

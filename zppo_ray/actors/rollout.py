@@ -5,7 +5,7 @@ The actor is a shell over `zppo_ray.engine.VLLMEngine`; all sampling and weight-
 Versioning and atomic pushes (docs/stack.md lesson 2). The pool is driven by ONE controller (the trainer
 loop), and every call it makes is synchronous from the controller's point of view:
 
-* `push_weights` puts the blob into the object store once, sends it to every serving worker, and returns
+* `push_weights` takes the learner's object-store reference (or puts bytes once), sends it to every serving worker, and returns
   when each confirmed the new version. A worker that dies during the push is written off (and replaced,
   below); a worker that answers with another version, or a push no worker took, leaves the pool broken
   (WeightPushError): it refuses to generate until a push succeeds, so a mixed-version pool never serves.
@@ -156,22 +156,6 @@ class RolloutWorker(_EngineActor):
         telemetry.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
         return self.engine.version
 
-    # GPU native weight transfer control plane (driven by weight_sync.RolloutFleetClient). UNTESTED here.
-    def wt_init(self, init_info: dict) -> None:
-        self.engine.wt_init(init_info)
-
-    def wt_start(self) -> None:
-        self._push_t0 = time.perf_counter()
-        self.engine.wt_start()
-
-    def wt_update(self, update_info: Any) -> None:
-        self.engine.wt_update(update_info)
-
-    def wt_finish(self, version: int) -> int:
-        self.engine.wt_finish(version)
-        self.last_push_seconds = time.perf_counter() - getattr(self, "_push_t0", time.perf_counter())
-        return self.engine.version
-
 
 @dataclass
 class PendingGenerate:
@@ -277,8 +261,10 @@ class RolloutPool:
 
     # ------------------------------------------------------------------------------------ weights
 
-    def push_weights(self, blob: bytes, version: int, rollback: bool = False) -> float:
+    def push_weights(self, weights: Any, version: int, rollback: bool = False) -> float:
         """Move every serving worker to `version`; returns seconds. Raises WeightPushError on failure.
+        `weights`: an object-store reference to a safetensors blob (what `LearnerGroup.publish_weights`
+        gives: the driver never holds the bytes), or the bytes themselves (tests, tools).
         Versions only grow, except when a run rolls back to a checkpoint (`rollback=True`)."""
         with self._lock:
             if self._pending:
@@ -287,7 +273,8 @@ class RolloutPool:
             if version <= self._version and not self._broken and not rollback:
                 raise ValueError(f"new version {version} must exceed the current version {self._version}")
             t0 = time.perf_counter()
-            ref = ray.put(blob)  # one copy in the object store, shared by all workers (and by replacements)
+            # one copy in the object store, shared by all workers (and by replacements)
+            ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
             slots = self.replicas.serving()
             refs = [self.replicas.handles[i].update_weights.remote(ref, version) for i in slots]
             ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
@@ -313,6 +300,22 @@ class RolloutPool:
             self._version = version
             self.last_push_seconds = time.perf_counter() - t0
             return self.last_push_seconds
+
+    def sleep(self, level: int = 1) -> None:
+        """Colocated with the learner (rollout.colocate_with_learner): free the GPU for the learner phase
+        (vLLM sleep level 1: weights offloaded, KV cache dropped). On CPU the engines log that sleep mode
+        does not exist there."""
+        with self._lock:
+            self._each("sleep", level)
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Re-allocate what `sleep` freed: ["weights"] before a push, ["kv_cache"] after it (vLLM's order)."""
+        with self._lock:
+            self._each("wake_up", tags)
+
+    def _each(self, verb: str, *args) -> None:
+        refs = [getattr(self.replicas.handles[i], verb).remote(*args) for i in self.replicas.serving()]
+        ray.get(refs, timeout=self.timeout_s)
 
     def versions(self) -> list[int]:
         return ray.get([w.version.remote() for w in self.workers], timeout=self.timeout_s)

@@ -42,7 +42,6 @@ from .registry import Registry, UnknownNameError
 from .selection import (
     aug_cap,
     floor_times,
-    hard_set,
     plan_instances,
     replay_count,
     select_hardest,
@@ -54,7 +53,7 @@ __all__ = [
     "aggregate", "aug_cap", "build_bcq", "build_compression_prompt", "build_hint_prompt",
     "build_hinted_question", "build_judge_prompt", "build_ncq", "centered_advantages",
     "compute_advantages", "compute_divergence", "compute_policy_loss", "floor_times", "forward_kl_loss",
-    "grpo_advantages", "hard_set", "jsd_loss", "kl_penalty", "masked_mean", "norm_with_zero_advantages",
+    "grpo_advantages", "jsd_loss", "kl_penalty", "masked_mean", "norm_with_zero_advantages",
     "plan_instances", "question_prompt", "ppo_clip_loss", "replay_count", "reverse_kl_loss", "sanitize_candidate",
     "select_hardest", "split_prefix", "with_format_closer", "zppo_advantages",
 ]

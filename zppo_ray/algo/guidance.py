@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from zppo_ray.algo.zppo import Group
 
-GUIDED_KINDS = {"hint": "hint", "prefix": "prefix", "teacher_inject": "inject"}
+GUIDANCE_KINDS = ("hint", "prefix", "inject")  # zppo_ray/algo/methods.py maps a method to one of them
 
 
 @dataclass
@@ -36,8 +36,8 @@ def choose_guidance(kept: list[str], teacher: dict[str, Group], cap: int, kind: 
                     rng: random.Random) -> list[Guidance]:
     """One instance per kept question that has a correct teacher sample (chosen uniformly), hardest first,
     at most `cap`. A question whose teacher samples are all wrong gets nothing on this visit, like BCQ."""
-    if kind not in GUIDED_KINDS.values():
-        raise ValueError(f"unknown guidance kind {kind!r}; one of {sorted(GUIDED_KINDS.values())}")
+    if kind not in GUIDANCE_KINDS:
+        raise ValueError(f"unknown guidance kind {kind!r}; one of {', '.join(GUIDANCE_KINDS)}")
     out: list[Guidance] = []
     for qid in kept:
         if len(out) >= cap:

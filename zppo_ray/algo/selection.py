@@ -39,11 +39,6 @@ def replay_count(rho_replay: float, n_new: int, available: int) -> int:
     return min(floor_times(rho_replay, n_new), available)
 
 
-def hard_set(accuracies: Mapping[Hashable, float], tau: float = 0.5) -> list[Hashable]:
-    """Questions whose plain accuracy is strictly below `tau`, in the mapping's order."""
-    return [q for q, acc in accuracies.items() if acc < tau]
-
-
 def select_hardest(hard: Mapping[Hashable, float], k: int) -> list[Hashable]:
     """The `k` lowest-accuracy questions, hardest first.
 
