@@ -16,12 +16,12 @@ import pytest
 from zppo_ray.eval import (
     config_benchmarks,
     evaluate_checkpoint,
-    judge_verdict,
     load_benchmarks,
     main,
     parse_bench,
     toy_benchmarks,
 )
+from zppo_ray.rewards import read_verdict
 from zppo_ray.metrics_eval import (
     QuestionResult,
     benchmark_summary,
@@ -206,10 +206,10 @@ def test_evaluate_with_a_generator_object(tmp_path):
 
 
 def test_judge_verdicts():
-    assert judge_verdict('{"verdict": "correct"}') is True
-    assert judge_verdict('<think>it is "wrong"? no</think>```json\n{"verdict": "wrong"}\n```') is False
+    assert read_verdict('{"verdict": "correct"}') is True
+    assert read_verdict('<think>it is "wrong"? no</think>```json\n{"verdict": "wrong"}\n```') is False
     for malformed in ("correct", '{"verdict": "wrong", "why": "x"}', '{"verdict": "Wrong"}', '{"verdict": "wrong"} ok'):
-        assert judge_verdict(malformed) is None, malformed
+        assert read_verdict(malformed) is None, malformed
 
 
 def test_free_form_questions_go_to_the_judge(tmp_path):

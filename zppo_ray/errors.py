@@ -32,8 +32,22 @@ class ZppoError(Exception):
     """Base of this project's errors. Arguments are plain values only, so every subclass pickles."""
 
 
-class DataError(ZppoError):
-    """One input cannot be processed; names the input (a question id, a row) and why."""
+class DataError(ZppoError, ValueError):
+    """One input cannot be processed (a question, a row, a data set as configured); the message names the
+    input and why. `origin` (file, row) and `reason` (a short code such as "missing_answer") are for
+    counting and reports."""
+
+    def __init__(self, message: str, *, origin: str = "", reason: str = ""):
+        super().__init__(message)
+        self.origin = origin
+        self.reason = reason
+
+    def __reduce__(self):  # keyword fields survive pickling across the Ray boundary
+        return (_data_error, (str(self), self.origin, self.reason))
+
+
+def _data_error(message: str, origin: str, reason: str) -> DataError:
+    return DataError(message, origin=origin, reason=reason)
 
 
 class InfraError(ZppoError):

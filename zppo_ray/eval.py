@@ -71,7 +71,7 @@ from zppo_ray.metrics_eval import (
     family_summary,
     markdown_table,
 )
-from zppo_ray.rewards import choice_letter, grade, last_boxed, parse_verdict
+from zppo_ray.rewards import choice_letter, grade, last_boxed, read_verdict
 from zppo_ray.types import GenRequest, Sample
 
 log = logging.getLogger(__name__)
@@ -242,20 +242,6 @@ def _prompt_fits(gen: Generator, prompt: str) -> bool:
     return len(engine.prompt_ids(prompt)) < engine.max_model_len - 1
 
 
-def judge_verdict(text: str) -> bool | None:
-    """True / False for a strict verdict, None for a malformed one.
-
-    `parse_verdict` (the reward's parser) only says "correct or not"; to tell a well-formed "wrong" from
-    garbage without a second parser, read the last `"wrong"` literal as `"correct"`: in a well-formed
-    output the verdict value is the last JSON string, so the swap parses exactly when the original was a
-    well-formed wrong verdict.
-    """
-    if parse_verdict(text):
-        return True
-    head, found, tail = text.rpartition('"wrong"')
-    return False if found and parse_verdict(f'{head}"correct"{tail}') else None
-
-
 # ---------------------------------------------------------------------------------------------- grading
 
 
@@ -291,7 +277,7 @@ def _judge(judge: Any, records: list[QuestionResult], items: list[tuple[int, int
         raw = [next(outs)[0].text if ok else None for ok in fits]
     for (j, i, q, _), text in zip(items, raw):
         rec = records[j]
-        verdict = None if text is None else judge_verdict(text)
+        verdict = None if text is None else read_verdict(text)
         rec.rewards[i] = 1.0 if verdict else 0.0
         if text is None:
             rec.judge_too_long += 1

@@ -213,6 +213,16 @@ def _collate_topk(items: Sequence[TrainItem], t_max: int) -> dict[str, torch.Ten
     return {"topk_ids": ids, "topk_logprobs": lps, "topk_valid": valid}
 
 
+SUMMED_METRICS = ("tokens", "items")  # counts; every other learner metric is a mean (or already global)
+
+
+def reduce_metrics(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One dict from several (ranks of one mini-batch, or the mini-batches of one step): counts add up,
+    everything else is averaged."""
+    keys = parts[0].keys() if parts else []
+    return {k: sum(m[k] for m in parts) / (1 if k in SUMMED_METRICS else len(parts)) for k in keys}
+
+
 def chunks(items: Sequence, size: int) -> list[list]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 

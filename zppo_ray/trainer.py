@@ -38,6 +38,7 @@ from zppo_ray.checkpoint import TrainerState, rng_to_json
 from zppo_ray.data.cursor import DataCursor
 from zppo_ray.data.schema import Question
 from zppo_ray.engine import chat_prompt_ids
+from zppo_ray.learner import reduce_metrics
 from zppo_ray.metrics import RunLog, eval_line, step_line, timed
 from zppo_ray.rewards import grade, last_boxed
 from zppo_ray.seeds import derive_seed
@@ -521,9 +522,7 @@ class Trainer:
         bounds = [round(i * len(order) / n_mb) for i in range(n_mb + 1)]
         per_mb = [learner.train_minibatch([items[j] for j in order[lo:hi]], loss_fn)
                   for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
-        keys = per_mb[0].keys() if per_mb else []
-        # counts add up over the step's mini-batches; everything else is their mean
-        return {k: sum(m[k] for m in per_mb) / (1 if k in ("tokens", "items") else len(per_mb)) for k in keys}
+        return reduce_metrics(per_mb)
 
     def _step_metrics(self, batch, replay, plain, hard, teacher, reform, refresh, learn, seconds, push_s):
         def mean(xs):

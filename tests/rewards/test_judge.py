@@ -66,3 +66,12 @@ def test_schema_is_valid_json_schema_text():
     assert schema["properties"]["verdict"]["enum"] == ["correct", "wrong"]
     assert schema["additionalProperties"] is False
     assert schema["required"] == ["verdict"]
+
+
+def test_read_verdict_has_three_states():
+    from zppo_ray.rewards import read_verdict
+
+    assert read_verdict('{"verdict": "correct"}') is True
+    assert read_verdict('<think>hm</think>\n```json\n{"verdict": "wrong"}\n```') is False
+    for malformed in ('{"verdict": "maybe"}', "correct", '{"verdict": "wrong", "x": 1}', "", None):
+        assert read_verdict(malformed) is None, malformed

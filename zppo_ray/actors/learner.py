@@ -25,10 +25,9 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from zppo_ray.algo.losses import DIVERGENCES
 from zppo_ray.errors import LearnerLost
-from zppo_ray.learner import check_items
+from zppo_ray.learner import check_items, reduce_metrics
 from zppo_ray.types import TrainItem
 
-SUMMED_METRICS = ("tokens", "items")  # per-rank counts; every other metric is already global or a mean
 
 
 def _free_port() -> int:
@@ -95,13 +94,6 @@ def shard(items: list, n: int) -> list[list]:
         out.append(items[start:end])
         start = end
     return out
-
-
-def reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """Counts are summed over ranks, everything else averaged."""
-    keys = per_rank[0].keys()
-    return {k: (sum(m[k] for m in per_rank) if k in SUMMED_METRICS else sum(m[k] for m in per_rank) / len(per_rank))
-            for k in keys}
 
 
 class LearnerGroup:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zppo_ray.data.schema import KINDS, MAX_ANSWER_CHARS, MC_LETTERS, Question
+from zppo_ray.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,6 @@ REASONS = (
 )
 ROLES = ("system", "user", "assistant")
 MAX_CHOICES = 26
-
-
-class DataError(ValueError):
-    """A data set that cannot be loaded as configured; the message names file, row and reason."""
-
-    def __init__(self, message: str, *, origin: str = "", reason: str = ""):
-        super().__init__(message)
-        self.origin = origin
-        self.reason = reason
 
 
 class BadRow(Exception):

@@ -4,7 +4,7 @@ multiple-choice letters, and the strict JSON verdict of the LLM judge."""
 from .choice import LETTERS, choice_equal, choice_letter, normalize_gold_letter
 from .extract import DEFAULT_MAX_CHARS, last_boxed
 from .grade import GRADABLE_KINDS, grade, grade_batch
-from .judge import JUDGE_SCHEMA, grade_judged, parse_verdict
+from .judge import JUDGE_SCHEMA, grade_judged, parse_verdict, read_verdict
 from .math_grader import MAX_MATH_CHARS, check_gold, math_equal, strip_degree_percent, too_costly
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "math_equal",
     "normalize_gold_letter",
     "parse_verdict",
+    "read_verdict",
     "strip_degree_percent",
     "too_costly",
 ]

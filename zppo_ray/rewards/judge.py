@@ -72,21 +72,29 @@ def _strip_fence(text: str) -> str | None:
     return body[newline + 1 :].strip()
 
 
-def parse_verdict(text: str) -> bool:
-    """True only for a well-formed ``{"verdict": "correct"}``; every other output is False (wrong)."""
+def read_verdict(text: str) -> bool | None:
+    """The judge's verdict in three states: True ("correct"), False ("wrong"), None (malformed: anything
+    but exactly one well-formed verdict object). The reward treats None as wrong; reports count it apart."""
     if not isinstance(text, str) or len(text) > MAX_JUDGE_CHARS:
-        return False
+        return None
     body = _strip_think(text.strip())
     if body is None:
-        return False
+        return None
     body = _strip_fence(body)
     if body is None:
-        return False
+        return None
     try:
         obj = json.loads(body, object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError):  # JSONDecodeError, _DuplicateKey, "[[[[..." nesting
-        return False
-    return isinstance(obj, dict) and set(obj) == {"verdict"} and obj["verdict"] == "correct"
+        return None
+    if not (isinstance(obj, dict) and set(obj) == {"verdict"} and obj["verdict"] in ("correct", "wrong")):
+        return None
+    return obj["verdict"] == "correct"
+
+
+def parse_verdict(text: str) -> bool:
+    """True only for a well-formed ``{"verdict": "correct"}``; every other output is False (wrong)."""
+    return read_verdict(text) is True
 
 
 def grade_judged(judge_output: str) -> float:
