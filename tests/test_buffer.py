@@ -241,7 +241,7 @@ def test_snapshot_round_trip_is_exact(tmp_path, graduation):
     # overwrite in place, atomically: no temp files remain
     buf.snapshot(path)
     assert os.listdir(tmp_path) == ["buffer.json"]
-    assert json.loads(path.read_text())["format_version"] == 1
+    assert json.loads(path.read_text())["format_version"] == 2
 
 
 def test_failed_snapshot_keeps_the_previous_file(tmp_path):

@@ -16,7 +16,6 @@ It is checkpointed with `snapshot`/`restore` (JSON, exact round trip) and moved 
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -26,9 +25,10 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from zppo_ray.codec import decode, encode
 from zppo_ray.data.schema import Question
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the shared tagged-JSON codec (zppo_ray/codec.py)
 
 
 @dataclass(frozen=True)
@@ -362,47 +362,11 @@ class PromptReplayBuffer:
         return buf
 
 
-# ---- JSON codec: tagged so that tuple/list, bytes/str and non-string dict keys survive ------------
-_TUPLE, _BYTES, _PAIRS = "__tuple__", "__bytes__", "__pairs__"
-
-
-def _encode(value: Any, where: str) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, bytes):
-        return {_BYTES: base64.b64encode(value).decode("ascii")}
-    if isinstance(value, tuple):
-        return {_TUPLE: [_encode(v, where) for v in value]}
-    if isinstance(value, list):
-        return [_encode(v, where) for v in value]
-    if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value) and not (len(value) == 1 and next(iter(value)) in _TAGS):
-            return {k: _encode(v, where) for k, v in value.items()}
-        return {_PAIRS: [[_encode(k, where), _encode(v, where)] for k, v in value.items()]}
-    raise TypeError(f"cannot snapshot {type(value).__name__} in {where}: use str/bytes/numbers/lists/dicts")
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if len(value) == 1:
-        (tag, body), = value.items()
-        if tag == _BYTES:
-            return base64.b64decode(body)
-        if tag == _TUPLE:
-            return tuple(_decode(v) for v in body)
-        if tag == _PAIRS:
-            return {_decode(k): _decode(v) for k, v in body}
-    return {k: _decode(v) for k, v in value.items()}
-
-
-_TAGS = (_TUPLE, _BYTES, _PAIRS)
-
-
 def _encode_question(q: Question) -> dict[str, Any]:
-    return {f.name: _encode(getattr(q, f.name), f"question {q.id!r}.{f.name}") for f in fields(Question)}
+    try:
+        return {f.name: encode(getattr(q, f.name)) for f in fields(Question)}
+    except TypeError as e:
+        raise TypeError(f"cannot snapshot question {q.id!r}: {e}") from None
 
 
 def _encode_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -419,7 +383,7 @@ def _encode_state(state: dict[str, Any]) -> dict[str, Any]:
 def _decode_state(raw: dict[str, Any]) -> dict[str, Any]:
     state = dict(raw)
     state["entries"] = [
-        BufferEntry(**{**e, "question": Question(**{k: _decode(v) for k, v in e["question"].items()})})
+        BufferEntry(**{**e, "question": Question(**{k: decode(v) for k, v in e["question"].items()})})
         for e in raw["entries"]
     ]
     state["fates"] = [Fate(**f) for f in raw["fates"]]

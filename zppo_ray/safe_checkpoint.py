@@ -31,7 +31,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from zppo_ray.learner import import_deepspeed
+from zppo_ray.codec import TAG, decode, encode, pointer
+from zppo_ray.deepspeed_env import import_deepspeed
 
 import_deepspeed()  # the accelerator environment must be set before deepspeed's first import
 from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointEngine
@@ -40,8 +41,6 @@ from deepspeed.runtime.zero.config import ZeroStageEnum
 from deepspeed.utils.tensor_fragment import fragment_address
 
 FORMAT = "zppo-ds-safetensors-1"
-TAG = "__t"
-_PRIMITIVES = (bool, int, float, str, type(None))
 # What DeepSpeed 0.19.8 stores for ZeRO 0-3 in fp32/bf16: the ZeRO optimizers' `loss_scaler` (a LossScaler,
 # DynamicLossScaler under fp16), `zero_stage` and ZeRO-1/2's `param_slice_mappings` values. Classes are
 # looked up by name in these dicts only, so a file cannot name anything else to instantiate.
@@ -49,17 +48,13 @@ ENUMS = {f"{c.__module__}.{c.__qualname__}": c for c in (ZeroStageEnum,)}
 OBJECTS = {f"{c.__module__}.{c.__qualname__}": c for c in (LossScaler, DynamicLossScaler, fragment_address)}
 
 
-def _pointer(path: list[str]) -> str:
-    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)
-
-
 def flatten(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
     """(tensors keyed by JSON pointer, JSON-able tree referring to them) for a nested state dict."""
     tensors: dict[str, torch.Tensor] = {}
     storages: set[tuple[str, int]] = set()
 
-    def enc(x: Any, path: list[str]) -> Any:
-        where = _pointer(path)
+    def extra(x: Any, path: list[str], enc) -> Any:
+        where = pointer(path)
         if isinstance(x, torch.Tensor):
             t = x.detach().cpu()
             # safetensors refuses non-contiguous tensors and tensors sharing memory (tied weights, views of
@@ -72,20 +67,6 @@ def flatten(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
                 raise ValueError(f"two entries map to the tensor key {where!r}")
             tensors[where] = t
             return {TAG: "tensor", "key": where}
-        if type(x) in _PRIMITIVES:
-            return x
-        if type(x) is list:
-            return [enc(v, path + [str(i)]) for i, v in enumerate(x)]
-        if type(x) is dict and all(type(k) is str for k in x) and TAG not in x:
-            return {k: enc(v, path + [k]) for k, v in x.items()}
-        if type(x) in (dict, OrderedDict):
-            bad = [k for k in x if type(k) not in _PRIMITIVES]
-            if bad:
-                raise TypeError(f"{where}: dict key of type {type(bad[0]).__qualname__} in a pickle-free checkpoint")
-            kind = "dict" if type(x) is dict else "odict"
-            return {TAG: kind, "items": [[k, enc(v, path + [str(k)])] for k, v in x.items()]}
-        if type(x) is tuple:
-            return {TAG: "tuple", "items": [enc(v, path + [str(i)]) for i, v in enumerate(x)]}
         if type(x) is torch.Size:
             return {TAG: "size", "items": list(x)}
         if isinstance(x, torch.dtype):
@@ -95,29 +76,17 @@ def flatten(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
             return {TAG: "enum", "cls": name, "value": enc(x.value, path)}
         if name in OBJECTS and type(x) is OBJECTS[name]:
             return {TAG: "object", "cls": name, "state": enc(vars(x), path)}
-        raise TypeError(f"{where}: cannot store a {name} in a pickle-free checkpoint "
-                        "(add it to safe_checkpoint's allowlist if it is plain data)")
+        return NotImplemented  # the codec's TypeError names the place
 
-    return tensors, enc(obj, [])
+    return tensors, encode(obj, extra)
 
 
 def unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """The inverse of flatten(); builds only primitives, containers, tensors and allowlisted classes."""
 
-    def dec(x: Any) -> Any:
-        if isinstance(x, list):
-            return [dec(v) for v in x]
-        if not isinstance(x, dict):
-            return x
-        tag = x.get(TAG)
-        if tag is None:
-            return {k: dec(v) for k, v in x.items()}
+    def extra(tag: str, x: dict, dec) -> Any:
         if tag == "tensor":
             return tensors[x["key"]]
-        if tag in ("dict", "odict"):
-            return (dict if tag == "dict" else OrderedDict)((k, dec(v)) for k, v in x["items"])
-        if tag == "tuple":
-            return tuple(dec(v) for v in x["items"])
         if tag == "size":
             return torch.Size(int(v) for v in x["items"])
         if tag == "dtype":
@@ -132,9 +101,9 @@ def unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
             obj = cls.__new__(cls)  # what unpickling does, minus the freedom to pick the class or call code
             obj.__dict__.update(dec(x["state"]))
             return obj
-        raise ValueError(f"unsupported entry in checkpoint tree: {tag!r} {x.get('cls', '')}")
+        return NotImplemented
 
-    return dec(tree)
+    return decode(tree, extra)
 
 
 def save_state(state: Any, path: str) -> None:
