@@ -27,7 +27,7 @@ run: setup
 	$(PY) -m zppo_ray.main $(ARGS)
 
 bootstrap: setup
-	$(PY) -m zppo_ray.toy.bootstrap $(ARGS)
+	$(PY) -m zppo_ray.worlds.toy.bootstrap $(ARGS)
 
 test: setup prometheus
 	$(PY) -m pytest -q tests $(ARGS)

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from zppo_ray.comparison import bin_table, curve_table, markdown_table, method_row, read_run
+from zppo_ray.eval.compare import bin_table, curve_table, markdown_table, method_row, read_run
 
 
 def parse(argv):

@@ -19,7 +19,7 @@ def toy_cfg():
 @pytest.fixture(scope="session")
 def toy_world(toy_cfg):
     """Tokenizer + pretrained student and teacher (built on first use, minutes; then cached)."""
-    from zppo_ray.toy.bootstrap import ensure_toy_world
+    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world
 
     return ensure_toy_world(toy_cfg.toy, toy_cfg.templates)
 

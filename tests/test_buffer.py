@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from zppo_ray.buffer import BufferConfig, Fate, PromptReplayBuffer
 from zppo_ray.data.schema import Question
+from zppo_ray.state.buffer import BufferConfig, Fate, PromptReplayBuffer
 
 
 def q(name: str, **kw) -> Question:

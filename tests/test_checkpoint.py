@@ -2,10 +2,10 @@ import random
 
 import pytest
 
-from zppo_ray import checkpoint as ckpt
 from zppo_ray.actors.buffer import ReplayBufferShell
-from zppo_ray.buffer import BufferConfig
 from zppo_ray.data.schema import Question
+from zppo_ray.state import checkpoint as ckpt
+from zppo_ray.state.buffer import BufferConfig
 
 
 def _save(run_dir, step, complete=True):

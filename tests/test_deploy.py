@@ -153,7 +153,7 @@ def test_podmonitor_scrapes_the_declared_metrics_port():
 
 
 def test_dashboard_queries_only_exported_metrics_through_a_datasource_variable():
-    from zppo_ray.telemetry import CATALOG
+    from zppo_ray.observe.prometheus import CATALOG
 
     dash = json.loads((ROOT / "deploy" / "grafana" / "zppo-dashboard.json").read_text())
     assert any(v["type"] == "datasource" and v["query"] == "prometheus" for v in dash["templating"]["list"])

@@ -59,8 +59,8 @@ def test_end_to_end_run_writes_everything(run_a):
 
 
 def test_resume_equals_uninterrupted(run_a, tmp_path, toy_world, ray_cluster):
-    from zppo_ray.checkpoint import checkpoint_dir, read_trainer_state
     from zppo_ray.launch import train
+    from zppo_ray.state.checkpoint import checkpoint_dir, read_trainer_state
 
     a_dir, _ = run_a
     b_dir = tmp_path / "run_b"
@@ -98,7 +98,7 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
 
     from zppo_ray.actors.buffer import ReplayBufferActor, buffer_config
     from zppo_ray.launch import load_split
-    from zppo_ray.metrics import RunLog
+    from zppo_ray.observe.runlog import RunLog
     from zppo_ray.trainer import Trainer
 
     cfg = _cfg(tmp_path, f"algo.name={algo}", "algo.tau=1.0")  # tau 1: every imperfect question is hard

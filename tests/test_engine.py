@@ -25,8 +25,8 @@ _state: dict = {}
 
 
 def _tiny_models(root) -> dict:
-    from zppo_ray.toy.models import Arch, build_model
-    from zppo_ray.toy.tokenizer import build_tokenizer
+    from zppo_ray.worlds.toy.models import Arch, build_model
+    from zppo_ray.worlds.toy.tokenizer import build_tokenizer
 
     corpus = [f"What is {a} + {b}? <think> {a} + {b} = {a + b} </think> \\boxed{{{a + b}}}"
               for a in range(40) for b in range(25)] + ["user assistant system"] * 50
@@ -42,7 +42,7 @@ def _tiny_models(root) -> dict:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, toy_cfg) -> dict:
-    from zppo_ray.toy.bootstrap import artifacts_for
+    from zppo_ray.worlds.toy.bootstrap import artifacts_for
 
     art = artifacts_for(toy_cfg.toy, toy_cfg.templates)
     if all((Path(d) / "config.json").exists() and (Path(d) / "model.safetensors").exists()
@@ -53,7 +53,7 @@ def models(tmp_path_factory, toy_cfg) -> dict:
 
 @pytest.fixture(scope="module")
 def engine(models):
-    from zppo_ray.engine import VLLMEngine
+    from zppo_ray.engine.vllm_engine import VLLMEngine
 
     if "engine" not in _state:
         _state["engine"] = VLLMEngine(models["student"], max_model_len=MAX_LEN, kv_cache_gib=1.0, seed=0)
@@ -95,7 +95,7 @@ def greedy(engine, max_new: int = 32):
 
 
 def push(engine, model, version: int, drop: tuple = ()) -> float:
-    from zppo_ray.weight_sync import state_dict_to_safetensors_bytes
+    from zppo_ray.engine.weight_sync import state_dict_to_safetensors_bytes
 
     sd = {k: v for k, v in model.state_dict().items() if k not in drop}
     return engine.load_weights_from_bytes(state_dict_to_safetensors_bytes(sd), version)
@@ -229,10 +229,11 @@ def ray_session(ray_cluster):
 
 
 def test_rollout_pool_push_is_atomic(ray_session, models):
+    from transformers import AutoModelForCausalLM
+
     from zppo_ray.actors.rollout import RolloutPool, WeightPushError
     from zppo_ray.config import ModelConfig, RolloutConfig
-    from zppo_ray.weight_sync import state_dict_to_safetensors_bytes
-    from transformers import AutoModelForCausalLM
+    from zppo_ray.engine.weight_sync import state_dict_to_safetensors_bytes
 
     pool = RolloutPool.create(RolloutConfig(num_workers=1, kv_cache_gib=1.0),
                               ModelConfig(path=models["student"], max_model_len=MAX_LEN))

@@ -1,4 +1,4 @@
-"""The evaluation harness (zppo_ray.eval, zppo_ray.metrics_eval).
+"""The evaluation harness (zppo_ray.eval, zppo_ray.eval.passk).
 
 Fast tests: pass@k against brute-force enumeration, aggregation, the markdown table, the four public data
 layouts (tests/data/eval_layouts, hand-written rows), grading and the judge through scripted generators, and
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from zppo_ray.eval import (
+from zppo_ray.eval.harness import (
     config_benchmarks,
     evaluate_checkpoint,
     load_benchmarks,
@@ -21,8 +21,7 @@ from zppo_ray.eval import (
     parse_bench,
     toy_benchmarks,
 )
-from zppo_ray.rewards import read_verdict
-from zppo_ray.metrics_eval import (
+from zppo_ray.eval.passk import (
     QuestionResult,
     benchmark_summary,
     check_ks,
@@ -30,7 +29,7 @@ from zppo_ray.metrics_eval import (
     markdown_table,
     pass_at_k,
 )
-from zppo_ray.rewards import grade
+from zppo_ray.rewards import grade, read_verdict
 from zppo_ray.types import Sample
 
 LAYOUTS = Path(__file__).parent / "data" / "eval_layouts"

@@ -14,7 +14,7 @@ import torch
 
 from zppo_ray.algo.losses import PolicyLossConfig, compute_policy_loss
 from zppo_ray.config import AlgoConfig, LearnerConfig
-from zppo_ray.learner import PolicyLearner, collate
+from zppo_ray.learner.policy import PolicyLearner, collate
 from zppo_ray.types import TrainItem
 
 CORPUS = ["In arithmetic modulo 10, compute 3+8*2-5.\n<think>3+8*2-5=3+6-5=9-5=4</think>\n\\boxed{4}"] * 50 + [
@@ -25,8 +25,8 @@ SENSITIVE = dict(lr=1e-2, eps=1.0, weight_decay=0.0, grad_clip=0.0)  # update ~ 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from zppo_ray.toy.models import Arch, build_model
-    from zppo_ray.toy.tokenizer import build_tokenizer
+    from zppo_ray.worlds.toy.models import Arch, build_model
+    from zppo_ray.worlds.toy.tokenizer import build_tokenizer
 
     path = tmp_path_factory.mktemp("tiny_qwen3")
     tok = build_tokenizer(CORPUS, vocab_size=300)

@@ -1,6 +1,6 @@
 """The learner on a vision-language student: the image reaches logprobs and gradients (issue #11, point 1).
 
-The student is a tiny Qwen3-VL built from config (zppo_ray/toy/vlm.py) around a tiny Qwen3 text model.
+The student is a tiny Qwen3-VL built from config (zppo_ray/worlds/toy/vlm.py) around a tiny Qwen3 text model.
 The reference is transformers' own sampling through the model's HF processor (Qwen3VLProcessor expanding
 the image placeholder, the PIL image processor making pixel values): its per-token logprobs of what it
 sampled must equal what the DeepSpeed learner computes for the same sample from the rollout's
@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from zppo_ray.config import AlgoConfig, LearnerConfig
-from zppo_ray.engine import chat_prompt_ids
-from zppo_ray.learner import PolicyLearner, check_items
-from zppo_ray.toy.vlm import build_toy_vlm, render_expression
+from zppo_ray.engine.prompts import chat_prompt_ids
+from zppo_ray.learner.policy import PolicyLearner, check_items
 from zppo_ray.types import TrainItem
+from zppo_ray.worlds.toy.vlm import build_toy_vlm, render_expression
 
 CORPUS = ["In arithmetic modulo 10, compute the expression in the image.\n<think>3+8=1</think>\n\\boxed{1}"] * 30
 QUESTION = "In arithmetic modulo 10, compute the expression in the image from left to right."
@@ -28,8 +28,8 @@ QUESTION = "In arithmetic modulo 10, compute the expression in the image from le
 
 @pytest.fixture(scope="module")
 def vlm_dir(tmp_path_factory):
-    from zppo_ray.toy.models import Arch, build_model
-    from zppo_ray.toy.tokenizer import build_tokenizer
+    from zppo_ray.worlds.toy.models import Arch, build_model
+    from zppo_ray.worlds.toy.tokenizer import build_tokenizer
 
     root = tmp_path_factory.mktemp("vlm")
     tok = build_tokenizer(CORPUS, vocab_size=300)

@@ -91,7 +91,7 @@ def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_wo
 
     from zppo_ray.config import load_config
     from zppo_ray.launch import load_split, model_paths, save_checkpoint, start_roles, stop_roles
-    from zppo_ray.metrics import RunLog
+    from zppo_ray.observe.runlog import RunLog
     from zppo_ray.trainer import Trainer
 
     # Hard-tier questions and a learner too slow to solve them within the test (lr 1e-7: this is about the

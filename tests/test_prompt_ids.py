@@ -2,8 +2,8 @@
 
 import pytest
 
-from zppo_ray.engine import chat_prompt_ids
-from zppo_ray.toy.tokenizer import build_tokenizer
+from zppo_ray.engine.prompts import chat_prompt_ids
+from zppo_ray.worlds.toy.tokenizer import build_tokenizer
 
 
 @pytest.fixture(scope="module")

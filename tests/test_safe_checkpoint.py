@@ -1,4 +1,4 @@
-"""The pickle-free checkpoint format of zppo_ray/safe_checkpoint.py, without a learner (see test_learner.py
+"""The pickle-free checkpoint format of zppo_ray/state/safe_checkpoint.py, without a learner (see test_learner.py
 for save/resume of real DeepSpeed engines)."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from zppo_ray.safe_checkpoint import (
+from zppo_ray.state.safe_checkpoint import (
     FORMAT,
     OBJECTS,
     SafetensorsCheckpointEngine,

@@ -1,6 +1,6 @@
 """`python -m zppo_ray.audit RUN_DIR`: check that a finished (or stopped) run lost no question.
 
-Reads what the run left behind and cross-checks three independent records (zppo_ray/accounting.py):
+Reads what the run left behind and cross-checks three independent records (zppo_ray/state/ledger.py):
 the controller's question ledger (newest complete checkpoint), the replay buffer's own snapshot and fate
 records (the checkpoint's `buffer/`), and the questions the data cursor must have served, replayed from the
 run's resolved config. The run log (`metrics.jsonl`, "served" records) ties them together step by step.
@@ -13,10 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-from zppo_ray import checkpoint as ckpt
-from zppo_ray.accounting import Audit, audit
-from zppo_ray.buffer import PromptReplayBuffer
 from zppo_ray.data.cursor import DataCursor
+from zppo_ray.state import checkpoint as ckpt
+from zppo_ray.state.buffer import PromptReplayBuffer
+from zppo_ray.state.ledger import Audit, audit
 
 
 def served_log(run_dir: Path, up_to: int) -> dict[int, dict]:
@@ -35,7 +35,7 @@ def audit_run(run_dir: str | Path) -> Audit:
     from zppo_ray.config import load_config
     from zppo_ray.launch import load_split, model_paths
     from zppo_ray.main import uses_toy
-    from zppo_ray.toy.bootstrap import ensure_toy_world
+    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world
 
     run_dir = Path(run_dir)
     d = ckpt.latest(run_dir)

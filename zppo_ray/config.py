@@ -107,7 +107,7 @@ class ToyModelConfig:
     pretrain_steps: int = 1500
     pretrain_batch_size: int = 64
     pretrain_lr: float = 3e-3
-    pretrain_docs: int = 20000  # documents drawn from the pretraining pool (see zppo_ray/toy/corpus.py)
+    pretrain_docs: int = 20000  # documents drawn from the pretraining pool (see zppo_ray/worlds/toy/corpus.py)
     # Share of pretraining documents per tier (mostly the hard tier: the long chains need the most practice).
     tier_weights: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.5])
     # Per tier, the share of plain worked solutions in the pretraining corpus that stop after two steps and
@@ -289,7 +289,7 @@ class TrainerConfig:
 
 @dataclass
 class MetricsConfig:
-    """Prometheus metrics (zppo_ray/telemetry.py) are recorded in every Ray process, always; Ray's metrics
+    """Prometheus metrics (zppo_ray/observe/prometheus.py) are recorded in every Ray process, always; Ray's metrics
     agent serves them per node. `prometheus: true` fixes the port of the local cluster a run starts itself
     (a random port otherwise); a joined cluster uses its own `ray start --metrics-export-port`."""
 

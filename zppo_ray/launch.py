@@ -23,14 +23,14 @@ from pathlib import Path
 
 import ray
 
-from zppo_ray import checkpoint as ckpt
-from zppo_ray import telemetry
-from zppo_ray.accounting import Ledger
+from zppo_ray.algo.methods import method, needs_teacher
 from zppo_ray.data.schema import Question
 from zppo_ray.errors import LearnerLost
-from zppo_ray.metrics import RunLog
+from zppo_ray.observe import prometheus
+from zppo_ray.observe.runlog import RunLog
 from zppo_ray.seeds import derive_seed
-from zppo_ray.algo.methods import method, needs_teacher
+from zppo_ray.state import checkpoint as ckpt
+from zppo_ray.state.ledger import Ledger
 from zppo_ray.trainer import Roles, Trainer
 
 log = logging.getLogger("zppo_ray")
@@ -55,7 +55,7 @@ def model_paths(cfg, toy_artifacts) -> tuple[str, str]:
 
 def load_split(cfg, section: str, tokenizer) -> list[Question]:
     from zppo_ray.data import ensure_unique_ids, load_questions
-    from zppo_ray.toy.bootstrap import toy_questions
+    from zppo_ray.worlds.toy.bootstrap import toy_questions
 
     out: list[Question] = []
     for src in getattr(cfg.data, section):
@@ -148,7 +148,7 @@ def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: in
     ckpt.write_trainer_state(d, trainer.state())
     ckpt.mark_complete(d)
     ckpt.prune(run_dir, keep_last)
-    telemetry.record("zppo_checkpoint_seconds", time.perf_counter() - t0)
+    prometheus.record("zppo_checkpoint_seconds", time.perf_counter() - t0)
     log.info("checkpoint %s", d)
     return d
 
@@ -201,7 +201,7 @@ def recover_learner(trainer: Trainer, roles: Roles, run_dir: Path, err: LearnerL
         raise LearnerLost(f"{err}. The run stops ({why}); rerun with trainer.resume=auto to continue from "
                           f"{d or 'the start'}") from err
     log.error("%s; rebuilding the learner group and rolling back to %s (restart %d of %d)", err, d, attempt, budget)
-    telemetry.record("zppo_actor_restarts", 1, role="learner")
+    prometheus.record("zppo_actor_restarts", 1, role="learner")
     try:
         roles.learner.shutdown()
     except Exception:  # noqa: BLE001 - the group is broken anyway

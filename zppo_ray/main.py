@@ -26,7 +26,7 @@ def uses_toy(cfg) -> bool:
 def run(argv: list[str]) -> Path:
     from zppo_ray.config import load_config, save_resolved, split_cli_args
     from zppo_ray.launch import train
-    from zppo_ray.toy.bootstrap import ensure_toy_world, format_report
+    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, format_report
 
     path, overrides = split_cli_args(argv)
     cfg = load_config(path, overrides, check_paths=True)

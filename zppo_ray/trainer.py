@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 import ray
 import torch
 
-from zppo_ray import telemetry
-from zppo_ray.accounting import Ledger
 from zppo_ray.algo.advantages import compute_advantages
+from zppo_ray.algo.compression import cap_candidate, uniform_form
 from zppo_ray.algo.guidance import Guidance, choose_guidance, inject
 from zppo_ray.algo.methods import method
-from zppo_ray.algo.compression import cap_candidate, uniform_form
 from zppo_ray.algo.reformulate import build_hint_prompt, build_hinted_question, question_prompt, split_prefix
 from zppo_ray.algo.selection import aug_cap, replay_count
 from zppo_ray.algo.zppo import (
@@ -34,14 +32,16 @@ from zppo_ray.algo.zppo import (
     pre_cap,
     render_instance,
 )
-from zppo_ray.checkpoint import TrainerState, rng_to_json
 from zppo_ray.data.cursor import DataCursor
 from zppo_ray.data.schema import Question
-from zppo_ray.engine import chat_prompt_ids
-from zppo_ray.learner import reduce_metrics
-from zppo_ray.metrics import RunLog, eval_line, step_line, timed
+from zppo_ray.engine.prompts import chat_prompt_ids
+from zppo_ray.learner.policy import reduce_metrics
+from zppo_ray.observe import prometheus
+from zppo_ray.observe.runlog import RunLog, eval_line, step_line, timed
 from zppo_ray.rewards import grade, last_boxed
 from zppo_ray.seeds import derive_seed
+from zppo_ray.state.checkpoint import TrainerState, rng_to_json
+from zppo_ray.state.ledger import Ledger
 from zppo_ray.types import GenRequest, Sample, TrainItem
 
 log = logging.getLogger("zppo_ray.trainer")
@@ -272,7 +272,7 @@ class Trainer:
 
     def _finish(self, metrics: dict, refresh: dict) -> dict:
         self.log.write("step", **metrics)
-        telemetry.record_step(metrics, self.last_push_bytes)
+        prometheus.record_step(metrics, self.last_push_bytes)
         for fate in refresh["fates"]:
             self.log.write("fate", step=self.step, **fate)
         return metrics
@@ -286,18 +286,18 @@ class Trainer:
                 skipped.append(q.id)
                 log.warning("step %d: question %s skipped: the rollout pool could not process it", self.step + 1,
                             q.id)
-                telemetry.record("zppo_questions_skipped", 1, reason="rollout")
+                prometheus.record("zppo_questions_skipped", 1, reason="rollout")
         return [q for q, _ in keep], [ss for _, ss in keep]
 
     def _settle(self, new, replay, plain, skipped, refresh) -> None:
-        """The ledger's end of step (zppo_ray/accounting.py), logged so the chaos audit can replay it."""
+        """The ledger's end of step (zppo_ray/state/ledger.py), logged so the chaos audit can replay it."""
         # A replayed question that was skipped stays in the buffer (the refresh did not see it).
         buffered = [*refresh.get("buffered", ()), *(q.id for q in replay if q.id in skipped)]
         self.ledger.settle(plain, [q for q in skipped if q not in buffered], buffered, refresh["fates"])
         self.log.write("served", step=self.step, new=[q.id for q in new], replay=[q.id for q in replay],
                        skipped=skipped)
         for state, n in self.ledger.counts().items():
-            telemetry.record("zppo_questions", n, state=state)
+            prometheus.record("zppo_questions", n, state=state)
 
     def _distill_step(self) -> dict:
         """Off- and on-policy distillation (spec §5): a divergence (JSD by default) between the student's

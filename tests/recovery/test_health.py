@@ -1,8 +1,8 @@
-"""The replica health state machine (zppo_ray/health.py): every transition, the budget, illegal orders."""
+"""The replica health state machine (zppo_ray/actors/health.py): every transition, the budget, illegal orders."""
 
 import pytest
 
-from zppo_ray.health import Fleet, IllegalTransition, ReplicaHealth, State
+from zppo_ray.actors.health import Fleet, IllegalTransition, ReplicaHealth, State
 
 
 def test_the_full_cycle_of_a_rollout_worker():

@@ -8,13 +8,13 @@ import pytest
 import ray
 
 from zppo_ray.actors.buffer import BufferClient, ReplayBufferActor
+from zppo_ray.actors.health import State
 from zppo_ray.actors.rollout import RolloutPool
 from zppo_ray.actors.teacher import TeacherGroup, TeacherTimeout
-from zppo_ray.buffer import BufferConfig
 from zppo_ray.data.schema import Question
 from zppo_ray.errors import InfraError, boundary
-from zppo_ray.health import State
 from zppo_ray.seeds import request_seeds
+from zppo_ray.state.buffer import BufferConfig
 from zppo_ray.types import GenRequest, Sample
 
 

@@ -2,8 +2,8 @@ import json
 import random
 
 from zppo_ray.algo.reformulate import DEFAULT_TEMPLATES
-from zppo_ray.toy import corpus
-from zppo_ray.toy.world import ToySpec, generate_split, parse_expr, solution_text, wrong_solution
+from zppo_ray.worlds.toy import corpus
+from zppo_ray.worlds.toy.world import ToySpec, generate_split, parse_expr, solution_text, wrong_solution
 
 
 def test_compression_keeps_the_mistake():
@@ -40,8 +40,8 @@ def test_documents_use_the_trainer_templates_and_tier_weights():
 
 
 def test_student_shortcut_habit_only_where_asked():
-    from zppo_ray.toy.bootstrap import toy_questions
-    from zppo_ray.toy.world import expr_of, shortcut_solution, solution_text
+    from zppo_ray.worlds.toy.bootstrap import toy_questions
+    from zppo_ray.worlds.toy.world import expr_of, shortcut_solution, solution_text
 
     class Cfg:  # the parts of toy_cfg that toy_questions reads
         tiers, mc_fraction, n_eval, n_train, seed = [2, 3, 5], 0.0, 20, 40, 0

@@ -1,4 +1,4 @@
-from zppo_ray.toy.tokenizer import TAGS, build_tokenizer
+from zppo_ray.worlds.toy.tokenizer import TAGS, build_tokenizer
 
 CORPUS = ["In arithmetic modulo 10, compute 3+8*2-5.\n<think>3+8*2-5=3+6-5=9-5=4</think>\n\\boxed{4}"] * 50 + [
     "user assistant Below are two candidate responses"] * 20

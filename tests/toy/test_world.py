@@ -2,9 +2,18 @@ import random
 
 import pytest
 
-from zppo_ray.toy.world import (
-    Expr, ToySpec, expr_of, generate_split, mc_choices, parse_expr, precedence_value, solution_text,
-    steps, value, wrong_solution,
+from zppo_ray.worlds.toy.world import (
+    Expr,
+    ToySpec,
+    expr_of,
+    generate_split,
+    mc_choices,
+    parse_expr,
+    precedence_value,
+    solution_text,
+    steps,
+    value,
+    wrong_solution,
 )
 
 

@@ -1,6 +1,6 @@
 """The replay-buffer actor: the only owner of question state, a thin shell over `PromptReplayBuffer`.
 
-The policy (admit / graduate / evict / sample) lives in `zppo_ray.buffer` and is tested without Ray.
+The policy (admit / graduate / evict / sample) lives in `zppo_ray.state.buffer` and is tested without Ray.
 This shell adds what only a long-lived actor needs: the sampling RNG whose state travels with the
 snapshot (so a resumed run replays the same questions), and a cursor over the fate records so the
 controller can export only what is new each step.
@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 import ray
 
-from zppo_ray import telemetry
-from zppo_ray.buffer import BufferConfig, PromptReplayBuffer
-from zppo_ray.checkpoint import rng_from_json, rng_to_json
 from zppo_ray.data.schema import Question
+from zppo_ray.observe import prometheus
+from zppo_ray.state.buffer import BufferConfig, PromptReplayBuffer
+from zppo_ray.state.checkpoint import rng_from_json, rng_to_json
 
 
 def buffer_config(section) -> BufferConfig:
@@ -41,7 +41,7 @@ def buffer_config(section) -> BufferConfig:
                         graduation=str(section.graduation), ema_alpha=float(section.ema_alpha))
 
 
-log = logging.getLogger("zppo_ray.buffer")
+log = logging.getLogger("zppo_ray.state.buffer")
 
 
 class ReplayBufferShell:
@@ -73,7 +73,7 @@ class ReplayBufferShell:
         if group_size:  # Prometheus (no-op outside Ray): the entry bins need G_S
             admitted = [self.buffer.entry(q).entry_accuracy for q in self.buffer.ids() if q not in before]
             oldest = min((self.buffer.entry(q).entry_step for q in self.buffer.ids()), default=None)
-            telemetry.record_buffer_refresh(out, admitted, group_size, None if oldest is None else step - oldest)
+            prometheus.record_buffer_refresh(out, admitted, group_size, None if oldest is None else step - oldest)
         return out
 
     def size(self) -> int:
@@ -149,7 +149,7 @@ class BufferClient:
             pass
         self.handle = self.start()
         self.restarts += 1
-        telemetry.record("zppo_actor_restarts", 1, role="buffer")
+        prometheus.record("zppo_actor_restarts", 1, role="buffer")
         step = None
         for source in (self.live_dir, self.fallback_dir()):
             if source and (Path(source) / "shell.json").exists():
@@ -161,7 +161,7 @@ class BufferClient:
         lost = self.step_applied - (step or 0)
         if lost > 0:
             self.lost_refreshes += lost
-            telemetry.record("zppo_buffer_lost_refreshes", lost)
+            prometheus.record("zppo_buffer_lost_refreshes", lost)
             log.error("replay buffer rebuilt at step %s, %d refresh(es) behind the controller: the questions "
                       "they admitted, graduated or evicted are lost from the buffer's state", step, lost)
         else:

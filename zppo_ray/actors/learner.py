@@ -1,6 +1,6 @@
 """The learner group: K DeepSpeed ranks (`PolicyLearner`) as Ray actors on one placement group.
 
-The actor is a thin shell; all learning logic lives in `zppo_ray.learner`. The group turns one call from the
+The actor is a thin shell; all learning logic lives in `zppo_ray.learner.policy`. The group turns one call from the
 driver into one call per rank, because every heavy method is collective (a rank that is not called blocks
 the others): items are split into contiguous, near-equal shards, results are put back in the original order.
 
@@ -25,9 +25,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from zppo_ray.algo.losses import DIVERGENCES
 from zppo_ray.errors import LearnerLost
-from zppo_ray.learner import check_items, reduce_metrics
+from zppo_ray.learner.policy import check_items, reduce_metrics
 from zppo_ray.types import TrainItem
-
 
 
 def _free_port() -> int:
@@ -50,7 +49,7 @@ class _LearnerShell:
 
     def setup(self, model_path, learner_cfg, algo_cfg, rank, world_size, master_addr, master_port, seed,
               trust_remote_code=False) -> dict:
-        from zppo_ray.learner import PolicyLearner
+        from zppo_ray.learner.policy import PolicyLearner
 
         self.learner = PolicyLearner(model_path, learner_cfg, algo_cfg, rank, world_size, master_addr,
                                      master_port, seed, trust_remote_code)

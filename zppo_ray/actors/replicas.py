@@ -1,6 +1,6 @@
 """One role's engine actors with their health: dispatch work, gather it, retry and replace what failed.
 
-Shared by the rollout pool and the teacher group. The decisions are `zppo_ray.health` (pure, unit-tested)
+Shared by the rollout pool and the teacher group. The decisions are `zppo_ray.actors.health` (pure, unit-tested)
 and `zppo_ray.errors.classify`; this module only carries them out with Ray:
 
 * a part of a call whose actor failed for an infrastructure reason is sent again to the serving replicas
@@ -23,9 +23,9 @@ from typing import Any
 
 import ray
 
-from zppo_ray import telemetry
+from zppo_ray.actors.health import Fleet, State
 from zppo_ray.errors import InfraError, classify, remote_cause
-from zppo_ray.health import Fleet, State
+from zppo_ray.observe import prometheus
 
 log = logging.getLogger("zppo_ray.replicas")
 
@@ -180,7 +180,7 @@ class ReplicaSet:
     def _failed(self, g: Gather, part: Part, e: Exception) -> None:
         kind = classify(e)
         name = self.names[part.slot]
-        telemetry.record("zppo_actor_failures", 1, role=self.role, kind=kind)
+        prometheus.record("zppo_actor_failures", 1, role=self.role, kind=kind)
         if kind == "bug":
             raise e
         if kind == "data":
@@ -211,7 +211,7 @@ class ReplicaSet:
             raise InfraError(f"{self.role} {g.verb!r}: {len(over)} item(s) failed {g.tries[over[0]]} times "
                              f"(last: {why}); retry budget infra_retries={self.infra_retries} spent")
         g.retried += len(indices)
-        telemetry.record("zppo_requests_retried", len(indices), role=self.role)
+        prometheus.record("zppo_requests_retried", len(indices), role=self.role)
         self._send(g, indices)
 
     def _timed_out(self, g: Gather, on_timeout: Callable[[list[str]], Exception] | None) -> None:
@@ -226,7 +226,7 @@ class ReplicaSet:
             if self._current(p):
                 self.fleet[p.slot].failure(fatal=False)
             g.failed_on.add(p.slot)
-        telemetry.record("zppo_actor_failures", len(late), role=self.role, kind="timeout")
+        prometheus.record("zppo_actor_failures", len(late), role=self.role, kind="timeout")
         indices = [i for p in late for i in p.indices]
         if any(g.tries[i] > self.infra_retries for i in indices) or not self.fleet.serving():
             raise (on_timeout(names) if on_timeout else InfraError(f"{self.role} {g.verb!r} timed out on {names}"))
@@ -260,7 +260,7 @@ class ReplicaSet:
         for i in self.fleet.in_state(State.STALE):
             self._refresh_weights(i)
         for state, n in self.fleet.counts().items():
-            telemetry.record("zppo_replicas", n, role=self.role, state=state)
+            prometheus.record("zppo_replicas", n, role=self.role, state=state)
 
     def _probe(self, i: int) -> None:
         """Non-blocking: a suspect answers a `health` call (queued behind whatever it is busy with) within
@@ -287,7 +287,7 @@ class ReplicaSet:
     def _replace(self, i: int) -> None:
         self.kill(i)
         self.fleet[i].restart()
-        telemetry.record("zppo_actor_restarts", 1, role=self.role)
+        prometheus.record("zppo_actor_restarts", 1, role=self.role)
         self.handles[i], self.pgs[i] = self.factory(i)
         self.gens[i] += 1
         self._starting[i] = self.handles[i].version.remote()

@@ -1,6 +1,6 @@
 """Student rollout workers: `RolloutWorker` (one vLLM engine in a Ray actor) and `RolloutPool` (N of them).
 
-The actor is a shell over `zppo_ray.engine.VLLMEngine`; all sampling and weight-loading logic lives there.
+The actor is a shell over `zppo_ray.engine.vllm_engine.VLLMEngine`; all sampling and weight-loading logic lives there.
 
 Versioning and atomic pushes (docs/stack.md lesson 2). The pool is driven by ONE controller (the trainer
 loop), and every call it makes is synchronous from the controller's point of view:
@@ -13,7 +13,7 @@ loop), and every call it makes is synchronous from the controller's point of vie
   async generate (`generate_async`) is still uncollected: no generate runs while weights change.
 * every generate call checks that all returned samples carry the pool's current version.
 
-Failures (`zppo_ray.actors.replicas`, `zppo_ray.health`): a worker that dies mid-call has its requests
+Failures (`zppo_ray.actors.replicas`, `zppo_ray.actors.health`): a worker that dies mid-call has its requests
 re-sent to the others (same seeds, so the same samples a healthy worker would have drawn) and is replaced
 in the background (`rollout.max_restarts` per slot); the replacement loads the current weights before it
 serves. A request the engine rejects on its own (e.g. a prompt over the model length) is skipped: its
@@ -30,9 +30,9 @@ from typing import Any
 
 import ray
 
-from zppo_ray import telemetry
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet, balanced_split
 from zppo_ray.errors import boundary
+from zppo_ray.observe import prometheus
 from zppo_ray.seeds import seeds_for_part
 from zppo_ray.types import GenRequest, Sample
 
@@ -93,7 +93,7 @@ class _EngineActor:
     """Shared shell: build the engine in the actor process, expose health and the GPU weight-transfer calls."""
 
     def __init__(self, model_path: str, engine_kwargs: dict, name: str = "engine"):
-        from zppo_ray.engine import VLLMEngine
+        from zppo_ray.engine.vllm_engine import VLLMEngine
 
         self.name = name
         self.engine = VLLMEngine(model_path, **engine_kwargs)
@@ -141,19 +141,19 @@ class RolloutWorker(_EngineActor):
         return self._generate(requests, sampling)
 
     def _observe_generate(self, n_requests: int, tokens: int, seconds: float) -> None:
-        telemetry.record_generate(self.name, n_requests, tokens, seconds, self.engine.version)
+        prometheus.record_generate(self.name, n_requests, tokens, seconds, self.engine.version)
 
     @boundary("rollout")
     def update_weights(self, blob: bytes, version: int) -> int:
         """Load a safetensors blob of the full state dict; returns the version now served."""
         self.last_push_seconds = self.engine.load_weights_from_bytes(blob, version)
-        telemetry.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
+        prometheus.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
         return self.engine.version
 
     @boundary("rollout")
     def update_weights_from_path(self, path: str, version: int) -> int:
         self.last_push_seconds = self.engine.load_weights_from_path(path, version)
-        telemetry.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
+        prometheus.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
         return self.engine.version
 
 

@@ -22,17 +22,16 @@ from typing import Any, Callable
 
 import ray
 
-from zppo_ray import telemetry
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet
 from zppo_ray.actors.rollout import _EngineActor, actor_options, engine_kwargs, gpu_tp_engine_kwargs
-from zppo_ray.errors import boundary
-from zppo_ray.seeds import seeds_for_part
 from zppo_ray.algo.compression import cap_candidate, summary_rejection
 from zppo_ray.algo.reformulate import Templates, build_compression_prompt, build_judge_prompt, summary_of
-from zppo_ray.metrics import timed
+from zppo_ray.errors import boundary
+from zppo_ray.observe import prometheus
+from zppo_ray.observe.runlog import timed
 from zppo_ray.rewards import grade_judged
+from zppo_ray.seeds import seeds_for_part
 from zppo_ray.types import GenRequest, Sample
-
 
 # What a skipped item becomes: no teacher samples, a judge verdict of wrong (spec §4: malformed = wrong), or
 # no summary (the controller then shows that instance's candidates raw-truncated).
@@ -60,7 +59,7 @@ class TeacherReplica(_EngineActor):
                          "compress_answer_changed": 0, "judge_items": 0, "judge_too_long": 0}
 
     def _timed(self, op: str):
-        return timed(lambda s: telemetry.record_teacher_call(op, self.name, s))
+        return timed(lambda s: prometheus.record_teacher_call(op, self.name, s))
 
     @boundary("teacher")
     def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
@@ -73,7 +72,7 @@ class TeacherReplica(_EngineActor):
             out = self._compress(items, max_tokens, max_lines)
         for text in out:
             if text is not None:
-                telemetry.record("zppo_teacher_compression_tokens", len(self._encode(text)), replica=self.name)
+                prometheus.record("zppo_teacher_compression_tokens", len(self._encode(text)), replica=self.name)
         return out
 
     def _encode(self, text: str) -> list[int]:

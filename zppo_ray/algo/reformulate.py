@@ -10,7 +10,7 @@ passed through `sanitize_candidate`, which makes every would-be `<candidate>` / 
 `<summary>` tag unparseable; a candidate can therefore never close its own block or forge a second one.
 The question text (and the judge's gold) goes through it too: it is data rather than model output, but a
 question that quotes `</candidate>` would otherwise end a block just the same. Chat-template control
-tokens (`<|im_end|>`) in any of this text are kept as text by the tokenizer (zppo_ray.engine.chat_prompt_ids).
+tokens (`<|im_end|>`) in any of this text are kept as text by the tokenizer (zppo_ray.engine.prompts.chat_prompt_ids).
 
 Placeholders (`{answers}`, `{response}`) are filled with `str.replace`, not `str.format`: the paper's
 strings contain `\\boxed{}`, which `format` would read as a field.

@@ -1,8 +1,8 @@
-"""The question ledger and its audit (zppo_ray/accounting.py)."""
+"""The question ledger and its audit (zppo_ray/state/ledger.py)."""
 
 import pytest
 
-from zppo_ray.accounting import STATES, Ledger, audit
+from zppo_ray.state.ledger import STATES, Ledger, audit
 
 
 def _fate(qid, fate, step):

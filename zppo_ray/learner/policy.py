@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from zppo_ray.algo.losses import DIVERGENCES, PolicyLossConfig, compute_divergence, compute_policy_loss
-from zppo_ray.deepspeed_env import import_deepspeed
+from zppo_ray.learner.deepspeed_env import import_deepspeed
+from zppo_ray.learner.vision import VisionInputs
 from zppo_ray.types import TrainItem
-from zppo_ray.vision import VisionInputs
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class PolicyLearner:
         # trust_remote_code: only when the config says so (student.trust_remote_code), as for vLLM.
         load = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        # A vision-language student: its image-text class, and its processor's image side (zppo_ray/vision.py).
+        # A vision-language student: its image-text class, and its processor's image side (zppo_ray/learner/vision.py).
         self.vision = VisionInputs.for_model(model_path, config)
         self._model_cls = AutoModelForImageTextToText if self.vision is not None else AutoModelForCausalLM
         model = self._model_cls.from_pretrained(model_path, **load)
@@ -254,7 +254,7 @@ class PolicyLearner:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
         self.engine, *_ = ds.initialize(model=model, optimizer=opt, lr_scheduler=sched,
                                         config=ds_config(learner_cfg, world_size))
-        from zppo_ray.safe_checkpoint import install
+        from zppo_ray.state.safe_checkpoint import install
 
         install(self.engine)  # checkpoints as safetensors + JSON: DeepSpeed's default unpickles on load
         self.device = self.engine.device
@@ -455,7 +455,7 @@ class PolicyLearner:
     def save(self, path: str | os.PathLike) -> None:
         """Full training state (weights, optimizer, lr schedule, step counter) with DeepSpeed; collective.
         Every rank writes its own shards, so multi-node runs need `path` on a shared file system.
-        The files are pickle-free (layout in zppo_ray/safe_checkpoint.py)."""
+        The files are pickle-free (layout in zppo_ray/state/safe_checkpoint.py)."""
         self.engine.save_checkpoint(str(path), client_state={"zppo_step": self.step})
         if self.rank == 0:  # DeepSpeed's recovery scripts torch.load pickles and cannot read these files
             for script in ("zero_to_fp32.py", "zero_to_torch.py"):

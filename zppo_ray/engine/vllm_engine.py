@@ -2,7 +2,7 @@
 
     generate(requests)          rollouts as token ids + sampled-token logprobs + the weight version
     score_topk(prompts, compl)  teacher top-k logprobs on GIVEN sequences (on-policy distillation)
-    load_weights_from_bytes     the learner's new weights, then a new version (see zppo_ray/weight_sync.py)
+    load_weights_from_bytes     the learner's new weights, then a new version (see zppo_ray/engine/weight_sync.py)
 
 Why Ray-free: the engine is tested directly (tests/test_engine.py) and wrapped by thin actors
 (zppo_ray/actors/rollout.py, teacher.py), so nothing about sampling or weight loading lives in actor code.
@@ -20,18 +20,17 @@ which is what the learner recomputes at step start anyway.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from zppo_ray.engine.prompts import chat_prompt_ids, load_image
+from zppo_ray.engine.weight_sync import EXTENSION_QUALNAME, SHM_THRESHOLD_BYTES
 from zppo_ray.seeds import request_seeds
 from zppo_ray.types import GenRequest, Sample
-from zppo_ray.weight_sync import EXTENSION_QUALNAME, SHM_THRESHOLD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -49,72 +48,6 @@ def _set_cpu_env(kv_cache_gib: float) -> None:
     else:  # the env var is whole GiB only and would override kv_cache_memory_bytes
         os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-
-
-def load_image(image: Any) -> Any:
-    try:
-        from PIL import Image
-    except ImportError as e:  # pragma: no cover - PIL ships with vllm
-        raise RuntimeError("image inputs need Pillow (PIL), which is not installed in this environment") from e
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, (bytes, bytearray)):
-        return Image.open(io.BytesIO(image)).convert("RGB")
-    if isinstance(image, (str, os.PathLike)):
-        return Image.open(image).convert("RGB")
-    raise TypeError(f"an image must be a path, bytes or PIL.Image, got {type(image).__name__}")
-
-
-# Stands in for each message's text while the chat template is rendered; never a special token, never text
-# a data set contains (NUL bytes are refused by the loaders).
-_SLOT = "\x00zppo:{}\x00"
-
-
-def chat_prompt_ids(tokenizer: Any, prompt: str | list[dict], n_images: int = 0, thinking: bool = True) -> list[int]:
-    """Chat-templated prompt token ids (user message = `prompt` when it is a string), exactly what a
-    rollout's `prompt_ids` hold: every place that builds a student prompt by hand must agree with it.
-
-    Message text is untrusted (questions, candidates, model output): a `<|im_end|>` inside it must stay text,
-    not become the control token that ends the turn. So the template is rendered around placeholders, its
-    own parts are tokenized with special tokens, and each message's text with special tokens split into
-    ordinary pieces. `thinking=False` turns the template's thinking switch off where it has one
-    (`enable_thinking`, Qwen3-family templates); elsewhere it changes nothing.
-    """
-    if isinstance(prompt, str):
-        content: Any = prompt
-        if n_images:  # HF multi-modal chat templates expect typed content parts
-            content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
-        messages = [{"role": "user", "content": content}]
-    else:
-        messages = [dict(m) for m in prompt]
-    texts: list[str] = []
-
-    def slot(text: str) -> str:
-        texts.append(text)
-        return _SLOT.format(len(texts) - 1)
-
-    for m in messages:
-        if isinstance(m.get("content"), str):
-            m["content"] = slot(m["content"])
-        elif isinstance(m.get("content"), list):
-            m["content"] = [dict(part, text=slot(part["text"])) if part.get("type") == "text" else part
-                            for part in m["content"]]
-    kwargs = {}
-    if not thinking and "enable_thinking" in (getattr(tokenizer, "chat_template", None) or ""):
-        kwargs["enable_thinking"] = False
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
-    pieces = re.split("\x00zppo:(\\d+)\x00", rendered)
-    if len(pieces) != 2 * len(texts) + 1:
-        raise ValueError(f"the chat template of {getattr(tokenizer, 'name_or_path', 'this tokenizer')} does not "
-                         "render every message text exactly once")
-    ids: list[int] = []
-    for i, piece in enumerate(pieces):
-        if i % 2 == 0:  # the template's own text: its control tokens are real
-            ids += tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
-        else:
-            text = texts[int(piece)]
-            ids += tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
-    return ids
 
 
 class VLLMEngine:

@@ -5,7 +5,7 @@ A checkpoint is a directory `run_dir/checkpoints/step-000010/` holding:
     learner/        DeepSpeed state of every rank (model, optimizer, scheduler)
     buffer/         the replay buffer (contents, fate records) and its sampling RNG
     trainer.json    step, policy version, data cursor, controller RNG state
-    ledger.json     where every question is (zppo_ray/accounting.py)
+    ledger.json     where every question is (zppo_ray/state/ledger.py)
     COMPLETE        written last: a directory without it is an interrupted save and is ignored
 
 The data cursor and the buffer are what every system this one learns from forgot at some point

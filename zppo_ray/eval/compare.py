@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from zppo_ray.telemetry import entry_bin  # the same bins as the Prometheus labels
+from zppo_ray.observe.prometheus import entry_bin  # the same bins as the Prometheus labels
 
 
 def read_run(run_dir: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """One command that builds the toy world: questions, tokenizer, pretrained student and teacher.
 
-    python -m zppo_ray.toy.bootstrap [config.yaml] [overrides...]
+    python -m zppo_ray.worlds.toy.bootstrap [config.yaml] [overrides...]
 
 Artefacts land in `toy.cache_dir/<world key>/`: the tokenizer and `world.json` there, and one directory
 per model, `student-<key>/` and `teacher-<key>/`, each keyed on its own `toy.student`/`toy.teacher`
@@ -26,10 +26,10 @@ from transformers import PreTrainedTokenizerFast
 
 from zppo_ray.algo.reformulate import Templates, question_prompt
 from zppo_ray.data.schema import Question
-from zppo_ray.toy import corpus
-from zppo_ray.toy.models import Arch, build_model, encode_pair, greedy_complete, pretrain
-from zppo_ray.toy.tokenizer import build_tokenizer
-from zppo_ray.toy.world import ToySpec, generate_split
+from zppo_ray.worlds.toy import corpus
+from zppo_ray.worlds.toy.models import Arch, build_model, encode_pair, greedy_complete, pretrain
+from zppo_ray.worlds.toy.tokenizer import build_tokenizer
+from zppo_ray.worlds.toy.world import ToySpec, generate_split
 
 log = logging.getLogger(__name__)
 

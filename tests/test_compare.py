@@ -1,10 +1,10 @@
-"""The method-comparison numbers (zppo_ray/comparison.py) on hand-written run directories."""
+"""The method-comparison numbers (zppo_ray/eval/compare.py) on hand-written run directories."""
 
 import json
 
 import pytest
 
-from zppo_ray.comparison import bin_table, curve_table, entry_bin, graduation, markdown_table, method_row, read_run
+from zppo_ray.eval.compare import bin_table, curve_table, entry_bin, graduation, markdown_table, method_row, read_run
 
 
 def fate(entry, fate_):

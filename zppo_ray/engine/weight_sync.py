@@ -2,7 +2,7 @@
 
 Lifecycle (one rollout engine, one policy version at a time)
 -----------------------------------------------------------
-1. **Start.** The engine is built with `worker_extension_cls = "zppo_ray.weight_sync.WeightSyncExtension"`;
+1. **Start.** The engine is built with `worker_extension_cls = "zppo_ray.engine.weight_sync.WeightSyncExtension"`;
    vLLM mixes the class into its worker class, so every method below runs *inside each worker process*
    (one per tensor-parallel rank) with `self` being the vLLM worker. The engine serves version 0 (the
    checkpoint it was started from).
@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-
-EXTENSION_QUALNAME = "zppo_ray.weight_sync.WeightSyncExtension"
+EXTENSION_QUALNAME = "zppo_ray.engine.weight_sync.WeightSyncExtension"
 SHM_THRESHOLD_BYTES = 512 * 2**20  # bigger blobs go through one /dev/shm file instead of the RPC channel
 
 

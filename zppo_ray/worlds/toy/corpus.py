@@ -29,7 +29,7 @@ from zppo_ray.algo.reformulate import (
     question_prompt,
 )
 from zppo_ray.data.schema import Question
-from zppo_ray.toy.world import Expr, expr_of, shortcut_solution, solution_text, wrong_solution
+from zppo_ray.worlds.toy.world import Expr, expr_of, shortcut_solution, solution_text, wrong_solution
 
 
 def compressed(solution: str) -> str:

@@ -24,15 +24,14 @@ raises TypeError naming its path: there is no pickle fallback.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from zppo_ray.codec import TAG, decode, encode, pointer
-from zppo_ray.deepspeed_env import import_deepspeed
+from zppo_ray.learner.deepspeed_env import import_deepspeed
+from zppo_ray.state.codec import TAG, decode, encode, pointer
 
 import_deepspeed()  # the accelerator environment must be set before deepspeed's first import
 from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointEngine

@@ -17,7 +17,7 @@ a `ray_` prefix: `zppo_buffer_size` is scraped as `ray_zppo_buffer_size`, and a 
   and replica health of every role.
 
 Outside a Ray worker (unit tests, the pure core) every call is a no-op, so nothing here needs a cluster.
-The same numbers also go to the run's metrics.jsonl (zppo_ray/metrics.py).
+The same numbers also go to the run's metrics.jsonl (zppo_ray/observe/runlog.py).
 """
 
 from __future__ import annotations

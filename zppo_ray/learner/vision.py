@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from zppo_ray.engine import load_image
+from zppo_ray.engine.prompts import load_image
 
 
 class VisionInputs:

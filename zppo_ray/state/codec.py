@@ -4,7 +4,7 @@ JSON alone loses what this project's state holds: tuples (Question.images), byte
 value), dicts with int keys (DeepSpeed's optimizer state), OrderedDicts. Each of those becomes a small tagged
 object, `{"__t": "tuple", "items": [...]}`; everything else is plain JSON. Decoding builds only these types.
 A user of the codec may add its own tags (the learner checkpoints add tensors, dtypes and an allowlist of
-DeepSpeed classes, zppo_ray/safe_checkpoint.py) through `extra`; nothing else can be instantiated.
+DeepSpeed classes, zppo_ray/state/safe_checkpoint.py) through `extra`; nothing else can be instantiated.
 """
 
 from __future__ import annotations

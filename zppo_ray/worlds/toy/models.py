@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from zppo_ray.engine import chat_prompt_ids
+from zppo_ray.engine.prompts import chat_prompt_ids
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from zppo_ray.codec import decode, encode
 from zppo_ray.data.schema import Question
+from zppo_ray.state.codec import decode, encode
 
-FORMAT_VERSION = 2  # 2: the shared tagged-JSON codec (zppo_ray/codec.py)
+FORMAT_VERSION = 2  # 2: the shared tagged-JSON codec (zppo_ray/state/codec.py)
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class RefreshResult:
     size: int
     fates: tuple[Fate, ...] = ()
     replayed_not_buffered: int = 0  # replayed ids that were no longer in the buffer (diagnostic)
-    admitted_ids: tuple[str, ...] = ()  # for the controller's question ledger (zppo_ray/accounting.py)
+    admitted_ids: tuple[str, ...] = ()  # for the controller's question ledger (zppo_ray/state/ledger.py)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A tiny vision-language student (Qwen3-VL architecture) and image variants of toy questions.
 
-    python -m zppo_ray.toy.vlm OUT_DIR [config.yaml] [overrides...]
+    python -m zppo_ray.worlds.toy.vlm OUT_DIR [config.yaml] [overrides...]
 
 writes `OUT_DIR/model/` (the toy student turned into a Qwen3-VL model: its text weights copied into the
 language model, a small randomly initialised vision tower, the tokenizer with Qwen's vision tokens and a
@@ -25,7 +25,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from zppo_ray.data.schema import Question
-from zppo_ray.toy.world import expr_of
+from zppo_ray.worlds.toy.world import expr_of
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 # The toy chat template with Qwen's image placeholder for typed image parts (as Qwen-VL templates do).
@@ -114,11 +114,11 @@ def image_question(q: Question, image: bytes | str) -> Question:
 
 def main(argv: list[str] | None = None) -> None:
     from zppo_ray.config import load_config, split_cli_args
-    from zppo_ray.toy.bootstrap import ensure_toy_world, toy_questions
+    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, toy_questions
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        raise SystemExit("usage: python -m zppo_ray.toy.vlm OUT_DIR [config.yaml] [overrides...]")
+        raise SystemExit("usage: python -m zppo_ray.worlds.toy.vlm OUT_DIR [config.yaml] [overrides...]")
     out = Path(argv[0])
     path, overrides = split_cli_args(argv[1:])
     cfg = load_config(path, overrides)

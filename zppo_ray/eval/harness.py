@@ -32,7 +32,7 @@ the judge, scores 0 and is counted (`judge_unparseable`, `judge_too_long`).
 Outputs in --out (default runs/eval-<time>): `results.json` (settings, per-benchmark and per-family scores,
 one record per question with its per-sample rewards and extracted answers), `samples.jsonl` (the prompt
 and every response text per question, plus the judge's raw outputs), `results.md` (the table, also
-printed). Scores and the "no answer" count are defined in zppo_ray/metrics_eval.py.
+printed). Scores and the "no answer" count are defined in zppo_ray/eval/passk.py.
 
 Library use (the trainer, a notebook): `evaluate_checkpoint(model, {name: questions or source}, ...)`
 where `model` is a path (an engine is started and shut down) or any object with
@@ -47,7 +47,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -63,7 +62,7 @@ from zppo_ray.algo.reformulate import (
 from zppo_ray.config import ConfigError, EvalConfig, load_config
 from zppo_ray.data.loaders import PRESETS, load_questions
 from zppo_ray.data.schema import Question
-from zppo_ray.metrics_eval import (
+from zppo_ray.eval.passk import (
     QuestionResult,
     benchmark_summary,
     check_families,
@@ -174,7 +173,7 @@ def parse_ks(text: str) -> list[int]:
 def toy_benchmarks(toy_cfg: Any, limit: int | None = None,
                    split: str = "eval") -> tuple[dict[str, list[Question]], dict[str, list[str]]]:
     """The toy world's questions as one benchmark per tier (`toy_t1`, ...) and the family `toy`."""
-    from zppo_ray.toy.bootstrap import toy_questions
+    from zppo_ray.worlds.toy.bootstrap import toy_questions
 
     by_tier: dict[str, list[Question]] = {}
     for q in toy_questions(toy_cfg, split):
@@ -213,7 +212,7 @@ def _check_model_path(model: Any, what: str) -> None:
 
 def _as_generator(model: Any) -> Generator:
     # Light import: vllm itself is imported only when an engine starts.
-    from zppo_ray.engine import VLLMEngine
+    from zppo_ray.engine.vllm_engine import VLLMEngine
 
     return EngineGenerator(model) if isinstance(model, VLLMEngine) else model
 
@@ -224,7 +223,7 @@ def _opened(model: Any, engine_kwargs: Mapping | None) -> Iterator[Generator]:
     if hasattr(model, "generate"):
         yield _as_generator(model)
         return
-    from zppo_ray.engine import VLLMEngine
+    from zppo_ray.engine.vllm_engine import VLLMEngine
 
     engine = VLLMEngine(str(Path(model).expanduser()), **dict(engine_kwargs or {}))
     try:
@@ -444,7 +443,7 @@ def _resolve_model(path: str, cfg: Any, flag: str) -> str:
     if not path.startswith("toy:"):
         _check_model_path(path, flag)
         return path
-    from zppo_ray.toy.bootstrap import ensure_toy_world
+    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world
 
     role = path.split(":", 1)[1]
     if role not in ("student", "teacher"):
@@ -516,8 +515,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_markdown(report), end="")
     print(f"\nwrote {', '.join(Path(p).name for p in report['files'].values())} to {plan['out_dir']}")
     return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(main())

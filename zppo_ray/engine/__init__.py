@@ -1,0 +1,1 @@
+"""The vLLM side: prompts (light), the engine (imports vLLM on use), the weight push into it."""

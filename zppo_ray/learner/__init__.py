@@ -1,0 +1,1 @@
+"""The DeepSpeed policy learner (Ray-free), its vision-language inputs, and DeepSpeed's environment."""

@@ -1,0 +1,1 @@
+"""What a run must not lose: the replay buffer, the question ledger, checkpoints, and their codec."""
