@@ -32,7 +32,7 @@ SCALE = int(os.environ.get("ZPPO_FUZZ_SCALE", "1"))
 def _no_torch_probe():
     """Answer "no CUDA" without importing torch (seconds): the CPU rules are the stricter ones anyway."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "_cuda_available", lambda: False)
+        mp.setattr("zppo_ray.config.checks._cuda_available", lambda: False)
         yield
 
 

@@ -1,0 +1,314 @@
+"""Cross-field and range checks of a loaded config: every problem is collected, then one ConfigError."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from zppo_ray.algo.methods import METHODS
+from zppo_ray.algo.reformulate import check_templates
+from zppo_ray.config.schema import CPU_HEAD_DIMS, ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def validate(
+    cfg: RunConfig,
+    *,
+    available_gpus: int | None = None,
+    cuda_available: bool | None = None,
+    check_paths: bool = False,
+) -> None:
+    """Cross-field and range checks. Collects every problem, then raises one ConfigError listing them.
+
+    `available_gpus`: when given, the GPUs the layout asks for must fit. `cuda_available`: None probes torch
+    (only needed when a toy model is used). `check_paths`: also require local data files / resume paths.
+    """
+    p: list[tuple[str, str]] = []
+    _check_not_nan(cfg, "", p)
+    _check_ranges(cfg, p)
+    _check_lengths(cfg, p)
+    _check_algo(cfg, p)
+    _check_data(cfg, p, check_paths)
+    _check_toy_models(cfg, p, cuda_available)
+    _check_gpus(cfg, p, available_gpus)
+    p.extend((f"templates.{k}", m) for k, m in check_templates(cfg.templates))
+    if check_paths and cfg.trainer.resume not in ("never", "auto"):
+        if not _exists(cfg.trainer.resume):
+            p.append(("trainer.resume", "'never', 'auto' or an existing checkpoint path; "
+                      f"{cfg.trainer.resume!r} does not exist"))
+    if p:
+        raise ConfigError(p)
+
+
+def _get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _range(cfg: RunConfig, p: list, key: str, lo: float | None, hi: float | None, *,
+           lo_open: bool = False, hi_open: bool = False) -> None:
+    """Append a problem unless lo ≤ value ≤ hi (open ends exclusive, None = unbounded)."""
+    v = _get(cfg, key)
+    too_low = lo is not None and (v <= lo if lo_open else v < lo)
+    too_high = hi is not None and (v >= hi if hi_open else v > hi)
+    bad = too_low or too_high
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        p.append((key, f"must be in {left}{lo_s}, {hi_s}{right}, got {v!r}"))
+
+
+_UNIT = ["algo.tau", "algo.rho_replay", "algo.rho_aug", "buffer.tau", "algo.prefix_alpha", "algo.jsd_beta"]
+_AT_LEAST_1 = [
+    "rollout.num_workers", "rollout.tp", "rollout.max_new_tokens", "rollout.max_prompt_tokens",
+    "rollout.max_num_seqs", "rollout.group_size", "teacher.tp", "teacher.group_size", "teacher.max_new_tokens",
+    "teacher.compress_max_tokens", "teacher.compress_max_lines", "teacher.judge_max_tokens",
+    "learner.num_ranks", "learner.micro_batch_size", "buffer.capacity", "algo.updates_per_step",
+    "trainer.prompts_per_step", "trainer.plain_chunks", "metrics.log_every", "data.max_prompt_tokens",
+    "student.max_model_len",
+    "teacher.model.max_model_len", "eval.max_new_tokens", "eval.num_samples",
+]
+_AT_LEAST_0 = [
+    "teacher.num_replicas", "teacher.topk_logprobs", "trainer.steps", "trainer.eval_every", "checkpoint.every",
+    "checkpoint.keep_last", "learner.warmup_steps", "learner.weight_decay", "learner.grad_clip",
+    "algo.kl_coef", "algo.entropy_coef", "algo.eps_high", "teacher.temperature", "eval.temperature",
+    "rollout.cpus_per_worker", "teacher.cpus_per_replica", "learner.cpus_per_rank",
+    "rollout.kv_cache_gib", "teacher.kv_cache_gib",
+    "rollout.max_restarts", "teacher.max_restarts", "trainer.learner_restarts",
+]
+_POSITIVE = ["rollout.temperature", "learner.lr", "learner.eps", "algo.adv_eps", "teacher.request_timeout_s",
+             "rollout.request_timeout_s"]
+_PROB = ["rollout.top_p", "teacher.top_p", "eval.top_p", "rollout.gpu_memory_utilization",
+         "teacher.gpu_memory_utilization", "buffer.ema_alpha"]
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_not_nan(obj: Any, path: str, p: list) -> None:
+    """NaN passes every `<`/`>` range check unnoticed (each comparison is False): refuse it anywhere."""
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            _check_not_nan(getattr(obj, f.name), _join(path, f.name), p)
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj):
+            _check_not_nan(item, f"{path}[{i}]", p)
+    elif isinstance(obj, float) and math.isnan(obj):
+        p.append((path, "must be a number, got nan"))
+
+
+def _exists(path: str) -> bool:
+    """Path.exists() for a user-given path; one the OS refuses (too long, NUL byte, "~nouser/") is absent."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def _check_ranges(cfg: RunConfig, p: list) -> None:
+    for key in _UNIT:
+        _range(cfg, p, key, 0.0, 1.0)
+    for key in _AT_LEAST_1:
+        _range(cfg, p, key, 1, None)
+    for key in _AT_LEAST_0:
+        _range(cfg, p, key, 0, None)
+    for key in _POSITIVE:
+        _range(cfg, p, key, 0, None, lo_open=True)
+    for key in _PROB:
+        _range(cfg, p, key, 0.0, 1.0, lo_open=True)
+    _range(cfg, p, "algo.eps_low", 0.0, 1.0, hi_open=True)
+    _range(cfg, p, "learner.zero_stage", 0, 3)
+    _range(cfg, p, "metrics.port", 1, 65535)
+    for key in ("rollout.top_k", "eval.top_k"):
+        if _get(cfg, key) == 0 or _get(cfg, key) < -1:
+            p.append((key, f"-1 (off) or >= 1, got {_get(cfg, key)}"))
+    if cfg.algo.dual_clip != 0 and cfg.algo.dual_clip <= 1:
+        p.append(("algo.dual_clip", f"0 (off) or > 1, got {cfg.algo.dual_clip}"))
+    betas = cfg.learner.betas
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        p.append(("learner.betas", f"two numbers in [0, 1), got {list(betas)}"))
+    if cfg.learner.offload and cfg.learner.zero_stage == 0:
+        p.append(("learner.offload", "CPU offload needs learner.zero_stage in 1..3 (got 0)"))
+    if cfg.trainer.resume in ("", None):
+        p.append(("trainer.resume", "'never', 'auto' or a checkpoint path"))
+    if not cfg.trainer.run_dir:
+        p.append(("trainer.run_dir", "must be a non-empty path"))
+
+
+def _check_lengths(cfg: RunConfig, p: list) -> None:
+    r, t, d = cfg.rollout, cfg.teacher, cfg.data
+    if d.max_prompt_tokens > r.max_prompt_tokens:
+        p.append(("data.max_prompt_tokens", f"must be <= rollout.max_prompt_tokens ({r.max_prompt_tokens}), "
+                  f"got {d.max_prompt_tokens}: BCQ/NCQ prompts extend plain ones"))
+    if r.max_prompt_tokens + r.max_new_tokens > cfg.student.max_model_len:
+        p.append(("student.max_model_len", f"must be >= rollout.max_prompt_tokens + rollout.max_new_tokens "
+                  f"({r.max_prompt_tokens + r.max_new_tokens}), got {cfg.student.max_model_len}"))
+    if cfg.eval.max_new_tokens + d.max_prompt_tokens > cfg.student.max_model_len:
+        p.append(("eval.max_new_tokens", f"data.max_prompt_tokens + eval.max_new_tokens must be <= "
+                  f"student.max_model_len ({cfg.student.max_model_len})"))
+    if t.num_replicas > 0:
+        need = d.max_prompt_tokens + t.max_new_tokens
+        if t.compress:  # the teacher reads a whole student response and writes a summary
+            need = max(need, d.max_prompt_tokens + r.max_new_tokens + t.compress_max_tokens)
+        if need > t.model.max_model_len:
+            p.append(("teacher.model.max_model_len", f"must be >= {need} (data.max_prompt_tokens + "
+                      "max(teacher.max_new_tokens, rollout.max_new_tokens + teacher.compress_max_tokens)), "
+                      f"got {t.model.max_model_len}"))
+
+
+def _check_algo(cfg: RunConfig, p: list) -> None:
+    a = cfg.algo
+    m = METHODS.get(a.name)
+    if m is None:
+        p.append(("algo.name", f"unknown algorithm {a.name!r}; allowed: {', '.join(METHODS)}"))
+        return
+    if m.step == "group" and cfg.rollout.group_size < 2:
+        p.append(("rollout.group_size",
+                  f"group advantages ({a.advantage}) need G_S >= 2, got {cfg.rollout.group_size}"))
+    if cfg.teacher.num_replicas == 0 and m.always_teacher:
+        p.append(("teacher.num_replicas", f"algorithm {a.name!r} uses the teacher: need >= 1 replica"))
+    if cfg.teacher.num_replicas == 0 and (a.enable_bcq or a.enable_ncq):
+        p.append(("teacher.num_replicas", "algo.enable_bcq / algo.enable_ncq need the teacher: >= 1 replica"))
+    if a.dynamic_sampling and a.name == "zppo":
+        log.warning("algo.dynamic_sampling with ZPPO: spec §7 lists dynamic sampling as conflicting with ZPPO; "
+                    "here it only drops all-equal groups from the loss (their advantage is 0; the remaining "
+                    "tokens weigh more) after the hard questions went to the buffer and BCQ/NCQ. Use it as an "
+                    "ablation only")
+    if a.dynamic_sampling and m.step != "group":
+        p.append(("algo.dynamic_sampling", f"filters reward groups; {a.name!r} has none"))
+    if not m.builds_reformulations:  # its step builds no BCQ/NCQ: refuse the switches, never ignore them
+        for key in ("enable_bcq", "enable_ncq"):
+            if getattr(a, key):
+                p.append((f"algo.{key}", f"{a.name!r} builds no BCQ/NCQ prompts; set it false or use a "
+                          "zppo/grpo_* method"))
+    rollouts = cfg.trainer.prompts_per_step * cfg.rollout.group_size
+    needed = a.updates_per_step * cfg.learner.num_ranks
+    if a.updates_per_step >= 1 and rollouts < needed:
+        p.append(("algo.updates_per_step", f"trainer.prompts_per_step × rollout.group_size = {rollouts} rollouts "
+                  f"cannot fill {a.updates_per_step} mini-batches × learner.num_ranks {cfg.learner.num_ranks} "
+                  f"with >= 1 rollout each (need >= {needed})"))
+
+
+def _check_data(cfg: RunConfig, p: list, check_paths: bool) -> None:
+    from zppo_ray.data.loaders import TRANSFORMS, resolve_column_map  # light: no pyarrow/Ray at import
+
+    for section in ("train", "eval"):
+        sources = getattr(cfg.data, section)
+        if section == "train" and not sources:
+            p.append(("data.train", "at least one training source"))
+        for i, src in enumerate(sources):
+            key = f"data.{section}[{i}]"
+            try:
+                resolve_column_map(src.column_map)
+            except ValueError as e:
+                p.append((f"{key}.column_map", str(e)))
+            if src.answer_transform is not None and src.answer_transform not in TRANSFORMS:
+                p.append((f"{key}.answer_transform",
+                          f"one of {', '.join(TRANSFORMS)} or null, got {src.answer_transform!r}"))
+            if src.limit is not None and src.limit < 1:
+                p.append((f"{key}.limit", f"null or >= 1, got {src.limit}"))
+            if src.path == "toy" and src.split not in ("train", "eval"):
+                p.append((f"{key}.split", f"toy sources need split 'train' or 'eval', got {src.split!r}"))
+            local = src.path != "toy" and not src.path.startswith("hf:")
+            if local and not src.path.endswith((".parquet", ".jsonl")) and Path(src.path).suffix:
+                p.append((f"{key}.path",
+                          f"'toy', 'hf:DIR', a .parquet/.jsonl file or a directory, got {src.path!r}"))
+            if check_paths and (local or src.path.startswith("hf:")):
+                target = src.path.removeprefix("hf:")
+                if not _exists(target):
+                    p.append((f"{key}.path", f"does not exist: {target}"))
+
+
+def _check_toy_models(cfg: RunConfig, p: list, cuda_available: bool | None) -> None:
+    used = [("toy.student", cfg.toy.student, cfg.student)] if cfg.student.path == "toy:student" else []
+    if cfg.teacher.model.path == "toy:teacher" and cfg.teacher.num_replicas > 0:
+        used.append(("toy.teacher", cfg.toy.teacher, cfg.teacher.model))
+    for name, model_path in (("student.path", cfg.student.path), ("teacher.model.path", cfg.teacher.model.path)):
+        if model_path.startswith("toy:") and model_path not in ("toy:student", "toy:teacher"):
+            p.append((name, f"toy models are 'toy:student' or 'toy:teacher', got {model_path!r}"))
+    toy = cfg.toy
+    if not toy.tiers or any(t < 2 for t in toy.tiers):
+        p.append(("toy.tiers", f"a non-empty list of operand counts >= 2, got {list(toy.tiers)}"))
+    if not 0.0 <= toy.mc_fraction <= 1.0:
+        p.append(("toy.mc_fraction", f"must be in [0, 1], got {toy.mc_fraction}"))
+    for key, arch in (("toy.student", toy.student), ("toy.teacher", toy.teacher)):
+        w = list(arch.tier_weights)
+        if len(w) != len(toy.tiers) or any(x < 0 for x in w) or sum(w) <= 0:
+            p.append((f"{key}.tier_weights", f"{len(toy.tiers)} non-negative weights (one per toy.tiers "
+                      f"entry) with a positive sum, got {w}"))
+        sc = list(arch.shortcut)
+        if len(sc) != len(toy.tiers) or any(not 0.0 <= x <= 1.0 for x in sc):
+            p.append((f"{key}.shortcut", f"{len(toy.tiers)} shares in [0, 1] (one per toy.tiers entry), got {sc}"))
+    if any(toy.teacher.shortcut):
+        p.append(("toy.teacher.shortcut", "the teacher has no shortcut habit (its corpus ignores it): leave it 0"))
+    if not used:
+        return
+    if cuda_available is None:
+        cuda_available = _cuda_available()
+    for key, arch, model in used:
+        h, n, kv = arch.hidden_size, arch.num_heads, arch.num_kv_heads
+        if n < 1 or kv < 1 or h < 1 or arch.num_layers < 1 or arch.intermediate_size < 1:
+            p.append((key, "hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size must be >= 1"))
+            continue
+        if h % n:
+            p.append((f"{key}.hidden_size", f"must be divisible by {key}.num_heads ({n}), got {h}"))
+        elif not cuda_available and h // n not in CPU_HEAD_DIMS:
+            p.append((f"{key}.num_heads", f"head_dim = hidden_size / num_heads = {h // n} ({key}.hidden_size "
+                      f"{h} / {key}.num_heads {n}) must be one of {CPU_HEAD_DIMS} for vLLM on CPU (no CUDA here)"))
+        if n % kv:
+            p.append((f"{key}.num_kv_heads", f"must divide {key}.num_heads ({n}), got {kv}"))
+        if model.max_model_len > arch.max_position_embeddings:
+            model_key = "student" if key == "toy.student" else "teacher.model"
+            p.append((f"{key}.max_position_embeddings",
+                      f"must be >= the model's max_model_len ({model_key}.max_model_len = {model.max_model_len})"))
+        if arch.pretrain_steps < 0 or arch.pretrain_batch_size < 1 or arch.pretrain_lr <= 0:
+            p.append((key, "pretrain_steps >= 0, pretrain_batch_size >= 1, pretrain_lr > 0"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _check_gpus(cfg: RunConfig, p: list, available_gpus: int | None) -> None:
+    r, t, lr = cfg.rollout, cfg.teacher, cfg.learner
+    if r.gpus_per_worker not in (0, r.tp):
+        p.append(("rollout.gpus_per_worker", f"0 (CPU) or rollout.tp ({r.tp}), got {r.gpus_per_worker}"))
+    if t.gpus_per_replica not in (0, t.tp):
+        p.append(("teacher.gpus_per_replica", f"0 (CPU) or teacher.tp ({t.tp}), got {t.gpus_per_replica}"))
+    if lr.gpus_per_rank not in (0, 1):
+        p.append(("learner.gpus_per_rank", f"0 (CPU) or 1, got {lr.gpus_per_rank}"))
+    rollout_gpus, learner_gpus = r.num_workers * r.gpus_per_worker, lr.num_ranks * lr.gpus_per_rank
+    teacher_gpus = t.num_replicas * t.gpus_per_replica
+    if r.colocate_with_learner and rollout_gpus != learner_gpus:
+        p.append(("rollout.colocate_with_learner", f"colocated rollout and learner must use the same GPUs: "
+                  f"rollout.num_workers × rollout.gpus_per_worker = {rollout_gpus}, "
+                  f"learner.num_ranks × learner.gpus_per_rank = {learner_gpus}"))
+    total = gpus_required(cfg)
+    if available_gpus is not None and total > available_gpus:
+        join = "shared with" if r.colocate_with_learner else "+"
+        p.append(("rollout.num_workers", f"the layout asks for {total} GPUs but {available_gpus} are available: "
+                  f"rollout.num_workers × rollout.gpus_per_worker ({rollout_gpus}) {join} "
+                  f"learner.num_ranks × learner.gpus_per_rank ({learner_gpus}) + "
+                  f"teacher.num_replicas × teacher.gpus_per_replica ({teacher_gpus})"))
+
+
+def gpus_required(cfg: RunConfig) -> int:
+    """GPUs the layout occupies (colocated rollout/learner counted once)."""
+    r, t, lr = cfg.rollout, cfg.teacher, cfg.learner
+    rollout_gpus, learner_gpus = r.num_workers * r.gpus_per_worker, lr.num_ranks * lr.gpus_per_rank
+    student = max(rollout_gpus, learner_gpus) if r.colocate_with_learner else rollout_gpus + learner_gpus
+    return student + t.num_replicas * t.gpus_per_replica
+
+
