@@ -12,8 +12,9 @@ from zppo_ray.actors.buffer import ReplayBufferShell
 from zppo_ray.config import load_config
 from zppo_ray.data.schema import Question
 from zppo_ray.observe.runlog import RunLog
+from zppo_ray.roles import Roles
 from zppo_ray.state.buffer import BufferConfig
-from zppo_ray.trainer import Roles, Trainer
+from zppo_ray.trainer import Trainer
 from zppo_ray.types import Sample
 
 

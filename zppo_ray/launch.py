@@ -28,10 +28,11 @@ from zppo_ray.data.schema import Question
 from zppo_ray.errors import LearnerLost
 from zppo_ray.observe import prometheus
 from zppo_ray.observe.runlog import RunLog
+from zppo_ray.roles import Roles
 from zppo_ray.seeds import derive_seed
 from zppo_ray.state import checkpoint as ckpt
 from zppo_ray.state.ledger import Ledger
-from zppo_ray.trainer import Roles, Trainer
+from zppo_ray.trainer import Trainer
 
 log = logging.getLogger("zppo_ray")
 

@@ -14,9 +14,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import ray
 import torch
 
+from zppo_ray import sampling
 from zppo_ray.algo.advantages import compute_advantages
 from zppo_ray.algo.compression import cap_candidate, uniform_form
 from zppo_ray.algo.guidance import Guidance, choose_guidance, inject
@@ -39,6 +39,7 @@ from zppo_ray.learner.policy import reduce_metrics
 from zppo_ray.observe import prometheus
 from zppo_ray.observe.runlog import RunLog, eval_line, step_line, timed
 from zppo_ray.rewards import grade, last_boxed
+from zppo_ray.roles import Roles
 from zppo_ray.seeds import derive_seed
 from zppo_ray.state.checkpoint import TrainerState, rng_to_json
 from zppo_ray.state.ledger import Ledger
@@ -50,29 +51,11 @@ TIMERS = ("generate", "grade", "teacher", "compress", "learn", "push", "buffer")
 
 
 @dataclass
-class Roles:
-    """The actors (or in tests, fakes) the controller drives."""
-
-    rollout: object  # RolloutPool: generate / generate_async / collect / push_weights
-    learner: object  # LearnerGroup: compute_logprobs / train_minibatch / publish_weights / save / load
-    teacher: object | None = None  # TeacherGroup: generate_async / result / compress / judge
-    buffer: object | None = None  # ReplayBufferActor handle (or a local ReplayBufferShell)
-
-
-@dataclass
 class StepTimer:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def __call__(self, name: str):
         return timed(lambda s: self.seconds.__setitem__(name, self.seconds[name] + s))
-
-
-def _call(obj, method: str, *args):
-    """Call a method on a Ray actor handle or a plain object alike (tests pass local objects)."""
-    fn = getattr(obj, method)
-    if hasattr(fn, "remote"):
-        return ray.get(fn.remote(*args))
-    return fn(*args)
 
 
 class Trainer:
@@ -107,14 +90,10 @@ class Trainer:
         return [derive_seed(base, self.step, role, r.tag) for r in requests]
 
     def _student_sampling(self, requests: list[GenRequest]) -> dict:
-        r = self.cfg.rollout
-        return dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_new_tokens,
-                    seed=self._seeds("student", requests))
+        return sampling.student(self.cfg.rollout, self._seeds("student", requests))
 
     def _teacher_sampling(self, requests: list[GenRequest]) -> dict:
-        t = self.cfg.teacher
-        return dict(temperature=t.temperature, top_p=t.top_p, max_tokens=t.max_new_tokens,
-                    seed=self._seeds("teacher", requests))
+        return sampling.teacher(self.cfg.teacher, self._seeds("teacher", requests))
 
     def _plain_requests(self, qs: list[Question], n: int, kind: str = "plain") -> list[GenRequest]:
         return [GenRequest(question_prompt(q.text, self.templates), n=n, images=tuple(q.images),
@@ -253,8 +232,8 @@ class Trainer:
         replay: list[Question] = []
         if a.use_buffer:
             with timer("buffer"):
-                size = _call(self.roles.buffer, "size")
-                replay = _call(self.roles.buffer, "sample", replay_count(a.rho_replay, n_new, size))
+                size = self.roles.buffer.size()
+                replay = self.roles.buffer.sample(replay_count(a.rho_replay, n_new, size))
         new_ids = {q.id for q in new}
         replay = [q for q in replay if q.id not in new_ids]  # after a wrap-around a question can be both
         batch = new + replay
@@ -267,8 +246,8 @@ class Trainer:
         if not self.cfg.algo.use_buffer:
             return {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
         with timer("buffer"):
-            return _call(self.roles.buffer, "refresh", self.step + 1, {q: g.mean for q, g in plain.items()}, by_id,
-                         [q.id for q in replay if q.id in plain], self.cfg.rollout.group_size)
+            return self.roles.buffer.refresh(self.step + 1, {q: g.mean for q, g in plain.items()}, by_id,
+                                             [q.id for q in replay if q.id in plain], self.cfg.rollout.group_size)
 
     def _finish(self, metrics: dict, refresh: dict) -> dict:
         self.log.write("step", **metrics)
@@ -426,8 +405,7 @@ class Trainer:
                 reqs = [GenRequest(build_hint_prompt(g.teacher_text, self.templates), n=1, tag=f"hint:{g.qid}",
                                    thinking=False) for g in guides]
                 hints = self.roles.teacher.generate(
-                    reqs, dict(temperature=0.0, max_tokens=self.cfg.teacher.max_new_tokens,
-                               seed=self._seeds("teacher", reqs)))
+                    reqs, sampling.greedy(self.cfg.teacher.max_new_tokens, self._seeds("teacher", reqs)))
         for i, g in enumerate(guides):
             q = by_id[g.qid]
             if g.kind == "hint":
@@ -570,9 +548,7 @@ class Trainer:
         qs = self.eval_questions
         reqs = self._plain_requests(qs, e.num_samples, "eval")
         samples = self.roles.rollout.generate(  # the same seeds at every evaluation: comparable across steps
-            reqs, dict(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, max_tokens=e.max_new_tokens,
-                       presence_penalty=e.presence_penalty,
-                       seed=[derive_seed(self.cfg.trainer.seed, "eval", r.tag) for r in reqs]))
+            reqs, sampling.evaluation(e, [derive_seed(self.cfg.trainer.seed, "eval", r.tag) for r in reqs]))
         qs, samples = self._drop_skipped(qs, samples, [])
         groups = self.grade_groups(qs, samples)
         per_tier: dict[str, list[float]] = defaultdict(list)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import ray
 
+from zppo_ray import sampling
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet
 from zppo_ray.actors.rollout import _EngineActor, actor_options, engine_kwargs, gpu_tp_engine_kwargs
 from zppo_ray.algo.compression import cap_candidate, summary_rejection
@@ -91,7 +92,7 @@ class TeacherReplica(_EngineActor):
         fits = [len(self.engine.prompt_ids(p, thinking=False)) < self.engine.max_model_len - 1 for p in prompts]
         reqs = [GenRequest(prompt=p, n=1, tag=f"compress:{i}", thinking=False)
                 for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
-        outs = iter(self._generate(reqs, dict(temperature=0.0, max_tokens=max_tokens, logprobs=False)))
+        outs = iter(self._generate(reqs, sampling.greedy(max_tokens)))
         results: list[str | None] = []
         for candidate, ok in zip(candidates, fits):
             summary = summary_of(next(outs)[0].text, self.templates) if ok else ""
@@ -117,7 +118,7 @@ class TeacherReplica(_EngineActor):
         self.counters["judge_too_long"] += fits.count(False)
         reqs = [GenRequest(prompt=p, n=1, tag=f"judge:{i}", thinking=False)
                 for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
-        outs = iter(self._generate(reqs, dict(temperature=0.0, max_tokens=self.judge_max_tokens, logprobs=False)))
+        outs = iter(self._generate(reqs, sampling.greedy(self.judge_max_tokens)))
         return [grade_judged(next(outs)[0].text) if ok else 0.0 for ok in fits]
 
     @boundary("teacher")

@@ -15,9 +15,6 @@ Layout: `schema.py` (the dataclasses), `load.py` (files and overrides), `checks.
 `__main__.py` (the CLI). Import from `zppo_ray.config`.
 """
 
-from zppo_ray.config.load import load_config, save_resolved, split_cli_args, to_yaml
-from zppo_ray.config.schema import *  # noqa: F403 - the sections are this package's API
-from zppo_ray.config.schema import CPU_HEAD_DIMS, ConfigError, RunConfig
 from zppo_ray.config.checks import (  # noqa: F401 - tests check the range tables
     _AT_LEAST_0,
     _AT_LEAST_1,
@@ -28,6 +25,9 @@ from zppo_ray.config.checks import (  # noqa: F401 - tests check the range table
     gpus_required,
     validate,
 )
+from zppo_ray.config.load import load_config, save_resolved, split_cli_args, to_yaml
+from zppo_ray.config.schema import *  # noqa: F403 - the sections are this package's API
+from zppo_ray.config.schema import CPU_HEAD_DIMS, ConfigError, RunConfig
 
 __all__ = ["CPU_HEAD_DIMS", "ConfigError", "RunConfig", "gpus_required", "load_config", "save_resolved",
            "split_cli_args", "to_yaml", "validate"]

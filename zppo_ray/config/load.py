@@ -24,8 +24,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zppo_ray.algo.methods import METHODS
-from zppo_ray.config.schema import ConfigError, RunConfig
 from zppo_ray.config.checks import validate
+from zppo_ray.config.schema import ConfigError, RunConfig
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ one record per question with its per-sample rewards and extracted answers), `sam
 and every response text per question, plus the judge's raw outputs), `results.md` (the table, also
 printed). Scores and the "no answer" count are defined in zppo_ray/eval/passk.py.
 
-Library use (the trainer, a notebook): `evaluate_checkpoint(model, {name: questions or source}, ...)`
+Library use (a notebook, a benchmark script): `evaluate_checkpoint(model, {name: questions or source}, ...)`
 where `model` is a path (an engine is started and shut down) or any object with
 `.generate(requests, sampling) -> list[list[Sample]]`: a RolloutPool, a TeacherGroup, or a running
 VLLMEngine (wrapped automatically).
@@ -53,6 +53,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from zppo_ray import sampling
 from zppo_ray.algo.reformulate import (
     DEFAULT_TEMPLATES,
     Templates,
@@ -95,9 +96,7 @@ class EngineGenerator:
 
 def eval_sampling(eval_cfg: EvalConfig | None = None, seed: int = 0) -> dict:
     """The evaluation decoding of a config's `eval` section, as a sampling dict."""
-    e = eval_cfg or EvalConfig()
-    return {"temperature": e.temperature, "top_p": e.top_p, "top_k": e.top_k, "max_tokens": e.max_new_tokens,
-            "presence_penalty": e.presence_penalty, "seed": seed, "logprobs": False}
+    return sampling.evaluation(eval_cfg or EvalConfig(), seed)
 
 
 # ---------------------------------------------------------------------------------------------- benchmarks
@@ -272,7 +271,7 @@ def _judge(judge: Any, records: list[QuestionResult], items: list[tuple[int, int
         fits = [_prompt_fits(gen, p) for p in prompts]
         reqs = [GenRequest(p, n=1, tag=f"judge:{i}", thinking=False)
                 for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
-        outs = iter(gen.generate(reqs, {"temperature": 0.0, "max_tokens": max_tokens, "logprobs": False}))
+        outs = iter(gen.generate(reqs, sampling.greedy(max_tokens)))
         raw = [next(outs)[0].text if ok else None for ok in fits]
     for (j, i, q, _), text in zip(items, raw):
         rec = records[j]
