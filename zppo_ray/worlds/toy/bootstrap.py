@@ -33,8 +33,11 @@ from zppo_ray.worlds.toy.world import ToySpec, generate_split
 
 log = logging.getLogger(__name__)
 
-# Bump when the generator, document formats or training recipe change in a way the config can't see.
-FORMAT_VERSION = 4  # 3: the paper's prompt strings (templates.*), <summary> replies; 4: teacher mix
+# Bump when the generator, document formats or training recipe change in a way the config can't see: the
+# world's version rebuilds everything, a role's version only that model (tuning the teacher's corpus never
+# retrains the student). 3: the paper's prompt strings (templates.*), <summary> compression replies.
+WORLD_FORMAT = 3
+MODEL_FORMAT = {"student": 3, "teacher": 4}  # teacher 4: more compression documents
 PRETRAIN_THREADS = 2  # see _train_role
 
 
@@ -92,11 +95,11 @@ def world_key(toy_cfg, templates: Templates | None = None) -> str:
     """Hash of what shapes the questions, the tokenizer and every pretraining document (the prompt templates
     included: the models learn to read the strings the run will show them), not the models' own sections."""
     blob = {k: v for k, v in _plain(toy_cfg).items() if k not in ("cache_dir", "student", "teacher", "n_train")}
-    return _digest({**blob, "templates": asdict(templates or Templates()), "format_version": FORMAT_VERSION})
+    return _digest({**blob, "templates": asdict(templates or Templates()), "format_version": WORLD_FORMAT})
 
 
 def model_key(role: str, model_cfg) -> str:
-    return f"{role}-{_digest({**_plain(model_cfg), 'format_version': FORMAT_VERSION})}"
+    return f"{role}-{_digest({**_plain(model_cfg), 'format_version': MODEL_FORMAT[role]})}"
 
 
 def artifacts_for(toy_cfg, templates: Templates | None = None) -> ToyArtifacts:
@@ -153,8 +156,8 @@ def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question], t: Templ
         # model) does not change when one model's pretraining mix does.
         tiers = sorted({q.tier for q in pool})
         uniform = {t: 1.0 for t in tiers}
-        docs = (corpus.documents(pool, uniform, 3000, toy_cfg.seed, "student", t)
-                + corpus.documents(pool, uniform, 3000, toy_cfg.seed, "teacher", t))
+        docs = [d for role in ("student", "teacher")
+                for d in corpus.documents(pool, uniform, 3000, toy_cfg.seed, role, t, mix=corpus.TOKENIZER_MIXES[role])]
         tok = build_tokenizer([p + "\n" + c for p, c in docs] + ["user assistant system"] * 100,
                               vocab_size=toy_cfg.vocab_size)
         art.root.mkdir(parents=True, exist_ok=True)

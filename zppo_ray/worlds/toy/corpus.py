@@ -96,11 +96,15 @@ STUDENT_MIX = {"solve": 0.7, "bcq": 0.15, "ncq": 0.1, "hint": 0.05}
 # The paper's compression prompt shows the response alone (no question): the teacher must copy a chain,
 # mistakes included, which a 2-layer model learns only from enough examples (at 5% it made up new chains).
 TEACHER_MIX = {"solve": 0.7, "compress": 0.2, "judge": 0.05, "hint": 0.05}
+# The tokenizer's corpus uses these frozen mixes, not the training ones: a tokenizer (and with it every cached
+# model) must not change when one model's training mix does. They are the mixes the tokenizer was first
+# built with.
+TOKENIZER_MIXES = {"student": STUDENT_MIX, "teacher": {"solve": 0.85, "compress": 0.05, "judge": 0.05, "hint": 0.05}}
 
 
 def documents(questions: Sequence[Question], tier_weights: dict[str, float], n: int, seed: int,
               role: str, templates: Templates | None = None,
-              shortcut: dict[str, float] | None = None) -> list[tuple[str, str]]:
+              shortcut: dict[str, float] | None = None, mix: dict[str, float] | None = None) -> list[tuple[str, str]]:
     """`n` documents for `role` ("student" | "teacher"), questions drawn with `tier_weights`; `shortcut`
     (student only): per tier, the share of plain solutions that stop after two steps."""
     rng = random.Random(f"{seed}:{role}")
@@ -111,7 +115,8 @@ def documents(questions: Sequence[Question], tier_weights: dict[str, float], n: 
     tiers = [k for k in tier_weights if tier_weights[k] > 0 and k in by_tier]
     if not tiers:
         raise ValueError(f"no questions in the weighted tiers {sorted(tier_weights)}; have {sorted(by_tier)}")
-    make, mix = (student_doc, STUDENT_MIX) if role == "student" else (teacher_doc, TEACHER_MIX)
+    make = student_doc if role == "student" else teacher_doc
+    mix = mix or (STUDENT_MIX if role == "student" else TEACHER_MIX)
     docs = []
     for _ in range(n):
         tier = rng.choices(tiers, weights=[tier_weights[k] for k in tiers])[0]
