@@ -32,9 +32,11 @@ def _cfg(run_dir, *extra):
 @pytest.fixture(scope="module")
 def run_a(tmp_path_factory, toy_world, ray_cluster):
     from zppo_ray.launch import train
+    from zppo_ray.worlds import for_config
 
     run_dir = tmp_path_factory.mktemp("run_a")
-    summary = train(_cfg(run_dir), run_dir, toy_world)
+    cfg = _cfg(run_dir)
+    summary = train(cfg, run_dir, for_config(cfg))
     return run_dir, summary
 
 
@@ -61,11 +63,13 @@ def test_end_to_end_run_writes_everything(run_a):
 def test_resume_equals_uninterrupted(run_a, tmp_path, toy_world, ray_cluster):
     from zppo_ray.launch import train
     from zppo_ray.state.checkpoint import checkpoint_dir, read_trainer_state
+    from zppo_ray.worlds import for_config
 
     a_dir, _ = run_a
     b_dir = tmp_path / "run_b"
     shutil.copytree(checkpoint_dir(a_dir, 2), checkpoint_dir(b_dir, 2))
-    train(_cfg(b_dir, "trainer.resume=auto"), b_dir, toy_world)
+    cfg_b = _cfg(b_dir, "trainer.resume=auto")
+    train(cfg_b, b_dir, for_config(cfg_b))
 
     a3, b3 = checkpoint_dir(a_dir, 3), checkpoint_dir(b_dir, 3)
     sa, sb = read_trainer_state(a3), read_trainer_state(b3)
@@ -81,9 +85,10 @@ def shared_roles(toy_world, ray_cluster, tmp_path_factory):
     """One set of real actors (teacher, buffer and all) that every method below drives in turn, and the
     learner's initial state, so that each method starts from the pretrained student."""
     from zppo_ray.launch import model_paths, start_roles, stop_roles
+    from zppo_ray.worlds import for_config
 
     cfg = _cfg("unused")
-    roles = start_roles(cfg, *model_paths(cfg, toy_world), tmp_path_factory.mktemp("shared_run"))
+    roles = start_roles(cfg, *model_paths(cfg, for_config(cfg)), tmp_path_factory.mktemp("shared_run"))
     initial = tmp_path_factory.mktemp("initial_learner") / "learner"
     roles.learner.save(str(initial))
     yield roles, initial
@@ -100,6 +105,7 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
     from zppo_ray.launch import load_split
     from zppo_ray.observe.runlog import RunLog
     from zppo_ray.trainer import Trainer
+    from zppo_ray.worlds import for_config
 
     cfg = _cfg(tmp_path, f"algo.name={algo}", "algo.tau=1.0")  # tau 1: every imperfect question is hard
     tok = AutoTokenizer.from_pretrained(toy_world.tokenizer)
@@ -111,7 +117,7 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
     roles = dataclasses.replace(shared, buffer=BufferClient(
         lambda: ReplayBufferActor.remote(buffer_config(cfg.buffer), 0, live), live, lambda: None))
     # the hard tier only: the student solves tiers 1-2 outright, and each method's extra needs hard questions
-    hard = [q for q in load_split(cfg, "train", tok) if q.tier == str(len(cfg.toy.tiers))]
+    hard = [q for q in load_split(cfg, "train", tok, for_config(cfg)) if q.tier == str(len(cfg.toy.tiers))]
     trainer = Trainer(cfg, roles, hard, [], tok, RunLog(tmp_path, True))
     trainer.version = start = shared.rollout.version  # the shared pool has moved on in earlier tests
     steps = [trainer.train_step() for _ in range(2)]

@@ -93,6 +93,7 @@ def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_wo
     from zppo_ray.launch import load_split, model_paths, save_checkpoint, start_roles, stop_roles
     from zppo_ray.observe.runlog import RunLog
     from zppo_ray.trainer import Trainer
+    from zppo_ray.worlds import for_config
 
     # Hard-tier questions and a learner too slow to solve them within the test (lr 1e-7: this is about the
     # metrics, not learning). About half the questions enter the buffer (accuracy < buffer.tau 0.5); with
@@ -103,8 +104,8 @@ def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_wo
                              "learner.lr=1e-7", "rollout.max_new_tokens=64", "teacher.max_new_tokens=64",
                              f"trainer.run_dir={tmp_path}"])
     tok = AutoTokenizer.from_pretrained(toy_world.tokenizer)
-    hard = [q for q in load_split(cfg, "train", tok) if q.tier == str(len(cfg.toy.tiers))]
-    roles = start_roles(cfg, *model_paths(cfg, toy_world), tmp_path)
+    hard = [q for q in load_split(cfg, "train", tok, for_config(cfg)) if q.tier == str(len(cfg.toy.tiers))]
+    roles = start_roles(cfg, *model_paths(cfg, for_config(cfg)), tmp_path)
     try:
         trainer = Trainer(cfg, roles, hard, [], tok, RunLog(tmp_path, True))
         grads_before = total(prometheus, "ray_zppo_buffer_graduations_total")  # earlier tests' counters, if any

@@ -32,19 +32,18 @@ def served_log(run_dir: Path, up_to: int) -> dict[int, dict]:
 def audit_run(run_dir: str | Path) -> Audit:
     from transformers import AutoTokenizer
 
+    from zppo_ray import worlds
     from zppo_ray.config import load_config
     from zppo_ray.launch import load_split, model_paths
-    from zppo_ray.main import uses_toy
-    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world
 
     run_dir = Path(run_dir)
     d = ckpt.latest(run_dir)
     if d is None:
         raise FileNotFoundError(f"{run_dir} has no complete checkpoint to audit")
     cfg = load_config(str(run_dir / "config.yaml"), [])
-    art = ensure_toy_world(cfg.toy, cfg.templates) if uses_toy(cfg) else None
-    student, _ = model_paths(cfg, art)
-    questions = load_split(cfg, "train", AutoTokenizer.from_pretrained(cfg.student.tokenizer or student))
+    world = worlds.for_config(cfg)
+    student, _ = model_paths(cfg, world)
+    questions = load_split(cfg, "train", AutoTokenizer.from_pretrained(cfg.student.tokenizer or student), world)
     state = ckpt.read_trainer_state(d)
     cursor = DataCursor(questions, cfg.data.shuffle_seed)
     expected = [[q.id for q in cursor.next(cfg.trainer.prompts_per_step)] for _ in range(state.step)]

@@ -33,6 +33,7 @@ from zppo_ray.seeds import derive_seed
 from zppo_ray.state import checkpoint as ckpt
 from zppo_ray.state.ledger import Ledger
 from zppo_ray.trainer import Trainer
+from zppo_ray.worlds import resolve_model
 
 log = logging.getLogger("zppo_ray")
 
@@ -45,23 +46,19 @@ class Preempted(Exception):
 
 # ---------------------------------------------------------------------------------------- resolution
 
-def model_paths(cfg, toy_artifacts) -> tuple[str, str]:
-    """Student and teacher model directories ("toy:student"/"toy:teacher" resolve to the toy world)."""
-    def resolve(path: str) -> str:
-        if path.startswith("toy:"):
-            return str(toy_artifacts.model(path.split(":", 1)[1]))
-        return path
-    return resolve(cfg.student.path), resolve(cfg.teacher.model.path)
+def model_paths(cfg, world) -> tuple[str, str]:
+    """Student and teacher model directories (a world's aliases, `toy:student`, resolve to its models)."""
+    return resolve_model(cfg.student.path, world), resolve_model(cfg.teacher.model.path, world)
 
 
-def load_split(cfg, section: str, tokenizer) -> list[Question]:
+def load_split(cfg, section: str, tokenizer, world=None) -> list[Question]:
+    """The `data.train` / `data.eval` questions: a world's generated split or files."""
     from zppo_ray.data import ensure_unique_ids, load_questions
-    from zppo_ray.worlds.toy.bootstrap import toy_questions
 
     out: list[Question] = []
     for src in getattr(cfg.data, section):
-        if src.path == "toy":
-            qs = toy_questions(cfg.toy, src.split)
+        if world is not None and src.path == world.name:
+            qs = world.questions(src.split)
             out += qs[:src.limit] if src.limit else qs
         else:
             out += load_questions(src, tokenizer, cfg.data.on_bad_row, max_prompt_tokens=cfg.data.max_prompt_tokens)
@@ -171,14 +168,14 @@ def resume(trainer: Trainer, roles: Roles, d: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- the run
 
-def train(cfg, run_dir: Path, toy_artifacts) -> dict:
+def train(cfg, run_dir: Path, world) -> dict:
     from transformers import AutoTokenizer
 
-    student_path, teacher_path = model_paths(cfg, toy_artifacts)
+    student_path, teacher_path = model_paths(cfg, world)
     tokenizer = AutoTokenizer.from_pretrained(cfg.student.tokenizer or student_path)
     if method(cfg.algo.name).step == "distill":
         check_shared_vocab(tokenizer, teacher_path)
-    train_qs, eval_qs = load_split(cfg, "train", tokenizer), load_split(cfg, "eval", tokenizer)
+    train_qs, eval_qs = load_split(cfg, "train", tokenizer, world), load_split(cfg, "eval", tokenizer, world)
     log.info("data: %d training questions, %d held-out", len(train_qs), len(eval_qs))
 
     connect_ray(cfg)

@@ -2,7 +2,7 @@
 
 Loads and validates the whole configuration before anything starts, saves the resolved config into the
 run directory, makes sure the toy world (tokenizer, pretrained student and teacher) exists when the
-config refers to it, then trains (`zppo_ray.launch.train`). Under `ray job submit` it joins the cluster
+config refers to it (zppo_ray/worlds/), then trains (`zppo_ray.launch.train`). Under `ray job submit` it joins the cluster
 in RAY_ADDRESS; otherwise it starts a local one.
 """
 
@@ -18,15 +18,10 @@ log = logging.getLogger("zppo_ray")
 EXIT_INFRA = 3  # the run stopped on an infrastructure failure it could not recover from; resume=auto continues
 
 
-def uses_toy(cfg) -> bool:
-    paths = [cfg.student.path, cfg.teacher.model.path] + [s.path for s in cfg.data.train + cfg.data.eval]
-    return any(str(p) == "toy" or str(p).startswith("toy:") for p in paths)
-
-
 def run(argv: list[str]) -> Path:
+    from zppo_ray import worlds
     from zppo_ray.config import load_config, save_resolved, split_cli_args
     from zppo_ray.launch import train
-    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, format_report
 
     path, overrides = split_cli_args(argv)
     cfg = load_config(path, overrides, check_paths=True)
@@ -34,14 +29,14 @@ def run(argv: list[str]) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, run_dir)
     log.info("run directory %s (resolved config saved as config.yaml)", run_dir)
-    art = None
-    if uses_toy(cfg):
-        art = ensure_toy_world(cfg.toy, cfg.templates)
-        report = format_report(art.report)
+    world = worlds.for_config(cfg)
+    if world is not None:  # a generated world: build or reuse its models, say what they can do
+        world.ensure()
+        report = world.report()
         print(report, flush=True)
-        (run_dir / "toy_report.txt").write_text(report + "\n")
+        (run_dir / f"{world.name}_report.txt").write_text(report + "\n")
     if cfg.trainer.steps > 0:
-        summary = train(cfg, run_dir, art)
+        summary = train(cfg, run_dir, world)
         print(f"run directory: {run_dir}  (config.yaml, metrics.jsonl, final/, buffer/, summary.json)")
         if summary.get("eval_before") and summary.get("eval_after"):
             b, a = summary["eval_before"]["all"], summary["eval_after"]["all"]

@@ -172,10 +172,10 @@ def parse_ks(text: str) -> list[int]:
 def toy_benchmarks(toy_cfg: Any, limit: int | None = None,
                    split: str = "eval") -> tuple[dict[str, list[Question]], dict[str, list[str]]]:
     """The toy world's questions as one benchmark per tier (`toy_t1`, ...) and the family `toy`."""
-    from zppo_ray.worlds.toy.bootstrap import toy_questions
+    from zppo_ray.worlds.toy import ToyWorld
 
     by_tier: dict[str, list[Question]] = {}
-    for q in toy_questions(toy_cfg, split):
+    for q in ToyWorld(toy_cfg).questions(split):
         by_tier.setdefault(f"toy_t{q.tier}", []).append(q)
     benches = {name: qs[:limit] if limit else qs for name, qs in by_tier.items()}  # tier order
     return benches, {"toy": list(benches)}
@@ -439,15 +439,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_model(path: str, cfg: Any, flag: str) -> str:
-    if not path.startswith("toy:"):
+    from zppo_ray import worlds
+
+    if ":" not in path:
         _check_model_path(path, flag)
         return path
-    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world
+    try:
+        return worlds.resolve_model(path, worlds.for_config(cfg) or _toy_world(cfg))
+    except ValueError as e:
+        raise ValueError(f"{flag} {e}") from None
 
-    role = path.split(":", 1)[1]
-    if role not in ("student", "teacher"):
-        raise ValueError(f"{flag} {path!r}: toy models are toy:student or toy:teacher")
-    return str(ensure_toy_world(cfg.toy, cfg.templates).model(role))
+
+def _toy_world(cfg: Any):
+    from zppo_ray.worlds.toy import ToyWorld
+
+    return ToyWorld(cfg.toy, cfg.templates)
 
 
 def _plan(args: argparse.Namespace) -> dict:

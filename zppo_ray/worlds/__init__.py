@@ -1,1 +1,52 @@
-"""Generated worlds: question splits and the student/teacher models they come with (see worlds/base.py)."""
+"""Worlds: generated tasks that come with their own student and teacher models.
+
+A world is a plug-in behind one small interface (`World`): it names its question splits, builds or reuses
+its models (cached under a key of everything that shapes them), resolves the model aliases a config uses
+(`toy:student`, `toy:teacher`), and reports what it built. The entry points (`zppo_ray.main`, the
+launcher, `zppo_ray.eval`, `zppo_ray.audit`) ask `for_config(cfg)` for the run's world and never special-case
+one. A config that uses no world alias and no world data source gets None: its models and data are files.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from zppo_ray.data.schema import Question
+
+
+class World(Protocol):
+    name: str  # the alias prefix of its models and the `path` of its data sources ("toy")
+
+    def ensure(self) -> None:
+        """Build what is missing (minutes the first time), reuse the cache otherwise."""
+
+    def questions(self, split: str) -> list[Question]:
+        """A question split ("train", "eval"); generated, so no model is needed for it."""
+
+    def model_path(self, role: str) -> str:
+        """The directory of the world's "student" or "teacher" (builds it when missing)."""
+
+    def report(self) -> str:
+        """What the world's models can do, for the console and the run directory."""
+
+
+def _uses(cfg: Any, name: str) -> bool:
+    paths = [cfg.student.path, cfg.teacher.model.path] + [s.path for s in cfg.data.train + cfg.data.eval]
+    return any(str(p) == name or str(p).startswith(f"{name}:") for p in paths)
+
+
+def for_config(cfg: Any) -> World | None:
+    """The world a config refers to (by a model alias or a data source), or None."""
+    from zppo_ray.worlds.toy import ToyWorld
+
+    return ToyWorld(cfg.toy, cfg.templates) if _uses(cfg, ToyWorld.name) else None
+
+
+def resolve_model(path: str, world: World | None) -> str:
+    """A model path with a world alias (`toy:student`) replaced by the world's directory."""
+    prefix, sep, role = str(path).partition(":")
+    if not sep or world is None or prefix != world.name:
+        return str(path)
+    if role not in ("student", "teacher"):
+        raise ValueError(f"{path!r}: a world's models are {prefix}:student or {prefix}:teacher")
+    return world.model_path(role)
