@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-
-import torch
 
 from zppo_ray import sampling
-from zppo_ray.algo.advantages import compute_advantages
 from zppo_ray.algo.compression import cap_candidate, uniform_form
 from zppo_ray.algo.guidance import Guidance, choose_guidance, inject
 from zppo_ray.algo.methods import method
@@ -31,32 +26,24 @@ from zppo_ray.algo.zppo import (
     has_teacher_positive,
     pre_cap,
     render_instance,
+    train_items,
 )
 from zppo_ray.data.cursor import DataCursor
 from zppo_ray.data.schema import Question
 from zppo_ray.engine.prompts import chat_prompt_ids
 from zppo_ray.learner.policy import reduce_metrics
 from zppo_ray.observe import prometheus
-from zppo_ray.observe.runlog import RunLog, eval_line, step_line, timed
+from zppo_ray.observe.runlog import RunLog, eval_line, step_line
+from zppo_ray.observe.step_metrics import step_metrics
 from zppo_ray.rewards import grade, last_boxed
 from zppo_ray.roles import Roles
 from zppo_ray.seeds import derive_seed
 from zppo_ray.state.checkpoint import TrainerState, rng_to_json
 from zppo_ray.state.ledger import Ledger
+from zppo_ray.step import Step, StepTimer
 from zppo_ray.types import GenRequest, Sample, TrainItem
 
 log = logging.getLogger("zppo_ray.trainer")
-
-TIMERS = ("generate", "grade", "teacher", "compress", "learn", "push", "buffer")
-
-
-@dataclass
-class StepTimer:
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-    def __call__(self, name: str):
-        return timed(lambda s: self.seconds.__setitem__(name, self.seconds[name] + s))
-
 
 class Trainer:
     def __init__(self, cfg, roles: Roles, train_questions: list[Question], eval_questions: list[Question],
@@ -124,130 +111,122 @@ class Trainer:
     # ------------------------------------------------------------------------------------ the step
 
     def train_step(self) -> dict:
+        """One step of spec §2 as named calls (the numbers are the spec's); distillation has its own shape."""
         if self.method.step == "distill":
             return self._distill_step()
+        s = Step(StepTimer())
+        self._prompts(s)  # 1. the next new questions + a uniform draw from the buffer
+        self._plain_rollouts(s)  # 2. G_S samples each, graded per chunk; the teacher starts on each chunk's hard ones
+        s.hard = hard_questions(s.plain, self.cfg.algo.tau, self.rng)  # 3. hard set, hardest first, random ties
+        self._teacher_pool(s)  # 4. the teacher's samples, graded: its correct ones are the positive pool
+        self._help(s)  # 5-6. keep the hardest that can get help; BCQ then NCQ, or a baseline's help
+        self._extra_rollouts(s)  # 7. rollouts on the new prompts, graded against the ORIGINAL gold answer
+        items = self._advantages(s)  # 8. plain and extra groups of a question are separate groups
+        learn, push_s = self._update(items, s.timer)  # 9. I mini-batch PPO updates, then the weight push
+        refresh = self._refresh(s)  # 10. the buffer sees PLAIN accuracies only
+        return self._end_step(s, items, learn, push_s, refresh)
+
+    def _prompts(self, s: Step) -> None:
+        """Step 1: X_new (the data cursor) and X_replay (a uniform draw from the buffer, when it is on)."""
+        a, n_new = self.cfg.algo, self.cfg.trainer.prompts_per_step
+        s.new = self.data.next(n_new)
+        if a.use_buffer:
+            with s.timer("buffer"):
+                size = self.roles.buffer.size()
+                s.replay = self.roles.buffer.sample(replay_count(a.rho_replay, n_new, size))
+        new_ids = {q.id for q in s.new}
+        s.replay = [q for q in s.replay if q.id not in new_ids]  # after a wrap-around a question can be both
+        s.batch = s.new + s.replay
+        s.by_id = {q.id: q for q in s.batch}
+        self.ledger.serve(s.by_id)
+
+    def _plain_rollouts(self, s: Step) -> None:
+        """Steps 2-4 overlapped: plain rollouts in chunks; each chunk is graded as soon as it arrives and the
+        teacher starts on its hard questions while the student is still sampling the next chunk."""
         cfg, a = self.cfg, self.cfg.algo
-        timer = StepTimer()
-        t_step = time.perf_counter()
-        n_new = cfg.trainer.prompts_per_step
-
-        # 1. Prompts: the next new questions, plus a uniform draw from the buffer.
-        new, replay, batch, by_id = self._prompts(timer)
-        skipped: list[str] = []  # questions whose plain rollouts could not be produced (see _drop_skipped)
-
-        # 2-4. Plain rollouts in chunks; each chunk is graded as soon as it arrives and the teacher starts
-        # on its hard questions while the student is still sampling the next chunk.
-        plain: dict[str, Group] = {}
-        plain_samples: dict[str, list[Sample]] = {}
-        teacher_calls = []
-        guided = self.method.guidance  # None for ZPPO / GRPO and their ablations
-        want_teacher = (a.enable_bcq or guided is not None) and self.roles.teacher is not None
-        with timer("generate"):
+        want_teacher = (a.enable_bcq or self.method.guidance is not None) and self.roles.teacher is not None
+        with s.timer("generate"):
             pending = []
-            for qs in self._chunks(batch):
+            for qs in self._chunks(s.batch):
                 reqs = self._plain_requests(qs, cfg.rollout.group_size)
                 pending.append((qs, self.roles.rollout.generate_async(reqs, self._student_sampling(reqs))))
         for qs, p in pending:
-            with timer("generate"):
-                qs, samples = self._drop_skipped(qs, self.roles.rollout.collect(p), skipped)
-            with timer("grade"):
+            with s.timer("generate"):
+                qs, samples = self._drop_skipped(qs, self.roles.rollout.collect(p), s.skipped)
+            with s.timer("grade"):
                 groups = self.grade_groups(qs, samples)
             for q, g, ss in zip(qs, groups, samples):
-                plain[q.id], plain_samples[q.id] = g, ss
+                s.plain[q.id], s.plain_samples[q.id] = g, ss
             hard_here = [q for q, g in zip(qs, groups) if g.mean < a.tau]
             if want_teacher and hard_here:
-                with timer("teacher"):
+                with s.timer("teacher"):
                     reqs = self._plain_requests(hard_here, cfg.teacher.group_size, "teacher")
-                    teacher_calls.append((hard_here, self.roles.teacher.generate_async(
+                    s.teacher_calls.append((hard_here, self.roles.teacher.generate_async(
                         reqs, self._teacher_sampling(reqs))))
 
-        # 3. Hard set, hardest first (ties in random order).
-        hard = hard_questions(plain, a.tau, self.rng)
-        cap = aug_cap(a.rho_aug, n_new)
-
-        # 4. Teacher samples, graded with the same reward: the correct ones are the positive pool.
-        teacher: dict[str, Group] = {}
-        with timer("teacher"):
-            for qs, call in teacher_calls:
+    def _teacher_pool(self, s: Step) -> None:
+        with s.timer("teacher"):
+            for qs, call in s.teacher_calls:
                 for q, g in zip(qs, self.grade_groups(qs, self.roles.teacher.result(call))):
-                    teacher[q.id] = g
+                    s.teacher[q.id] = g
 
-        # 5-6. Keep the first rho_aug * |X_new| hardest questions that can get help, then the method's help
-        # under the same cap: BCQ then NCQ (ZPPO and its ablations; candidates compressed by the teacher),
-        # or a baseline's hint / prefix / injected teacher response.
-        compress_stats = {"compress_fallbacks": 0, "raw_instances": 0}
-        if guided is None:
-            kept = pre_cap(hard, lambda q: can_reformulate(q, plain, teacher, a.enable_bcq, a.enable_ncq), cap)
-            requests = self._reformulations(kept, plain, teacher, cap, by_id, timer, compress_stats)
-            injected: dict[str, Sample] = {}
+    def _help(self, s: Step) -> None:
+        """Steps 5-6: the first rho_aug * |X_new| hardest questions that can get help (paper App. C), then the
+        method's help under the same cap: BCQ then NCQ (candidates compressed by the teacher), or a
+        baseline's hint / prefix / injected teacher response."""
+        a = self.cfg.algo
+        cap = aug_cap(a.rho_aug, self.cfg.trainer.prompts_per_step)
+        if self.method.guidance is None:
+            s.kept = pre_cap(s.hard, lambda q: can_reformulate(q, s.plain, s.teacher, a.enable_bcq, a.enable_ncq),
+                             cap)
+            s.requests = self._reformulations(s.kept, s.plain, s.teacher, cap, s.by_id, s.timer, s.compress)
         else:
-            kept = pre_cap(hard, lambda q: has_teacher_positive(q, teacher), cap)
-            guides = choose_guidance(kept, teacher, cap, guided, self.rng)
-            requests, injected = self._guided(guides, by_id, plain_samples, timer)
+            s.kept = pre_cap(s.hard, lambda q: has_teacher_positive(q, s.teacher), cap)
+            guides = choose_guidance(s.kept, s.teacher, cap, self.method.guidance, self.rng)
+            s.requests, s.injected = self._guided(guides, s.by_id, s.plain_samples, s.timer)
 
-        # 7. Extra rollouts, graded against the ORIGINAL question's gold answer.
-        reform: list[tuple[str, Group, list[Sample]]] = []
-        if requests:
-            with timer("generate"):
-                reqs = [r for _, _, r in requests]
-                samples = self.roles.rollout.generate(reqs, self._student_sampling(reqs))
-            kept_requests = [(r, ss) for r, ss in zip(requests, samples) if ss]  # a skipped one trains nothing
-            with timer("grade"):
-                groups = self.grade_groups([q for (_, q, _), _ in kept_requests], [ss for _, ss in kept_requests])
-            reform = [(uid, g, ss) for ((uid, _, _), ss), g in zip(kept_requests, groups)]
+    def _extra_rollouts(self, s: Step) -> None:
+        if not s.requests:
+            return
+        with s.timer("generate"):
+            reqs = [r for _, _, r in s.requests]
+            samples = self.roles.rollout.generate(reqs, self._student_sampling(reqs))
+        done = [(r, ss) for r, ss in zip(s.requests, samples) if ss]  # a skipped request trains nothing
+        with s.timer("grade"):
+            groups = self.grade_groups([q for (_, q, _), _ in done], [ss for _, ss in done])
+        s.reform = [(uid, g, ss) for ((uid, _, _), ss), g in zip(done, groups)]
 
-        # 8. Advantages: plain and extra groups of one question are separate groups. An injected teacher
-        # response joins its question's plain group (the buffer below still sees plain accuracies only).
-        all_groups = [(f"plain:{q}", *self._with_injected(q, plain, plain_samples, injected)) for q in plain]
-        all_groups += reform
-        dropped = 0
-        if a.dynamic_sampling:  # DAPO-style: an all-equal group has advantage 0; drop it from the loss
-            informative = [x for x in all_groups if len(set(x[1].rewards)) > 1]
-            dropped, all_groups = len(all_groups) - len(informative), informative
-        items = self._items(all_groups, by_id)
+    def _advantages(self, s: Step) -> list[TrainItem]:
+        """Step 8. An injected teacher response joins its question's plain group (the buffer still sees the
+        plain accuracy only)."""
+        groups = [(f"plain:{q}", *self._with_injected(q, s.plain, s.plain_samples, s.injected)) for q in s.plain]
+        groups += s.reform
+        if self.cfg.algo.dynamic_sampling:  # DAPO-style: an all-equal group has advantage 0; drop it
+            informative = [x for x in groups if len(set(x[1].rewards)) > 1]
+            s.dropped, groups = len(groups) - len(informative), informative
+        a = self.cfg.algo
+        return train_items(groups, s.by_id, a.advantage, a.adv_eps, a.overlong_filter)
 
-        # 9. I mini-batch PPO updates on the step's rollouts (old logprobs recomputed by the learner).
-        learn, push_s = self._update(items, timer)
-
-        # 10. Buffer refresh with PLAIN accuracies only.
-        refresh = self._refresh(plain, by_id, replay, timer)
-
+    def _end_step(self, s: Step, items: list[TrainItem], learn: dict, push_s: float, refresh: dict) -> dict:
         self.step += 1
-        self._settle(new, replay, plain, skipped, refresh)
-        seconds = self._seconds(timer, t_step)
-        metrics = self._step_metrics(batch, replay, plain, hard, teacher, reform, refresh, learn, seconds,
-                                     push_s)
-        n_extra = sum(len(ss) for _, _, ss in reform)
-        metrics.update(n_injected=len(injected), dropped_groups=dropped, n_skipped=len(skipped),
+        self._settle(s.new, s.replay, s.plain, s.skipped, refresh)
+        metrics = step_metrics(self.step, self.version, self.data.epoch, s.batch, s.replay, s.plain, s.hard,
+                               s.teacher, s.reform, refresh, learn, s.timer.seconds_of_step(), push_s)
+        n_extra = sum(len(ss) for _, _, ss in s.reform)
+        replay_ids = {q.id for q in s.replay}
+        metrics.update(n_injected=len(s.injected), dropped_groups=s.dropped, n_skipped=len(s.skipped),
                        reform_share=n_extra / len(items) if items else 0.0,
                        pos_adv_frac=sum(it.advantage > 0 for it in items) / len(items) if items else 0.0,
-                       n_kept=len(kept), n_kept_replay=sum(q in {r.id for r in replay} for q in kept),
-                       **compress_stats)
+                       n_kept=len(s.kept), n_kept_replay=sum(q in replay_ids for q in s.kept), **s.compress)
         return self._finish(metrics, refresh)
 
-    def _prompts(self, timer: StepTimer) -> tuple[list[Question], list[Question], list[Question], dict]:
-        """Step 1: X_new (the data cursor) and X_replay (a uniform draw from the buffer, when it is on)."""
-        a, n_new = self.cfg.algo, self.cfg.trainer.prompts_per_step
-        new = self.data.next(n_new)
-        replay: list[Question] = []
-        if a.use_buffer:
-            with timer("buffer"):
-                size = self.roles.buffer.size()
-                replay = self.roles.buffer.sample(replay_count(a.rho_replay, n_new, size))
-        new_ids = {q.id for q in new}
-        replay = [q for q in replay if q.id not in new_ids]  # after a wrap-around a question can be both
-        batch = new + replay
-        by_id = {q.id: q for q in batch}
-        self.ledger.serve(by_id)
-        return new, replay, batch, by_id
-
-    def _refresh(self, plain: dict[str, Group], by_id: dict, replay: list[Question], timer: StepTimer) -> dict:
+    def _refresh(self, s: Step) -> dict:
         """Step 10: admit / graduate / evict from the PLAIN accuracies of this step's questions."""
         if not self.cfg.algo.use_buffer:
             return {"admitted": 0, "graduated": 0, "evicted": 0, "size": 0, "fates": []}
-        with timer("buffer"):
-            return self.roles.buffer.refresh(self.step + 1, {q: g.mean for q, g in plain.items()}, by_id,
-                                             [q.id for q in replay if q.id in plain], self.cfg.rollout.group_size)
+        with s.timer("buffer"):
+            return self.roles.buffer.refresh(self.step + 1, {q: g.mean for q, g in s.plain.items()}, s.by_id,
+                                             [q.id for q in s.replay if q.id in s.plain], self.cfg.rollout.group_size)
 
     def _finish(self, metrics: dict, refresh: dict) -> dict:
         self.log.write("step", **metrics)
@@ -290,10 +269,9 @@ class Trainer:
         trained on (our choice: the paper does not say how its Off-Distill† measured accuracy).
         """
         cfg, a = self.cfg, self.cfg.algo
-        timer = StepTimer()
-        t_step = time.perf_counter()
-        new, replay, batch, by_id = self._prompts(timer)
-        skipped: list[str] = []
+        s = Step(StepTimer())
+        self._prompts(s)
+        timer, batch, skipped = s.timer, s.batch, s.skipped
         plain: dict[str, Group] = {}
         teacher: dict[str, Group] = {}
         if a.name == "offpolicy_distill":
@@ -331,12 +309,13 @@ class Trainer:
             items = [TrainItem(p, c, 0.0, teacher_topk_ids=r["topk_ids"], teacher_topk_logprobs=r["topk_logprobs"],
                                images=tuple(q.images)) for (q, p, c), r in zip(seqs, rows)]
         learn, push_s = self._update(items, timer, loss_fn=a.divergence)
-        refresh = self._refresh(plain, by_id, replay, timer)
+        s.plain = plain
+        refresh = self._refresh(s)
         self.step += 1
         served = plain if a.use_buffer or a.name == "onpolicy_distill" else {q: None for q in teacher}
-        self._settle(new, replay, served, skipped, refresh)
-        seconds = self._seconds(timer, t_step)
-        metrics = self._step_metrics(batch, replay, plain, [], teacher, [], refresh, learn, seconds, push_s)
+        self._settle(s.new, s.replay, served, skipped, refresh)
+        metrics = step_metrics(self.step, self.version, self.data.epoch, batch, s.replay, plain, [], teacher, [],
+                               refresh, learn, timer.seconds_of_step(), push_s)
         metrics.update(n_distill=len(items), n_injected=0, dropped_groups=0, n_skipped=len(skipped))
         return self._finish(metrics, refresh)
 
@@ -360,15 +339,6 @@ class Trainer:
         t, tok = self.cfg.teacher, self.tokenizer
         return cap_candidate(candidate, t.compress_max_lines, t.compress_max_tokens,
                              lambda x: tok(x, add_special_tokens=False)["input_ids"], tok.decode)
-
-    @staticmethod
-    def _seconds(timer: StepTimer, t_step: float) -> dict[str, float]:
-        seconds = dict(timer.seconds)
-        seconds["total"] = time.perf_counter() - t_step
-        seconds["idle"] = max(0.0, seconds["total"] - sum(seconds.get(k, 0.0) for k in TIMERS))
-        for k in TIMERS:
-            seconds.setdefault(k, 0.0)
-        return seconds
 
     def _reformulations(self, kept, plain, teacher, cap, by_id, timer,
                         stats: dict) -> list[tuple[str, Question, GenRequest]]:
@@ -433,26 +403,6 @@ class Trainer:
         s = injected[qid]
         return inject(plain[qid], s.text, last_boxed(s.text)), plain_samples[qid] + [s]
 
-    def _items(self, all_groups, by_id: dict[str, Question]) -> list[TrainItem]:
-        """TrainItems with their group advantages and their question's images (the learner's context must be
-        the one the student sampled in); overlong samples lose their loss tokens if asked."""
-        a = self.cfg.algo
-        if not all_groups:
-            return []
-        rewards = torch.tensor([r for _, g, _ in all_groups for r in g.rewards], dtype=torch.float32)
-        uids = [uid for uid, g, _ in all_groups for _ in g.rewards]
-        adv = compute_advantages(a.advantage, rewards, uids, a.adv_eps).tolist()
-        items = []
-        for (uid, g, ss), s in ((x, s) for x in all_groups for s in x[2]):
-            mask = s.loss_mask
-            if a.overlong_filter and s.finish_reason == "length":  # a cut-off answer is not a wrong one
-                mask = [0] * len(s.completion_ids)
-            items.append(TrainItem(s.prompt_ids, s.completion_ids, 0.0, loss_mask=mask, group=uid,
-                                   version=s.version, images=tuple(by_id[g.qid].images)))
-        for it, v in zip(items, adv):
-            it.advantage = v
-        return items
-
     def _prompt_ids(self, q: Question) -> list[int]:
         return chat_prompt_ids(self.tokenizer, question_prompt(q.text, self.templates), len(q.images))
 
@@ -501,44 +451,6 @@ class Trainer:
         per_mb = [learner.train_minibatch([items[j] for j in order[lo:hi]], loss_fn)
                   for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
         return reduce_metrics(per_mb)
-
-    def _step_metrics(self, batch, replay, plain, hard, teacher, reform, refresh, learn, seconds, push_s):
-        def mean(xs):
-            xs = list(xs)
-            return sum(xs) / len(xs) if xs else 0.0
-
-        replay_ids = {q.id for q in replay}
-        kind_groups = defaultdict(list)
-        for uid, g, _ in reform:
-            kind_groups[uid.split(":", 1)[0]].append(g)
-        return {
-            "step": self.step,
-            "version": self.version,
-            "n_prompts": len(batch),
-            "n_replay": len(replay),
-            "plain_reward": mean(g.mean for g in plain.values()),
-            "new_reward": mean(plain[q.id].mean for q in batch if q.id not in replay_ids and q.id in plain),
-            "replay_reward": mean(plain[q.id].mean for q in replay),
-            "n_hard": len(hard),
-            "teacher_reward": mean(g.mean for g in teacher.values()),
-            "teacher_solved": sum(bool(g.correct()) for g in teacher.values()),
-            "n_bcq": len(kind_groups["bcq"]),
-            "n_ncq": len(kind_groups["ncq"]),
-            "bcq_reward": mean(g.mean for g in kind_groups["bcq"]),
-            "ncq_reward": mean(g.mean for g in kind_groups["ncq"]),
-            "n_hint": len(kind_groups["hint"]),
-            "n_prefix": len(kind_groups["prefix"]),
-            "hint_reward": mean(g.mean for g in kind_groups["hint"]),
-            "prefix_reward": mean(g.mean for g in kind_groups["prefix"]),
-            "buffer_size": refresh["size"],
-            "admitted": refresh["admitted"],
-            "graduated": refresh["graduated"],
-            "evicted": refresh["evicted"],
-            "data_epoch": self.data.epoch,
-            "push_seconds": push_s,
-            "learn": learn,
-            "time": seconds,
-        }
 
     # ------------------------------------------------------------------------------------ eval
 

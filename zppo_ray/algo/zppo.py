@@ -16,8 +16,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import torch
+
+from zppo_ray.algo.advantages import compute_advantages
 from zppo_ray.algo.reformulate import Templates, build_bcq, build_ncq
 from zppo_ray.algo.selection import plan_instances, select_hardest
+from zppo_ray.types import TrainItem
 
 
 @dataclass
@@ -117,3 +121,25 @@ def render_instance(instance: Instance, question_text: str, compressed: list[str
     if instance.kind == "ncq":
         return build_ncq(question_text, instance.wrong_answers, compressed, templates, list_unparseable)
     raise ValueError(f"unknown instance kind {instance.kind!r}")
+
+
+def train_items(groups: list[tuple[str, Group, list]], questions: dict, advantage: str, eps: float,
+                overlong_filter: bool) -> list[TrainItem]:
+    """Step 8: one TrainItem per sample of `groups` ((uid, Group, samples)), with its group advantage and its
+    question's images (the learner's context must be the one the student sampled in). `overlong_filter`:
+    a sample cut at the token limit keeps its place in the group statistics but loses its loss tokens."""
+    if not groups:
+        return []
+    rewards = torch.tensor([r for _, g, _ in groups for r in g.rewards], dtype=torch.float32)
+    uids = [uid for uid, g, _ in groups for _ in g.rewards]
+    adv = compute_advantages(advantage, rewards, uids, eps).tolist()
+    items = []
+    for (uid, g, samples), s in ((x, s) for x in groups for s in x[2]):
+        mask = s.loss_mask
+        if overlong_filter and s.finish_reason == "length":  # a cut-off answer is not a wrong one
+            mask = [0] * len(s.completion_ids)
+        items.append(TrainItem(s.prompt_ids, s.completion_ids, 0.0, loss_mask=mask, group=uid,
+                               version=s.version, images=tuple(questions[g.qid].images)))
+    for it, v in zip(items, adv):
+        it.advantage = v
+    return items
