@@ -130,4 +130,4 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
              "grpo_buffer_bcq": "n_bcq", "grpo_buffer_ncq": "n_ncq"}.get(algo)
     if extra:  # the method's own ingredient really happened
         assert sum(m[extra] for m in steps) > 0, [m[extra] for m in steps]
-    ray_cluster.kill(roles.buffer)
+    ray_cluster.kill(roles.buffer.handle)
