@@ -305,5 +305,6 @@ def test_bad_step_sample_and_config_arguments():
         buf.sample(1, 42)
     for bad in [dict(capacity=0), dict(tau=0.0), dict(tau=1.5), dict(graduation="mean"), dict(ema_alpha=0.0),
                 dict(max_visits=0)]:
-        with pytest.raises(ValueError):
-            BufferConfig(**bad)
+        assert BufferConfig(**bad).problems()
+        with pytest.raises(ValueError, match="buffer config"):
+            PromptReplayBuffer(BufferConfig(**bad))

@@ -101,7 +101,7 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
     """ZPPO itself runs above (run A); each baseline takes two real steps on the same actors."""
     from transformers import AutoTokenizer
 
-    from zppo_ray.actors.buffer import BufferClient, ReplayBufferActor, buffer_config
+    from zppo_ray.actors.buffer import BufferClient, ReplayBufferActor
     from zppo_ray.launch import load_split
     from zppo_ray.observe.runlog import RunLog
     from zppo_ray.trainer import Trainer
@@ -115,7 +115,7 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
     shared.rollout.push_weights(shared.learner.publish_weights()[0], shared.rollout.version + 1)
     live = str(tmp_path / "buffer_live")
     roles = dataclasses.replace(shared, buffer=BufferClient(
-        lambda: ReplayBufferActor.remote(buffer_config(cfg.buffer), 0, live), live, lambda: None))
+        lambda: ReplayBufferActor.remote(cfg.buffer, 0, live), live, lambda: None))
     # the hard tier only: the student solves tiers 1-2 outright, and each method's extra needs hard questions
     hard = [q for q in load_split(cfg, "train", tok, for_config(cfg)) if q.tier == str(len(cfg.toy.tiers))]
     trainer = Trainer(cfg, roles, hard, [], tok, RunLog(tmp_path, True))

@@ -13,7 +13,6 @@ from zppo_ray.config import load_config
 from zppo_ray.data.schema import Question
 from zppo_ray.observe.runlog import RunLog
 from zppo_ray.roles import Roles
-from zppo_ray.state.buffer import BufferConfig
 from zppo_ray.trainer import Trainer
 from zppo_ray.types import Sample
 
@@ -33,7 +32,7 @@ class FakeRollout:
         self.step = 0
 
     def _one(self, req):
-        kind, qid = req.tag.split(":", 1)
+        kind, qid = req.tag.split(":", 1)[0], req.tag.rsplit(":", 1)[1]  # "eval:<benchmark>:<qid>" too
         flags = self.script(kind, qid, self.step)
         assert len(flags) == req.n
         self.requests.append((self.step, kind, qid, req.prompt))
@@ -130,7 +129,7 @@ def make(tmp_path, script, teacher_correct=True, overrides=(), n_questions=8):
     by_id = {q.id: q for q in qs}
     roles = Roles(rollout=FakeRollout(by_id, script), learner=FakeLearner(),
                   teacher=FakeTeacher(by_id, teacher_correct),
-                  buffer=ReplayBufferShell(BufferConfig(capacity=cfg.buffer.capacity, tau=cfg.buffer.tau), 0))
+                  buffer=ReplayBufferShell(cfg.buffer, 0))
     trainer = Trainer(cfg, roles, qs, qs[:2], tokenizer=FakeTokenizer(), run_log=RunLog(tmp_path, enabled=False))
     return trainer, roles
 
@@ -550,3 +549,20 @@ def test_the_controller_passes_the_learners_weight_handle_through_untouched(tmp_
     roles.rollout.push_weights = lambda w, v: (seen.append(w), real(w, v))[1]
     trainer.train_step()
     assert seen == [handle] and trainer.last_push_bytes == 123
+
+
+def test_periodic_evaluation_scores_through_the_harness_per_tier(tmp_path):
+    """One scoring path: the trainer's evaluation is the harness's (eval/harness.score_questions)."""
+    def script(kind, qid, step):
+        return [qid == "q0"] * 4 if kind == "eval" else [True] * 4
+
+    trainer, roles = make(tmp_path, script, overrides=["eval.num_samples=4"])
+    import dataclasses
+
+    trainer.eval_questions = [dataclasses.replace(q, tier=t) for q, t in zip(trainer.data.questions[:3], "112")]
+    acc = trainer.evaluate("before")
+    assert acc == {"1": 0.5, "2": 0.0, "all": 1 / 3}
+    assert [r[1] for r in roles.rollout.requests] == ["eval"] * 3
+    real = roles.rollout._one
+    roles.rollout._one = lambda req: [] if req.tag.endswith(":q1") else real(req)  # the pool skipped q1
+    assert trainer.evaluate("after") == {"1": 1.0, "2": 0.0, "all": 0.5}

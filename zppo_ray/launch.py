@@ -101,13 +101,13 @@ def start_learner(cfg, student_path: str):
 
 def start_buffer(cfg, run_dir: Path):
     """The buffer actor behind a client that rebuilds it from its live snapshot if it dies."""
-    from zppo_ray.actors.buffer import BufferClient, ReplayBufferActor, buffer_config
+    from zppo_ray.actors.buffer import BufferClient, ReplayBufferActor
 
     live = str(run_dir / "buffer_live")
 
     def start():
         # its own stream: sharing the trainer's seed would correlate replay draws with BCQ choices
-        return ReplayBufferActor.remote(buffer_config(cfg.buffer), derive_seed(cfg.trainer.seed, "buffer"), live)
+        return ReplayBufferActor.remote(cfg.buffer, derive_seed(cfg.trainer.seed, "buffer"), live)
 
     def last_checkpoint_buffer() -> str | None:
         d = ckpt.latest(run_dir)

@@ -31,6 +31,7 @@ from zppo_ray.algo.zppo import (
 from zppo_ray.data.cursor import DataCursor
 from zppo_ray.data.schema import Question
 from zppo_ray.engine.prompts import chat_prompt_ids
+from zppo_ray.eval.harness import score_questions
 from zppo_ray.learner.policy import reduce_metrics
 from zppo_ray.observe import prometheus
 from zppo_ray.observe.runlog import RunLog, eval_line, step_line
@@ -455,19 +456,25 @@ class Trainer:
     # ------------------------------------------------------------------------------------ eval
 
     def evaluate(self, label: str) -> dict[str, float]:
-        """pass@1 on the held-out questions with the paper's evaluation decoding, per tier and overall."""
-        e = self.cfg.eval
-        qs = self.eval_questions
-        reqs = self._plain_requests(qs, e.num_samples, "eval")
-        samples = self.roles.rollout.generate(  # the same seeds at every evaluation: comparable across steps
-            reqs, sampling.evaluation(e, [derive_seed(self.cfg.trainer.seed, "eval", r.tag) for r in reqs]))
-        qs, samples = self._drop_skipped(qs, samples, [])
-        groups = self.grade_groups(qs, samples)
-        per_tier: dict[str, list[float]] = defaultdict(list)
-        for q, g in zip(qs, groups):
-            per_tier[q.tier or "all"].append(g.mean)
-        acc = {t: sum(v) / len(v) for t, v in per_tier.items()}
-        acc["all"] = sum(g.mean for g in groups) / len(groups)
+        """pass@1 on the held-out questions, per tier and overall, through the evaluation harness's scoring
+        (zppo_ray/eval/harness.py: the paper's decoding; free-form answers judged by the teacher). The same
+        seed at every evaluation, so the numbers are comparable across steps."""
+        e, qs = self.cfg.eval, self.eval_questions
+        by_tier: dict[str, list[Question]] = defaultdict(list)
+        for q in qs:
+            by_tier[q.tier or "all"].append(q)
+        judge = self.roles.teacher if any(q.kind == "free" for q in qs) else None
+        if judge is None and any(q.kind == "free" for q in qs):
+            raise ValueError("free-form questions need the teacher as judge (teacher.num_replicas >= 1)")
+        _, _, records, _, _ = score_questions(
+            self.roles.rollout, by_tier, e.num_samples, sampling.evaluation(e, derive_seed(self.cfg.trainer.seed,
+                                                                                          "eval")),
+            self.templates, judge, self.cfg.teacher.judge_max_tokens)
+        means: dict[str, list[float]] = defaultdict(list)
+        for r in records:
+            means[r.benchmark].append(sum(r.rewards) / len(r.rewards))
+        acc = {t: sum(v) / len(v) for t, v in means.items()}
+        acc["all"] = sum(sum(v) for v in means.values()) / max(1, sum(len(v) for v in means.values()))
         self.log.write("eval", step=self.step, label=label, accuracy=acc)
         print(eval_line(label, acc), flush=True)
         return acc

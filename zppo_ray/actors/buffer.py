@@ -32,15 +32,6 @@ from zppo_ray.observe import prometheus
 from zppo_ray.state.buffer import BufferConfig, PromptReplayBuffer
 from zppo_ray.state.checkpoint import rng_from_json, rng_to_json
 
-
-def buffer_config(section) -> BufferConfig:
-    """The pure buffer's config from the run config's `buffer` section."""
-    return BufferConfig(capacity=int(section.capacity), tau=float(section.tau),
-                        sample_with_replacement=bool(section.sample_with_replacement),
-                        refresh_position_on_revisit=bool(section.refresh_position_on_revisit),
-                        graduation=str(section.graduation), ema_alpha=float(section.ema_alpha))
-
-
 log = logging.getLogger("zppo_ray.state.buffer")
 
 

@@ -23,8 +23,8 @@ from typing import Any, Callable
 import ray
 
 from zppo_ray import sampling
+from zppo_ray.actors.engine_actor import EngineActor, actor_options, engine_kwargs, gpu_tp_engine_kwargs
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet
-from zppo_ray.actors.rollout import _EngineActor, actor_options, engine_kwargs, gpu_tp_engine_kwargs
 from zppo_ray.algo.compression import cap_candidate, summary_rejection
 from zppo_ray.algo.reformulate import Templates, build_compression_prompt, build_judge_prompt, summary_of
 from zppo_ray.errors import boundary
@@ -48,7 +48,7 @@ class TeacherTimeout(TimeoutError):
 
 
 @ray.remote
-class TeacherReplica(_EngineActor):
+class TeacherReplica(EngineActor):
     """One teacher engine. Deterministic verbs (compress, judge) decode at temperature 0."""
 
     def __init__(self, model_path: str, engine_kwargs: dict, name: str = "teacher",

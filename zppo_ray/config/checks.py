@@ -36,6 +36,8 @@ def validate(
     _check_toy_models(cfg, p, cuda_available)
     _check_gpus(cfg, p, available_gpus)
     p.extend((f"templates.{k}", m) for k, m in check_templates(cfg.templates))
+    named = {k for k, _ in p}
+    p.extend((f"buffer.{k}", m) for k, m in cfg.buffer.problems() if f"buffer.{k}" not in named)
     if check_paths and cfg.trainer.resume not in ("never", "auto"):
         if not _exists(cfg.trainer.resume):
             p.append(("trainer.resume", "'never', 'auto' or an existing checkpoint path; "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from zppo_ray.algo.reformulate import Templates
+from zppo_ray.state.buffer import BufferConfig
 
 # Attention head sizes the vLLM CPU backend supports (stack.md).
 CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
@@ -160,18 +161,6 @@ class TeacherConfig:
 
 
 @dataclass
-class BufferConfig:
-    """Prompt replay buffer policy (spec §2.10, open points §8)."""
-
-    capacity: int = 10000
-    tau: float = "${algo.tau}"  # type: ignore[assignment]  # graduation threshold; follows algo.tau by default
-    sample_with_replacement: bool = False
-    refresh_position_on_revisit: bool = False  # a still-hard replayed question moves to the FIFO tail
-    graduation: Literal["single", "ema"] = "single"  # one visit's accuracy, or an EMA over visits
-    ema_alpha: float = 0.5  # weight of the newest visit when graduation = ema
-
-
-@dataclass
 class LearnerConfig:
     """DeepSpeed ranks as Ray actors. gpus_per_rank: 0 on CPU, 1 on GPU."""
 
@@ -290,7 +279,8 @@ class RunConfig:
     toy: ToyConfig = field(default_factory=ToyConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    buffer: BufferConfig = field(default_factory=BufferConfig)
+    # the replay buffer's own policy dataclass (zppo_ray/state/buffer.py); tau follows algo.tau by default
+    buffer: BufferConfig = field(default_factory=lambda: BufferConfig(tau="${algo.tau}"))  # type: ignore[arg-type]
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -203,6 +203,11 @@ def config_benchmarks(cfg: Any, limit: int | None = None) -> tuple[dict[str, Any
 # ---------------------------------------------------------------------------------------------- engines
 
 
+def _first_text(samples: list[Sample]) -> str | None:
+    """The text of a one-sample group; None when the generator skipped the request (judged "too long")."""
+    return samples[0].text if samples else None
+
+
 def _check_model_path(model: Any, what: str) -> None:
     """Fail before minutes of engine start (or of student generation, for the judge) on a bad path."""
     if isinstance(model, (str, Path)) and not Path(model).expanduser().exists():
@@ -272,7 +277,7 @@ def _judge(judge: Any, records: list[QuestionResult], items: list[tuple[int, int
         reqs = [GenRequest(p, n=1, tag=f"judge:{i}", thinking=False)
                 for i, (p, ok) in enumerate(zip(prompts, fits)) if ok]
         outs = iter(gen.generate(reqs, sampling.greedy(max_tokens)))
-        raw = [next(outs)[0].text if ok else None for ok in fits]
+        raw = [_first_text(next(outs)) if ok else None for ok in fits]
     for (j, i, q, _), text in zip(items, raw):
         rec = records[j]
         verdict = None if text is None else read_verdict(text)
@@ -286,11 +291,33 @@ def _judge(judge: Any, records: list[QuestionResult], items: list[tuple[int, int
     return raw
 
 
-def _check_samples(requests: list[GenRequest], samples: list[list[Sample]], n: int) -> None:
-    if len(samples) != len(requests) or any(len(s) != n for s in samples):
-        got = sorted({len(s) for s in samples})
+def score_questions(gen: Generator, questions: Mapping[str, list[Question]], n: int, sampling: Mapping[str, Any],
+                    templates: Templates, judge: Any = None, judge_max_tokens: int = JUDGE_MAX_TOKENS,
+                    judge_engine_kwargs: Mapping | None = None) -> tuple[list, list, list[QuestionResult], list, list]:
+    """Generate `n` samples per question with `gen`, grade them (free-form answers through `judge`): the one
+    scoring path of `evaluate_checkpoint` and of the trainer's periodic evaluation.
+
+    A question whose request the generator skipped (an empty group: the rollout pool could not process it
+    after a retry) is left out, with a warning; any other group size is an error.
+    Returns (flat (benchmark, question) pairs, their samples, their records, judged items, raw judge outputs).
+    """
+    requests = _requests(questions, n, templates)
+    samples = gen.generate(requests, dict(sampling))
+    if len(samples) != len(requests) or any(len(ss) not in (0, n) for ss in samples):
+        got = sorted({len(ss) for ss in samples})
         raise RuntimeError(f"the generator returned {len(samples)} groups of sizes {got} for {len(requests)} "
                            f"requests of n={n}")
+    flat = [(b, q) for b, qs in questions.items() for q in qs]
+    skipped = [q.id for (_, q), ss in zip(flat, samples) if not ss]
+    if skipped:
+        log.warning("evaluation: %d question(s) skipped by the generator: %s", len(skipped), skipped[:5])
+        kept = [(fq, ss) for fq, ss in zip(flat, samples) if ss]
+        flat, samples = [fq for fq, _ in kept], [ss for _, ss in kept]
+    records = [_grade(b, q, ss) for (b, q), ss in zip(flat, samples)]
+    items = [(j, i, q, s.text) for j, ((_, q), ss) in enumerate(zip(flat, samples)) if q.kind == "free"
+             for i, s in enumerate(ss)]
+    raw_judge = _judge(judge, records, items, judge_max_tokens, judge_engine_kwargs, templates) if items else []
+    return flat, samples, records, items, raw_judge
 
 
 # ---------------------------------------------------------------------------------------------- entry point
@@ -331,18 +358,13 @@ def evaluate_checkpoint(
             raise ValueError(f"benchmark(s) {free} hold free-form questions: they need a judge model (--judge)")
         _check_model_path(judge, "judge")
     sampling = {**eval_sampling(), **dict(sampling or {})}
-    requests = _requests(questions, n, templates)
     t0 = time.perf_counter()
     with _opened(model, engine_kwargs) as gen:
         t1 = time.perf_counter()  # generation only; "total" adds engine start/stop and the judge
-        samples = gen.generate(requests, dict(sampling))
+        scored = score_questions(gen, questions, n, sampling, templates, judge, judge_max_tokens,
+                                 judge_engine_kwargs)
         t_gen = time.perf_counter() - t1
-    _check_samples(requests, samples, n)
-    flat = [(b, q) for b, qs in questions.items() for q in qs]
-    records = [_grade(b, q, ss) for (b, q), ss in zip(flat, samples)]
-    items = [(j, i, q, s.text) for j, ((_, q), ss) in enumerate(zip(flat, samples)) if q.kind == "free"
-             for i, s in enumerate(ss)]
-    raw_judge = _judge(judge, records, items, judge_max_tokens, judge_engine_kwargs, templates) if items else []
+    flat, samples, records, items, raw_judge = scored
     report = _report(model, judge if items else None, n, ks, sampling, questions, families, records,
                      {"generate": round(t_gen, 2), "total": round(time.perf_counter() - t0, 2)})
     if out_dir is not None:

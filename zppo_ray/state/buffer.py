@@ -23,7 +23,7 @@ import random
 import tempfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from zppo_ray.data.schema import Question
 from zppo_ray.state.codec import decode, encode
@@ -31,9 +31,11 @@ from zppo_ray.state.codec import decode, encode
 FORMAT_VERSION = 2  # 2: the shared tagged-JSON codec (zppo_ray/state/codec.py)
 
 
-@dataclass(frozen=True)
+@dataclass
 class BufferConfig:
-    """Buffer policy. Paper values where the paper gives one; the rest are open points (spec section 8)."""
+    """Buffer policy (the run config's `buffer` section too). Paper values where the paper gives one; the rest
+    are open points (spec section 8). `problems()` says what is wrong with a setting; the buffer refuses to
+    start with any, the config names them with their key."""
 
     capacity: int = 10_000
     """Paper value. FIFO eviction beyond it bounds memory and the age of replayed questions."""
@@ -51,23 +53,23 @@ class BufferConfig:
     ema_alpha: float = 0.5
     """Weight of the newest accuracy in the EMA. 0.5 lets a jump from 0/8 to 8/8 graduate at once
     (0.5 >= tau) while a single 4/8 after 0/8 (EMA 0.25) does not."""
-    max_visits: int | None = None
+    max_visits: Optional[int] = None
     """Optional cap on replay visits: a question still hard after this many is evicted (reason
     "max_visits"). None (paper): only FIFO eviction removes unsolved questions."""
 
-    def __post_init__(self) -> None:
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
         if not isinstance(self.capacity, int) or isinstance(self.capacity, bool) or self.capacity < 1:
-            raise ValueError(
-                f"capacity must be an int >= 1 (to run without a buffer, disable it), got {self.capacity!r}"
-            )
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
+            out.append(("capacity", f"must be an int >= 1 (to run without a buffer, disable it), got {self.capacity!r}"))
+        if not isinstance(self.tau, (int, float)) or not 0.0 < self.tau <= 1.0:
+            out.append(("tau", f"must be in (0, 1], got {self.tau!r}"))
         if self.graduation not in ("single", "ema"):
-            raise ValueError(f"graduation must be 'single' or 'ema', got {self.graduation!r}")
-        if not 0.0 < self.ema_alpha <= 1.0:
-            raise ValueError(f"ema_alpha must be in (0, 1], got {self.ema_alpha!r}")
+            out.append(("graduation", f"must be 'single' or 'ema', got {self.graduation!r}"))
+        if not isinstance(self.ema_alpha, (int, float)) or not 0.0 < self.ema_alpha <= 1.0:
+            out.append(("ema_alpha", f"must be in (0, 1], got {self.ema_alpha!r}"))
         if self.max_visits is not None and (not isinstance(self.max_visits, int) or self.max_visits < 1):
-            raise ValueError(f"max_visits must be None or an int >= 1, got {self.max_visits!r}")
+            out.append(("max_visits", f"must be None or an int >= 1, got {self.max_visits!r}"))
+        return out
 
 
 @dataclass
@@ -145,6 +147,8 @@ class PromptReplayBuffer:
 
     def __init__(self, config: BufferConfig | None = None) -> None:
         self.config = config or BufferConfig()
+        if problems := self.config.problems():
+            raise ValueError("buffer config: " + "; ".join(f"{k} {m}" for k, m in problems))
         self._entries: OrderedDict[str, BufferEntry] = OrderedDict()
         self.fates: list[Fate] = []
         self._next_order = 0

@@ -1,0 +1,94 @@
+"""One vLLM engine in a Ray actor: the shell rollout workers and teacher replicas share (health, lifecycle,
+timed generation), and the helpers that turn a role's config into engine arguments and Ray options."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from zppo_ray.types import GenRequest, Sample
+
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "logprobs")
+
+
+def sampling_kwargs(sampling: dict) -> dict:
+    """Validate a sampling dict (keys of VLLMEngine.generate); typos fail loudly instead of being ignored."""
+    unknown = set(sampling) - set(SAMPLING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown sampling keys {sorted(unknown)}; allowed: {', '.join(SAMPLING_KEYS)}")
+    return dict(sampling)
+
+
+def engine_kwargs(model_cfg: Any, *, tp: int, seed: int, kv_cache_gib: float, gpu_memory_utilization: float,
+                  max_num_seqs: int = 256, **extra: Any) -> dict:
+    """VLLMEngine keyword arguments from a ModelConfig and the role's resources."""
+    return dict(tokenizer=model_cfg.tokenizer, dtype=model_cfg.dtype, max_model_len=model_cfg.max_model_len,
+                tp=tp, seed=seed, kv_cache_gib=kv_cache_gib, gpu_memory_utilization=gpu_memory_utilization,
+                max_num_seqs=max_num_seqs, trust_remote_code=model_cfg.trust_remote_code, **extra)
+
+
+def actor_options(num_cpus: float, num_gpus: int, tp: int) -> tuple[dict, Any]:
+    """Ray options for an engine actor, and the placement group it owns (None if none).
+
+    TP > 1 on GPU: vLLM's Ray executor (engine kwarg distributed_executor_backend="ray", see
+    `gpu_tp_engine_kwargs`) places its TP workers in the actor's *current* placement group, so the actor
+    reserves `tp` GPU bundles, sits in bundle 0 holding no GPU itself, and captures child tasks.
+    UNTESTED here (no GPU). On CPU, TP > 1 uses vLLM's own multiprocessing inside the actor.
+    """
+    if num_gpus and tp > 1:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        pg = placement_group([{"GPU": 1, "CPU": num_cpus}] * tp, strategy="PACK")
+        strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0,
+                                                    placement_group_capture_child_tasks=True)
+        return dict(num_cpus=num_cpus, num_gpus=0, scheduling_strategy=strategy), pg
+    return dict(num_cpus=num_cpus, num_gpus=num_gpus), None
+
+
+def gpu_tp_engine_kwargs(num_gpus: int, tp: int) -> dict:
+    """Extra engine kwargs matching `actor_options`: Ray executor for TP > 1 on GPU."""
+    return {"distributed_executor_backend": "ray"} if num_gpus and tp > 1 else {}
+
+
+class EngineActor:
+    """Shared shell: build the engine in the actor process, expose health and the GPU weight-transfer calls."""
+
+    def __init__(self, model_path: str, engine_kwargs: dict, name: str = "engine"):
+        from zppo_ray.engine.vllm_engine import VLLMEngine
+
+        self.name = name
+        self.engine = VLLMEngine(model_path, **engine_kwargs)
+        self.generated_tokens = 0
+        self.last_push_seconds: float | None = None
+
+    def version(self) -> int:
+        return self.engine.version
+
+    def health(self) -> dict:
+        import os
+
+        return {"name": self.name, "alive": True, "version": self.engine.version, "pid": os.getpid(),
+                "device": "cuda" if self.engine.on_gpu else "cpu", "model": self.engine.model_path,
+                "start_seconds": round(self.engine.start_seconds, 2), "generated_tokens": self.generated_tokens,
+                "last_push_seconds": self.last_push_seconds}
+
+    def sleep(self, level: int = 1) -> None:
+        self.engine.sleep(level)
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self.engine.wake_up(tags)
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+    def _generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]:
+        t0 = time.perf_counter()
+        out = self.engine.generate(requests, **sampling_kwargs(sampling))
+        tokens = sum(len(s.completion_ids) for group in out for s in group)
+        self.generated_tokens += tokens
+        self._observe_generate(len(requests), tokens, time.perf_counter() - t0)
+        return out
+
+    def _observe_generate(self, n_requests: int, tokens: int, seconds: float) -> None:
+        """Rollout workers export their throughput; the teacher's verbs are timed per operation instead."""
