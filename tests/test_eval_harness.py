@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from zppo_ray.eval.cli import main
 from zppo_ray.eval.harness import (
     config_benchmarks,
     evaluate_checkpoint,
     load_benchmarks,
-    main,
     parse_bench,
     toy_benchmarks,
 )

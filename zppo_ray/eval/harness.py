@@ -42,9 +42,7 @@ VLLMEngine (wrapped automatically).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
 import json
 import logging
 import time
@@ -60,7 +58,7 @@ from zppo_ray.algo.reformulate import (
     build_judge_prompt,
     question_prompt,
 )
-from zppo_ray.config import ConfigError, EvalConfig, load_config
+from zppo_ray.config import EvalConfig
 from zppo_ray.data.loaders import PRESETS, load_questions
 from zppo_ray.data.schema import Question
 from zppo_ray.eval.passk import (
@@ -429,116 +427,3 @@ def render_markdown(report: dict) -> str:
             f"top-p {s['top_p']}, top-k {s['top_k']}, presence penalty {s['presence_penalty']}, "
             f"max {s['max_tokens']} new tokens, seed {s['seed']}. Scores in %.\n\n")
     return head + markdown_table(report["benchmarks"], report["families"], report["k"])
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m zppo_ray.eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF-format model directory, or toy:student / toy:teacher")
-    p.add_argument("--bench", action="append", default=[], metavar="NAME=PRESET:PATH",
-                   help=f"a benchmark; PRESET one of {', '.join(PRESETS)}, {NATIVE} (repeatable)")
-    p.add_argument("--toy", action="store_true", help="the toy world's held-out split, one benchmark per tier")
-    p.add_argument("--family", action="append", default=[], metavar="NAME=B1,B2",
-                   help="a named group of benchmarks whose scores are averaged (repeatable)")
-    p.add_argument("--n", type=int, default=None, help="samples per question (default: eval.num_samples)")
-    p.add_argument("--k", default="1", help="comma-separated k for pass@k, each <= n (default: 1)")
-    p.add_argument("--out", default=None, help="output directory (default: runs/eval-<time>)")
-    p.add_argument("--judge", default=None, help="judge model for free-form questions")
-    p.add_argument("--limit", type=int, default=None, help="at most this many questions per benchmark")
-    p.add_argument("--config", default=None, help="YAML run config whose eval/student/teacher/data.eval apply")
-    for flag, tp, key in (("--max-new-tokens", int, "max_new_tokens"), ("--temperature", float, "temperature"),
-                          ("--top-p", float, "top_p"), ("--top-k", int, "top_k"),
-                          ("--presence-penalty", float, "presence_penalty")):
-        p.add_argument(flag, type=tp, default=None, help=f"default: the config's eval.{key}")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (each request gets its own seed derived from it, zppo_ray/seeds.py)")
-    p.add_argument("--dtype", default=None, help="engine dtype (default: the config's student.dtype)")
-    p.add_argument("--max-model-len", type=int, default=None, help="default: the config's student.max_model_len")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the student engine")
-    return p
-
-
-def _resolve_model(path: str, cfg: Any, flag: str) -> str:
-    from zppo_ray import worlds
-
-    if ":" not in path:
-        _check_model_path(path, flag)
-        return path
-    try:
-        return worlds.resolve_model(path, worlds.for_config(cfg) or _toy_world(cfg))
-    except ValueError as e:
-        raise ValueError(f"{flag} {e}") from None
-
-
-def _toy_world(cfg: Any):
-    from zppo_ray.worlds.toy import ToyWorld
-
-    return ToyWorld(cfg.toy, cfg.templates)
-
-
-def _plan(args: argparse.Namespace) -> dict:
-    """Every input check and every default, before any engine starts: the arguments of evaluate_checkpoint."""
-    cfg = load_config(args.config, [])
-    n = args.n if args.n is not None else cfg.eval.num_samples
-    if n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
-    ks = check_ks(parse_ks(args.k), n)
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    sources: dict[str, Any] = {}
-    families: dict[str, list[str]] = {}
-    for text in args.bench:
-        name, src = parse_bench(text)
-        if name in sources:
-            raise ValueError(f"--bench: benchmark name {name!r} given twice")
-        sources[name] = src
-    if args.toy:
-        toy, toy_fams = toy_benchmarks(cfg.toy, args.limit)
-        if set(toy) & set(sources):
-            raise ValueError(f"--bench names {sorted(set(toy) & set(sources))} clash with the toy benchmarks")
-        sources.update(toy)
-        families.update(toy_fams)
-    if not sources:
-        sources, families = config_benchmarks(cfg, args.limit)
-    families.update(parse_family(f) for f in args.family)
-    questions = load_benchmarks(sources, args.limit)
-    check_families(families, list(questions))
-    sampling = eval_sampling(cfg.eval, args.seed)
-    sampling.update({k: v for k, v in (("max_tokens", args.max_new_tokens), ("temperature", args.temperature),
-                                       ("top_p", args.top_p), ("top_k", args.top_k),
-                                       ("presence_penalty", args.presence_penalty)) if v is not None})
-    free = any(q.kind == "free" for qs in questions.values() for q in qs)
-    if free and args.judge is None:
-        raise ValueError("free-form questions need a judge model: --judge PATH")
-    return {
-        "model": _resolve_model(args.model, cfg, "--model"), "benchmarks": questions, "families": families,
-        "n": n, "ks": ks, "sampling": sampling,
-        "judge": _resolve_model(args.judge, cfg, "--judge") if free else None,
-        "judge_max_tokens": cfg.teacher.judge_max_tokens, "templates": cfg.templates,
-        "out_dir": args.out or f"runs/eval-{datetime.datetime.now():%Y%m%d-%H%M%S}",
-        "engine_kwargs": _engine_kwargs(cfg.student, cfg.rollout, args.dtype, args.max_model_len, args.tp,
-                                        args.seed),
-        "judge_engine_kwargs": _engine_kwargs(cfg.teacher.model, cfg.teacher, None, None, cfg.teacher.tp, 0)}
-
-
-def _engine_kwargs(model_cfg: Any, role_cfg: Any, dtype: str | None, max_model_len: int | None, tp: int,
-                   seed: int) -> dict:
-    return {"tokenizer": model_cfg.tokenizer, "dtype": dtype or model_cfg.dtype,
-            "max_model_len": max_model_len or model_cfg.max_model_len, "tp": tp, "seed": seed,
-            "kv_cache_gib": role_cfg.kv_cache_gib, "gpu_memory_utilization": role_cfg.gpu_memory_utilization,
-            "trust_remote_code": model_cfg.trust_remote_code}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        plan = _plan(args)
-    except (ConfigError, ValueError) as e:  # DataError is a ValueError
-        parser.error(str(e))  # exits 2 with the usage line and the message
-    report = evaluate_checkpoint(**plan)
-    print(render_markdown(report), end="")
-    print(f"\nwrote {', '.join(Path(p).name for p in report['files'].values())} to {plan['out_dir']}")
-    return 0
