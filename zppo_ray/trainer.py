@@ -1,9 +1,10 @@
 """The controller: one ZPPO step after another (spec §2), reading top to bottom like the paper's list.
 
-It holds no model. It asks the rollout pool for samples, grades them, asks the teacher group for
-solutions and compressions, builds the reformulated prompts with the pure functions of `zppo_ray.algo`,
-hands advantages to the learner group, pushes the new weights and tells the buffer actor what happened.
-Every role is passed in, so tests drive this class with fake engines and the real run with Ray actors.
+It holds no model and imports no Ray. It asks the rollout pool for samples, grades them, asks the teacher
+group for solutions and compressions, builds the reformulated prompts with the pure functions of
+`zppo_ray.algo`, hands advantages to the learner group, passes the new weights' reference on and tells the
+buffer what happened. Every role is passed in (zppo_ray/roles.py), so tests drive this class with fake
+engines and the real run with the Ray-backed groups.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from zppo_ray.step import Step, StepTimer
 from zppo_ray.types import GenRequest, Sample, TrainItem
 
 log = logging.getLogger("zppo_ray.trainer")
+
 
 class Trainer:
     def __init__(self, cfg, roles: Roles, train_questions: list[Question], eval_questions: list[Question],

@@ -52,7 +52,7 @@ def gpu_tp_engine_kwargs(num_gpus: int, tp: int) -> dict:
 
 
 class EngineActor:
-    """Shared shell: build the engine in the actor process, expose health and the GPU weight-transfer calls."""
+    """Shared shell: build the engine in the actor process; health, sleep/wake, timed generation."""
 
     def __init__(self, model_path: str, engine_kwargs: dict, name: str = "engine"):
         from zppo_ray.engine.vllm_engine import VLLMEngine
