@@ -96,11 +96,12 @@ def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_wo
     from zppo_ray.worlds import for_config
 
     # Hard-tier questions and a learner too slow to solve them within the test (lr 1e-7: this is about the
-    # metrics, not learning). About half the questions enter the buffer (accuracy < buffer.tau 0.5); with
-    # room for one, most are evicted, and the one replayed per step often graduates: both fates, and with
-    # them every graduation panel, occur in 10 steps.
+    # metrics, not learning). The toy student solves a hard question in about 1 sample of 8, so with
+    # buffer.tau 0.25 the 0/4 questions enter the buffer and a replay with one right sample graduates; with
+    # room for one, most admitted questions are evicted: both fates, and with them every graduation panel,
+    # occur in 10 steps. (At buffer.tau 0.5 a replay needed 2/4 and none graduated in 10 steps.)
     cfg = load_config(None, ["trainer.prompts_per_step=8", "rollout.group_size=4", "teacher.group_size=2",
-                             "buffer.capacity=1", "buffer.tau=0.5", "algo.rho_replay=0.125", "algo.tau=0.75",
+                             "buffer.capacity=1", "buffer.tau=0.25", "algo.rho_replay=0.125", "algo.tau=0.75",
                              "learner.lr=1e-7", "rollout.max_new_tokens=64", "teacher.max_new_tokens=64",
                              f"trainer.run_dir={tmp_path}"])
     tok = AutoTokenizer.from_pretrained(toy_world.tokenizer)
