@@ -11,6 +11,7 @@ model on CPU here (README "Images"), so this is the comparison that can run.
 import dataclasses
 import io
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,3 +141,21 @@ def test_placeholders_must_match_the_images(learner):
     with pytest.raises(ValueError, match="2 image placeholder"):
         learner.vision.expand([7, learner.vision.image_token_id, 8, learner.vision.image_token_id],
                               torch.tensor([[1, 2, 4]]))
+
+
+@pytest.mark.slow
+def test_the_vlm_command_builds_a_student_and_loadable_image_questions(toy_world, tmp_path):
+    """`python -m zppo_ray.worlds.toy.vlm OUT`: the toy student as a Qwen3-VL model, and the held-out toy
+    questions asked about PNGs, in the project's native layout (what data.train / data.eval load)."""
+    from transformers import AutoConfig
+
+    from zppo_ray.config import SourceConfig
+    from zppo_ray.data import load_questions
+    from zppo_ray.worlds.toy.vlm import main
+
+    main([str(tmp_path)])
+    qs = load_questions(SourceConfig(path=str(tmp_path / "questions.jsonl")))
+    assert len(qs) == 150 and all(len(q.images) == 1 and Path(q.images[0]).is_file() for q in qs)
+    assert all("expression in the image" in q.text and not any(c.isdigit() for c in q.text.split("modulo 10")[1])
+               for q in qs)  # the expression is in the picture only
+    assert AutoConfig.from_pretrained(tmp_path / "model").vision_config is not None

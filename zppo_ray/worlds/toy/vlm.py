@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         png = out / "images" / f"{q.id}.png"
         png.write_bytes(render_expression(str(expr_of(q))))
         iq = image_question(q, str(png))
-        rows.append({"id": iq.id, "question": iq.text, "answer": iq.answer, "images": [str(png)], "tier": iq.tier})
+        rows.append({"id": iq.id, "prompt": iq.text, "answer": iq.answer, "images": [str(png)], "tier": iq.tier})
     (out / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"tiny vision-language student at {model}; {len(rows)} image questions in {out / 'questions.jsonl'}")
 
