@@ -71,12 +71,6 @@ class RolloutWorker(EngineActor):
         prometheus.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
         return self.engine.version
 
-    @boundary("rollout")
-    def update_weights_from_path(self, path: str, version: int) -> int:
-        self.last_push_seconds = self.engine.load_weights_from_path(path, version)
-        prometheus.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
-        return self.engine.version
-
 
 @dataclass
 class PendingGenerate:

@@ -281,13 +281,6 @@ class VLLMEngine:
         self._commit(version, counts)
         return time.perf_counter() - t0
 
-    def load_weights_from_path(self, path: str, version: int) -> float:
-        """Reload from a .safetensors file or an HF directory holding the FULL state dict; returns seconds."""
-        t0 = time.perf_counter()
-        counts = self.llm.collective_rpc("zppo_load_safetensors_file", args=(str(path),))
-        self._commit(version, counts)
-        return time.perf_counter() - t0
-
     def _commit(self, version: int, counts: list[int]) -> None:
         if any(c == 0 for c in counts):
             raise RuntimeError(f"weight push delivered no tensors to some worker (per worker: {counts})")
