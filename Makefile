@@ -15,7 +15,7 @@ STAMP   := $(VENV)/.installed-$(PROFILE)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -e ".[$(PROFILE),test,bench]"
+	$(PY) -m pip install -e ".[$(PROFILE),test]"
 	# The PyPI builds of these are CUDA-linked and make `import vllm` fail on CPU machines
 	# ("operator torchvision::nms does not exist"); triton is unused on CPU.
 	if [ "$(PROFILE)" = cpu ]; then $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton; fi
@@ -27,7 +27,7 @@ run: setup
 	$(PY) -m zppo_ray.main $(ARGS)
 
 bootstrap: setup
-	$(PY) -m zppo_ray.worlds.toy.bootstrap $(ARGS)
+	$(PY) -m zppo_ray.worlds.toy.bootstrap --force $(ARGS)
 
 test: setup prometheus
 	$(PY) -m pytest -q tests $(ARGS)

@@ -6,8 +6,8 @@
 Every (method, seed) is one ordinary training run (`zppo_ray.launch.train`) in its own run directory under
 OUT/runs/, one after the other in one Ray session, so wall-clock ratios compare like with like. The seed
 sets trainer.seed, rollout.seed, teacher.seed and data.shuffle_seed together: two methods with the same seed
-see the same questions in the same order. Results: OUT/table.md (+ .json), OUT/*.png, OUT/README.md with the
-command line and the machine. A finished run directory is reused, so an interrupted comparison resumes.
+see the same questions in the same order. Results: OUT/table.md (+ .json), OUT/*.png (zppo_ray/plot.py, one
+colour per run), OUT/README.md with the command line and the machine. A finished run directory is reused, so an interrupted comparison resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 from zppo_ray.eval.compare import bin_table, curve_table, markdown_table, method_row, read_run
+from zppo_ray.observe import progress
+from zppo_ray.plot import plot
 
 
 def parse(argv):
@@ -49,64 +51,6 @@ def run_one(method: str, seed: int, args, out: Path) -> Path:
                 f"trainer.run_dir={run_dir}", "checkpoint.every=0", *args.overrides])
 
 
-def plots(runs: dict[str, list[dict]], rows: dict[str, dict], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, rs in runs.items():  # held-out accuracy over steps, mean over seeds
-        points: dict[int, list[float]] = {}
-        for r in rs:
-            for e in r["evals"]:
-                points.setdefault(e["step"], []).append(e["accuracy"]["all"])
-        steps = sorted(points)
-        ax.plot(steps, [100 * sum(points[s]) / len(points[s]) for s in steps], marker="o", label=method)
-    ax.set(xlabel="step", ylabel="held-out accuracy, all tiers (%)", title="Held-out accuracy")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_over_steps.png", dpi=120)
-    written.append("accuracy_over_steps.png")
-
-    buffered = [m for m in ("zppo", "grpo_buffer") if m in rows and rows[m]["graduation"]["by_bin"]]
-    if buffered:
-        bins = sorted({b for m in buffered for b in rows[m]["graduation"]["by_bin"]}, key=lambda b: int(b.split("/")[0]))
-        fig, ax = plt.subplots(figsize=(6, 4))
-        width = 0.8 / len(buffered)
-        for i, m in enumerate(buffered):
-            by = rows[m]["graduation"]["by_bin"]
-            ax.bar([k + i * width for k in range(len(bins))],
-                   [100 * (by[b]["rate"] or 0) if b in by else 0 for b in bins], width, label=m)
-        ax.set_xticks([k + width * (len(buffered) - 1) / 2 for k in range(len(bins))], bins)
-        ax.set(xlabel="entry accuracy (correct of G_S)", ylabel="graduation rate (%)", title="Graduation by entry bin")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "graduation_by_entry_bin.png", dpi=120)
-        written.append("graduation_by_entry_bin.png")
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for m in buffered:
-            steps = runs[m][0]["steps"]  # first seed
-            x = [s["step"] for s in steps]
-            grad, ev, g_cum, e_cum = [], [], 0, 0
-            for s in steps:
-                g_cum, e_cum = g_cum + s["graduated"], e_cum + s["evicted"]
-                grad.append(g_cum)
-                ev.append(e_cum)
-            line, = ax.plot(x, [s["buffer_size"] for s in steps], label=f"{m}: size")
-            ax.plot(x, grad, linestyle="--", color=line.get_color(), label=f"{m}: graduated (cum.)")
-            ax.plot(x, ev, linestyle=":", color=line.get_color(), label=f"{m}: evicted (cum.)")
-        ax.set(xlabel="step", ylabel="questions", title="Buffer size and fates (first seed)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "buffer_over_steps.png", dpi=120)
-        written.append("buffer_over_steps.png")
-    plt.close("all")
-    return written
-
-
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -127,7 +71,13 @@ def main(argv=None) -> None:
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     t0 = time.time()
-    dirs = {m: [run_one(m, s, args, out) for s in seeds] for m in methods}
+    dirs: dict[str, list[Path]] = {m: [] for m in methods}
+    with progress.bar(len(methods) * len(seeds), "method comparison", unit="run") as bar:
+        for m in methods:
+            for s in seeds:
+                bar.set_postfix_str(f"{m} seed {s}")
+                dirs[m].append(run_one(m, s, args, out))
+                bar.update()
     runs = {m: [read_run(d) for d in ds] for m, ds in dirs.items()}
     from zppo_ray.config import load_config
 
@@ -137,7 +87,7 @@ def main(argv=None) -> None:
     (out / "table.md").write_text(table + "\n\nHeld-out accuracy (all tiers, %) over steps\n\n" + curve
                                   + "\n\nGraduation rate by entry bin\n\n" + bins + "\n")
     (out / "table.json").write_text(json.dumps(rows, indent=2))
-    pngs = plots(runs, rows, out)
+    pngs = [p.name for p in plot([d for ds in dirs.values() for d in ds], out)]
     command = "python benchmarks/compare_methods.py " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "README.md").write_text(
         f"# Method comparison on the toy world\n\nCommand: `{command}`\n\nMachine: {machine()}\n\n"

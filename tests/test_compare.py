@@ -14,7 +14,7 @@ def fate(entry, fate_):
 def write_run(d, after, seconds, fates=(), steps=()):
     d.mkdir(parents=True)
     rows = [{"kind": "eval", "step": 0, "label": "before", "accuracy": {"1": 0.5, "all": 0.5}}]
-    rows += [{"kind": "step", **s} for s in steps] + list(fates)
+    rows += [{"kind": "step", "step": i, **s} for i, s in enumerate(steps, 1)] + list(fates)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (d / "summary.json").write_text(json.dumps({"eval_before": {"1": 0.5, "all": 0.5}, "eval_after": after,
                                                 "train_seconds": seconds}))
@@ -59,3 +59,29 @@ def test_curve_table_lists_every_evaluation_step(tmp_path):
     row = method_row([read_run(d)], 8)
     assert list(row["curve"]) == [0, 5] and row["curve"][5] == (0.8, 0.0)
     assert "| zppo | 50.0 | 80.0 |" in curve_table({"zppo": row})
+
+
+def test_a_resumed_run_replaces_what_the_abandoned_attempt_logged(tmp_path):
+    """A crash after step 5 with a checkpoint at step 3: steps 4-5, their evaluation and their buffer fates
+    are logged again by the resumed run, which is the history that counts."""
+    rows = [{"kind": "eval", "step": 0, "label": "before", "accuracy": {"all": 0.1}}]
+    rows += [{"kind": "step", "step": s, "attempt": 1} for s in (1, 2, 3, 4, 5)]
+    rows += [{"kind": "fate", "step": 4, "qid": "lost"}, {"kind": "eval", "step": 4, "label": "step 4",
+                                                          "accuracy": {"all": 0.9}}]
+    rows += [{"kind": "step", "step": s, "attempt": 2} for s in (4, 5, 6)]
+    rows += [{"kind": "fate", "step": 5, "qid": "kept"}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = read_run(tmp_path)
+    assert [(s["step"], s["attempt"]) for s in run["steps"]] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]
+    assert [f["qid"] for f in run["fates"]] == ["kept"]
+    assert [e["label"] for e in run["evals"]] == ["before"]
+    assert run["summary"] is None
+
+
+def test_a_torn_line_is_only_forgiven_at_the_end(tmp_path):
+    good = json.dumps({"kind": "step", "step": 1})
+    (tmp_path / "metrics.jsonl").write_text(good + "\n" + '{"kind": "st')
+    assert len(read_run(tmp_path)["steps"]) == 1
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "st\n' + good + "\n")
+    with pytest.raises(ValueError, match="metrics.jsonl:1 is not JSON"):
+        read_run(tmp_path)

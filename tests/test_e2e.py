@@ -35,7 +35,7 @@ def run_a(tmp_path_factory, toy_world, ray_cluster):
     from zppo_ray.worlds import for_config
 
     run_dir = tmp_path_factory.mktemp("run_a")
-    cfg = _cfg(run_dir)
+    cfg = _cfg(run_dir, "metrics.tensorboard=true")
     summary = train(cfg, run_dir, for_config(cfg))
     return run_dir, summary
 
@@ -58,6 +58,16 @@ def test_end_to_end_run_writes_everything(run_a):
     assert list((run_dir / "final").glob("*.safetensors"))
     assert (run_dir / "buffer" / "buffer.json").exists() and (run_dir / "buffer" / "fates.jsonl").exists()
     assert (run_dir / "summary.json").exists()
+
+
+def test_a_run_with_tensorboard_on_writes_its_series(run_a):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_a[0] / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/plain_reward")] == [1, 2, 3]
+    assert [e.step for e in acc.Scalars("eval/accuracy/all")] == [0, 3]
+    assert [e.step for e in acc.Scalars("timing/total")] == [1, 2, 3]
 
 
 def test_resume_equals_uninterrupted(run_a, tmp_path, toy_world, ray_cluster):

@@ -26,8 +26,9 @@ import ray
 from zppo_ray.algo.methods import method, needs_teacher
 from zppo_ray.data.schema import Question
 from zppo_ray.errors import LearnerLost
-from zppo_ray.observe import prometheus
-from zppo_ray.observe.runlog import RunLog
+from zppo_ray.observe import progress, prometheus
+from zppo_ray.observe.loggers import sinks_for
+from zppo_ray.observe.runlog import RunLog, timed
 from zppo_ray.roles import Roles
 from zppo_ray.seeds import derive_seed
 from zppo_ray.state import checkpoint as ckpt
@@ -121,12 +122,21 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
     from zppo_ray.actors.teacher import TeacherGroup
 
     t = time.time()
-    learner = start_learner(cfg, student_path)
-    rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path)
     uses_teacher = cfg.teacher.num_replicas > 0 and needs_teacher(cfg.algo)
-    teacher = (TeacherGroup.create(cfg.teacher, model_path=teacher_path, templates=cfg.templates)
-               if uses_teacher else None)
-    buffer = start_buffer(cfg, run_dir) if cfg.algo.use_buffer else None
+    with progress.bar(2 + uses_teacher + bool(cfg.algo.use_buffer), "starting roles", unit="role") as bar:
+        bar.set_postfix_str("learner (DeepSpeed)")
+        learner = start_learner(cfg, student_path)
+        bar.update()
+        bar.set_postfix_str("rollout (vLLM)")
+        rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path)
+        bar.update()
+        teacher = None
+        if uses_teacher:
+            bar.set_postfix_str("teacher (vLLM)")
+            teacher = TeacherGroup.create(cfg.teacher, model_path=teacher_path, templates=cfg.templates)
+            bar.update()
+        buffer = start_buffer(cfg, run_dir) if cfg.algo.use_buffer else None
+        bar.update(buffer is not None)
     log.info("roles up in %.0fs: %d rollout worker(s), %s teacher replica(s), %d learner rank(s), buffer %s",
              time.time() - t, cfg.rollout.num_workers, cfg.teacher.num_replicas if teacher else 0,
              cfg.learner.num_ranks, "on" if buffer else "off")
@@ -178,12 +188,14 @@ def train(cfg, run_dir: Path, world) -> dict:
     train_qs, eval_qs = load_split(cfg, "train", tokenizer, world), load_split(cfg, "eval", tokenizer, world)
     log.info("data: %d training questions, %d held-out", len(train_qs), len(eval_qs))
 
+    t0 = time.perf_counter()
     connect_ray(cfg)
     roles = start_roles(cfg, student_path, teacher_path, run_dir)
+    phases = {"ray_and_roles": time.perf_counter() - t0}
     try:
         with PreemptionNotice() as preempt:
             return _train(cfg, run_dir, roles, train_qs, eval_qs, tokenizer, preempt,
-                          lambda: start_learner(cfg, student_path))
+                          lambda: start_learner(cfg, student_path), phases)
     finally:
         stop_roles(roles)
 
@@ -263,28 +275,46 @@ class PreemptionNotice:
 
 
 def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer, preempt=None,
-           new_learner=None) -> dict:
-    run_log = RunLog(run_dir, cfg.metrics.jsonl)
-    trainer = Trainer(cfg, roles, train_qs, eval_qs, tokenizer, run_log)
+           new_learner=None, phases: dict | None = None) -> dict:
+    run_log = RunLog(run_dir, cfg.metrics.jsonl, sinks_for(cfg, run_dir))
+    try:
+        return _loop(cfg, run_dir, roles, Trainer(cfg, roles, train_qs, eval_qs, tokenizer, run_log), run_log,
+                     preempt, new_learner, dict(phases or {}))
+    finally:
+        run_log.close()  # idempotent; also flushes TensorBoard / W&B when the run stops on an error
+
+
+def _loop(cfg, run_dir: Path, roles: Roles, trainer: Trainer, run_log: RunLog, preempt, new_learner,
+          phases: dict) -> dict:
+    """Resume, evaluate, train, evaluate, save; `phases` collects the seconds of each (summary.json)."""
+    eval_qs = trainer.eval_questions
     start = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
     if start is not None:
-        resume(trainer, roles, start)
+        with timed(lambda s: phases.update(resume=s)):
+            resume(trainer, roles, start)
 
-    before = trainer.evaluate("before") if trainer.step == 0 and eval_qs else None
+    before = None
+    if trainer.step == 0 and eval_qs:
+        with timed(lambda s: phases.update(eval_before=s)):
+            before = trainer.evaluate("before")
     t0 = time.time()
     learner_restarts = 0
+    steps = progress.bar(cfg.trainer.steps, "training", unit="step", initial=trainer.step)
     while trainer.step < cfg.trainer.steps:
         try:
             metrics = trainer.train_step()
         except LearnerLost as e:
             learner_restarts += 1
             recover_learner(trainer, roles, run_dir, e, learner_restarts, cfg.trainer.learner_restarts, new_learner)
+            steps.n = trainer.step
             continue
+        steps.update(trainer.step - steps.n)
+        steps.set_postfix(reward=f"{metrics['plain_reward']:.2f}", hard=metrics["n_hard"],
+                          buffer=metrics["buffer_size"], refresh=False)
         trainer.print_step(metrics)
         if preempt is not None and preempt.requested:
             d = save_checkpoint(trainer, roles, run_dir, cfg.checkpoint.keep_last)
             run_log.write("preempted", step=trainer.step, checkpoint=str(d))
-            run_log.close()
             raise Preempted(f"stopped by SIGTERM after step {trainer.step}; checkpoint {d}; rerun with "
                             "trainer.resume=auto to continue")
         last = trainer.step == cfg.trainer.steps
@@ -292,13 +322,18 @@ def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer, preem
             trainer.evaluate(f"step {trainer.step}")
         if cfg.checkpoint.every and trainer.step % cfg.checkpoint.every == 0 and not last:
             save_checkpoint(trainer, roles, run_dir, cfg.checkpoint.keep_last)
-    train_s = time.time() - t0
-    after = trainer.evaluate("after") if eval_qs else None
+    steps.close()
+    train_s = phases["training"] = time.time() - t0  # periodic evaluations and checkpoints included
+    with timed(lambda s: phases.update(eval_after=s)):
+        after = trainer.evaluate("after") if eval_qs else None
 
+    t_save = time.perf_counter()
     save_checkpoint(trainer, roles, run_dir, cfg.checkpoint.keep_last)
     roles.learner.save_hf(str(run_dir / "final"))
+    phases["save"] = time.perf_counter() - t_save
     summary = {"steps": trainer.step, "train_seconds": round(train_s, 1), "eval_before": before,
-               "eval_after": after, "final_model": str(run_dir / "final")}
+               "eval_after": after, "final_model": str(run_dir / "final"),
+               "phase_seconds": {k: round(v, 1) for k, v in phases.items()}}
     if roles.buffer is not None:
         roles.buffer.snapshot(str(run_dir / "buffer"))
         stats = roles.buffer.stats()
@@ -307,5 +342,4 @@ def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer, preem
         summary["buffer"] = stats
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     run_log.write("summary", **summary)
-    run_log.close()
     return summary

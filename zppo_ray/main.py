@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger("zppo_ray")
@@ -30,18 +31,41 @@ def run(argv: list[str]) -> Path:
     save_resolved(cfg, run_dir)
     log.info("run directory %s (resolved config saved as config.yaml)", run_dir)
     world = worlds.for_config(cfg)
-    if world is not None:  # a generated world: build or reuse its models, say what they can do
+    t_world = time.perf_counter()
+    if world is not None:  # a generated world: install, build or reuse its models, say what they can do
         world.ensure()
         report = world.report()
         print(report, flush=True)
         (run_dir / f"{world.name}_report.txt").write_text(report + "\n")
     if cfg.trainer.steps > 0:
+        world_s = time.perf_counter() - t_world
         summary = train(cfg, run_dir, world)
         print(f"run directory: {run_dir}  (config.yaml, metrics.jsonl, final/, buffer/, summary.json)")
+        if cfg.metrics.plots and cfg.metrics.jsonl:
+            write_plots(run_dir)
+        print(phase_line({"world": world_s, **summary.get("phase_seconds", {})}), flush=True)
         if summary.get("eval_before") and summary.get("eval_after"):
             b, a = summary["eval_before"]["all"], summary["eval_after"]["all"]
             print(f"held-out accuracy: {b:.1%} before -> {a:.1%} after {summary['steps']} steps", flush=True)
     return run_dir
+
+
+def phase_line(phases: dict[str, float]) -> str:
+    """Where the command's time went, so that a user can tell a slow machine from a slow phase."""
+    return "time by phase: " + ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in phases.items())
+
+
+def write_plots(run_dir: Path) -> None:
+    """The run's PNGs (zppo_ray/plot.py). A plotting failure is reported, never turned into a failed run:
+    the model and the logs are already written, and `python -m zppo_ray.plot` can redo it."""
+    from zppo_ray.plot import plot
+
+    try:
+        files = plot([run_dir])
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("writing the plots of %s failed; retry with `python -m zppo_ray.plot %s`", run_dir, run_dir)
+        return
+    print(f"plots: {len(files)} PNGs in {files[0].parent}" if files else "plots: nothing to plot", flush=True)
 
 
 def cli() -> None:

@@ -34,7 +34,7 @@ from zppo_ray.data.schema import Question
 from zppo_ray.engine.prompts import chat_prompt_ids
 from zppo_ray.eval.harness import score_questions
 from zppo_ray.learner.policy import reduce_metrics
-from zppo_ray.observe import prometheus
+from zppo_ray.observe import progress, prometheus
 from zppo_ray.observe.runlog import RunLog, eval_line, step_line
 from zppo_ray.observe.step_metrics import step_metrics
 from zppo_ray.rewards import grade, last_boxed
@@ -478,7 +478,7 @@ class Trainer:
         acc = {t: sum(v) / len(v) for t, v in means.items()}
         acc["all"] = sum(sum(v) for v in means.values()) / max(1, sum(len(v) for v in means.values()))
         self.log.write("eval", step=self.step, label=label, accuracy=acc)
-        print(eval_line(label, acc), flush=True)
+        progress.say(eval_line(label, acc))
         return acc
 
     # ------------------------------------------------------------------------------------ state
@@ -494,4 +494,4 @@ class Trainer:
 
     def print_step(self, metrics: dict) -> None:
         if self.cfg.metrics.log_every and metrics["step"] % self.cfg.metrics.log_every == 0:
-            print(step_line(metrics), flush=True)
+            progress.say(step_line(metrics))

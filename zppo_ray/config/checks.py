@@ -35,6 +35,7 @@ def validate(
     _check_data(cfg, p, check_paths)
     _check_toy_models(cfg, p, cuda_available)
     _check_gpus(cfg, p, available_gpus)
+    _check_loggers(cfg, p)
     p.extend((f"templates.{k}", m) for k, m in check_templates(cfg.templates))
     named = {k for k, _ in p}
     p.extend((f"buffer.{k}", m) for k, m in cfg.buffer.problems() if f"buffer.{k}" not in named)
@@ -44,6 +45,15 @@ def validate(
                       f"{cfg.trainer.resume!r} does not exist"))
     if p:
         raise ConfigError(p)
+
+
+def _check_loggers(cfg: RunConfig, p: list) -> None:
+    """A logger switched on needs its package: say so before any actor starts, not at the first step."""
+    import importlib.util
+
+    for key, module, install in (("tensorboard", "tensorboard", "tensorboard"), ("wandb", "wandb", "wandb")):
+        if getattr(cfg.metrics, key) and importlib.util.find_spec(module) is None:
+            p.append((f"metrics.{key}", f"needs the {module} package, which is not installed (pip install {install})"))
 
 
 def _get(cfg: Any, path: str) -> Any:

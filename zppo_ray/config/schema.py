@@ -257,6 +257,11 @@ class MetricsConfig:
     port: int = 8080  # metrics export port of a local cluster started by the run
     log_every: int = 1
     jsonl: bool = True  # run log (metrics.jsonl) in run_dir
+    plots: bool = True  # PNGs of the run in run_dir/plots when it ends (python -m zppo_ray.plot)
+    # The same records for the loggers researchers use (zppo_ray/observe/loggers.py), off by default:
+    tensorboard: bool = False  # event files in run_dir/tensorboard (tensorboard --logdir RUN_DIR)
+    wandb: bool = False  # an offline Weights & Biases run in run_dir/wandb (needs `pip install wandb`)
+    wandb_project: str = "zppo_ray"
 
 
 @dataclass

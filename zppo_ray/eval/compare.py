@@ -17,13 +17,36 @@ from zppo_ray.observe.prometheus import entry_bin  # the same bins as the Promet
 
 
 def read_run(run_dir: str | Path) -> dict:
-    """{"steps": [...], "evals": [...], "fates": [...], "summary": {...}} of one run directory."""
+    """{"steps": [...], "evals": [...], "fates": [...], "summary": {...} or None} of one run directory.
+
+    A stopped run has no summary.json (None). A resumed run logs the steps after its checkpoint again: the
+    later attempt replaces everything the abandoned one logged from that step on (its steps, evaluations
+    and buffer fates), so every step appears once, as the run that continued saw it.
+    """
     run_dir = Path(run_dir)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    by_kind = defaultdict(list)
-    for r in rows:
-        by_kind[r["kind"]].append(r)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    last_step = 0
+    lines = path.read_text().splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a run killed mid-write leaves one torn last line
+            if n == len(lines):
+                continue
+            raise ValueError(f"{path}:{n} is not JSON: {line[:80]!r}") from None
+        if r.get("kind") == "step":
+            if r["step"] <= last_step:  # resumed from a checkpoint before this step
+                for rows in by_kind.values():
+                    rows[:] = [x for x in rows if x.get("step", 0) < r["step"]]
+            last_step = r["step"]
+        by_kind[r.get("kind", "?")].append(r)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     return {"steps": by_kind["step"], "evals": by_kind["eval"], "fates": by_kind["fate"], "summary": summary}
 
 

@@ -69,7 +69,9 @@ from zppo_ray.eval.passk import (
     family_summary,
     markdown_table,
 )
+from zppo_ray.observe import progress
 from zppo_ray.rewards import choice_letter, grade, last_boxed, read_verdict
+from zppo_ray.seeds import seeds_for_part
 from zppo_ray.types import GenRequest, Sample
 
 log = logging.getLogger(__name__)
@@ -289,6 +291,21 @@ def _judge(judge: Any, records: list[QuestionResult], items: list[tuple[int, int
     return raw
 
 
+def _generate(gen: Generator, requests: list[GenRequest], sampling: Mapping[str, Any]) -> list:
+    """Every request's samples; in ten parts behind a progress bar when a bar is shown. Each request keeps the
+    seed of its position in the whole call (seeds_for_part), so the samples are the same either way."""
+    if not progress.enabled() or len(requests) < 2:
+        return gen.generate(requests, dict(sampling))
+    size = -(-len(requests) // 10)
+    out: list = []
+    with progress.bar(len(requests), "evaluation", unit="question") as b:
+        for i in range(0, len(requests), size):
+            idx = list(range(i, min(i + size, len(requests))))
+            out += gen.generate(requests[i:i + size], seeds_for_part(dict(sampling), idx))
+            b.update(len(idx))
+    return out
+
+
 def score_questions(gen: Generator, questions: Mapping[str, list[Question]], n: int, sampling: Mapping[str, Any],
                     templates: Templates, judge: Any = None, judge_max_tokens: int = JUDGE_MAX_TOKENS,
                     judge_engine_kwargs: Mapping | None = None) -> tuple[list, list, list[QuestionResult], list, list]:
@@ -300,7 +317,7 @@ def score_questions(gen: Generator, questions: Mapping[str, list[Question]], n: 
     Returns (flat (benchmark, question) pairs, their samples, their records, judged items, raw judge outputs).
     """
     requests = _requests(questions, n, templates)
-    samples = gen.generate(requests, dict(sampling))
+    samples = _generate(gen, requests, sampling)
     if len(samples) != len(requests) or any(len(ss) not in (0, n) for ss in samples):
         got = sorted({len(ss) for ss in samples})
         raise RuntimeError(f"the generator returned {len(samples)} groups of sizes {got} for {len(requests)} "

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from zppo_ray.observe.loggers import namespaced
+
 log = logging.getLogger("zppo_ray.trainer")
 
 
@@ -28,20 +30,32 @@ def timed(report: Callable[[float], None]) -> Iterator[None]:
 
 
 class RunLog:
-    def __init__(self, run_dir: str | Path, enabled: bool = True):
+    """`metrics.jsonl`, and the same records for any `sinks` (TensorBoard, W&B: observe/loggers.py)."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, sinks: list | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         self._f = self.path.open("a") if enabled else None
+        self.sinks = list(sinks or [])
 
     def write(self, kind: str, **fields) -> None:
-        if self._f is None:
-            return
-        self._f.write(json.dumps({"kind": kind, "time": round(time.time(), 3), **fields}, default=float) + "\n")
-        self._f.flush()
+        record = {"kind": kind, "time": round(time.time(), 3), **fields}
+        if self._f is not None:
+            self._f.write(json.dumps(record, default=float) + "\n")
+            self._f.flush()
+        if self.sinks and (series := namespaced(json.loads(json.dumps(record, default=float)))) is not None:
+            for sink in self.sinks:
+                sink.write(*series)
 
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
             self._f = None
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - a logger failing to close must not hide the run's own outcome
+                log.exception("closing %s failed", type(sink).__name__)
 
 
 def step_line(m: dict) -> str:

@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from zppo_ray.engine.prompts import chat_prompt_ids
+from zppo_ray.observe.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def pretrain(model: Qwen3ForCausalLM, docs: list[tuple[list[int], int]], steps: 
     model.train()
     losses: list[float] = []
     t0 = time.time()
+    progress = bar(steps, f"pretrain {label}", unit="step")
     for step in range(steps):
         batch = [docs[i] for i in rng.choice(buckets)]
         width = max(len(ids) for ids, _ in batch)
@@ -98,9 +100,14 @@ def pretrain(model: Qwen3ForCausalLM, docs: list[tuple[list[int], int]], steps: 
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if step % 100 == 0 or step == steps - 1:
-            log.info("pretrain %s step %d/%d loss %.4f (%.1fs)", label, step + 1, steps,
-                     sum(losses[-50:]) / len(losses[-50:]), time.time() - t0)
+        progress.update()
+        if step % 10 == 0:
+            progress.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", refresh=False)
+        if progress.disable and (step % 100 == 0 or step == steps - 1):
+            spent = time.time() - t0  # the bar's estimate, for logs that are not a terminal
+            log.info("pretrain %s step %d/%d loss %.4f (%.0fs, about %.0fs left)", label, step + 1, steps,
+                     sum(losses[-50:]) / len(losses[-50:]), spent, spent / (step + 1) * (steps - step - 1))
+    progress.close()
     model.eval()
     return losses
 
