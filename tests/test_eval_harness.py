@@ -308,3 +308,23 @@ def test_toy_student_end_to_end(toy_world, toy_cfg, tmp_path):
     mean_t = sum(s["pass@1"] for s in report["benchmarks"].values()) / 3
     assert report["families"]["toy"]["pass@1"] == pytest.approx(mean_t)
     assert "| toy_t1 | 3 |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_progress_bar_splits_the_call_but_every_request_keeps_its_seed(monkeypatch):
+    """With a bar on, evaluation generates in parts; each request must still get the seed of its position in
+    the whole call, so the numbers do not depend on whether a terminal was attached."""
+    from zppo_ray.algo.reformulate import Templates
+    from zppo_ray.data.schema import Question
+    from zppo_ray.eval.harness import score_questions
+    from zppo_ray.seeds import request_seeds
+
+    qs = {"t": [Question(id=f"q{i}", prompt=f"q{i}", answer="1", tier="1") for i in range(23)]}
+    seen = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("ZPPO_PROGRESS", flag)
+        gen = ScriptedGenerator(lambda r, i: ("\\boxed{1}",))
+        score_questions(gen, qs, 2, {"temperature": 0.6, "seed": 7}, Templates())
+        seen[flag] = [(r.tag, s) for reqs, sp in gen.calls
+                      for r, s in zip(reqs, sp["seed"] if isinstance(sp["seed"], list) else request_seeds(7, len(reqs)))]
+        assert len(gen.calls) == (1 if flag == "0" else 8)
+    assert seen["0"] == seen["1"]
