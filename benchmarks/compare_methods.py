@@ -6,8 +6,9 @@
 Every (method, seed) is one ordinary training run (`zppo_ray.launch.train`) in its own run directory under
 OUT/runs/, one after the other in one Ray session, so wall-clock ratios compare like with like. The seed
 sets trainer.seed, rollout.seed, teacher.seed and data.shuffle_seed together: two methods with the same seed
-see the same questions in the same order. Results: OUT/table.md (+ .json), OUT/*.png (zppo_ray/plot.py, one
-colour per run), OUT/README.md with the command line and the machine. A finished run directory is reused, so an interrupted comparison resumes.
+see the same questions in the same order. Results: OUT/table.md (+ .json) over every seed, OUT/*.png
+(zppo_ray/plot.py, one colour per method, its first seed), OUT/README.md with the command line and the
+machine. A finished run directory is reused, so an interrupted comparison resumes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from zppo_ray.plot import plot
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="a config file under every run (e.g. configs/zone.yaml); default: the toy world")
     ap.add_argument("--methods", default="grpo,grpo_buffer,zppo")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--steps", type=int, default=20)
@@ -38,7 +40,8 @@ def parse(argv):
 
 
 def run_one(method: str, seed: int, args, out: Path) -> Path:
-    """One ordinary run, exactly what `python -m zppo_ray.main <overrides>` does."""
+    """One ordinary run, exactly what `python -m zppo_ray.main <overrides>` does (without per-run plots: the
+    comparison draws all runs together)."""
     from zppo_ray.main import run
 
     run_dir = out / "runs" / f"{method}-s{seed}"
@@ -46,9 +49,9 @@ def run_one(method: str, seed: int, args, out: Path) -> Path:
         print(f"[compare] {run_dir} done already: reused", flush=True)
         return run_dir
     print(f"[compare] {method} seed {seed} -> {run_dir}", flush=True)
-    return run([f"algo.name={method}", f"trainer.steps={args.steps}", f"trainer.eval_every={args.eval_every}",
+    return run([*([args.config] if args.config else []), f"algo.name={method}", f"trainer.steps={args.steps}", f"trainer.eval_every={args.eval_every}",
                 f"trainer.seed={seed}", f"rollout.seed={seed}", f"teacher.seed={seed}", f"data.shuffle_seed={seed}",
-                f"trainer.run_dir={run_dir}", "checkpoint.every=0", *args.overrides])
+                f"trainer.run_dir={run_dir}", "checkpoint.every=0", "metrics.plots=false", *args.overrides])
 
 
 def machine() -> str:
@@ -81,16 +84,17 @@ def main(argv=None) -> None:
     runs = {m: [read_run(d) for d in ds] for m, ds in dirs.items()}
     from zppo_ray.config import load_config
 
-    group_size = load_config(None, list(args.overrides)).rollout.group_size
+    group_size = load_config(args.config, list(args.overrides)).rollout.group_size
     rows = {m: method_row(rs, group_size) for m, rs in runs.items()}
     table, bins, curve = markdown_table(rows, args.baseline), bin_table(rows), curve_table(rows)
     (out / "table.md").write_text(table + "\n\nHeld-out accuracy (all tiers, %) over steps\n\n" + curve
                                   + "\n\nGraduation rate by entry bin\n\n" + bins + "\n")
     (out / "table.json").write_text(json.dumps(rows, indent=2))
-    pngs = [p.name for p in plot([d for ds in dirs.values() for d in ds], out)]
+    # one line per method (its first seed): legible with many methods; the tables hold every seed
+    pngs = [p.name for p in plot([ds[0] for ds in dirs.values()], out)]
     command = "python benchmarks/compare_methods.py " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "README.md").write_text(
-        f"# Method comparison on the toy world\n\nCommand: `{command}`\n\nMachine: {machine()}\n\n"
+        f"# Method comparison on {args.config or 'the toy world'}\n\nCommand: `{command}`\n\nMachine: {machine()}\n\n"
         f"Date: {time.strftime('%Y-%m-%d')}; total {time.time() - t0:.0f} s\n\n"
         f"Held-out accuracy after training (mean ± spread over seeds), buffer fates, BCQ/NCQ accuracy, "
         f"wall-clock:\n\n{table}\n\nHeld-out accuracy (all tiers, %) over steps:\n\n{curve}\n\n"

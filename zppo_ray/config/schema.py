@@ -89,6 +89,11 @@ class ToyModelConfig:
     # a behaviour RL can change, which is what the toy world is for. Raise the hard tier's share (0.9:
     # ~3% finished chains) for a student that GRPO alone can hardly move.
     shortcut: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    # Steps this model's corpus never shows, as operator + operand ("*7": multiplying by 7): every question
+    # whose chain has such a step is left out of its pretraining, reading documents included. The zone
+    # world (configs/zone.yaml) holds skills out of the student this way, so that it fails those questions
+    # systematically while the teacher solves them. Empty (the default world): nothing held out.
+    held_out: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from zppo_ray.data.schema import Question
 from zppo_ray.worlds.toy import corpus, shipped
 from zppo_ray.worlds.toy.models import Arch, build_model, encode_pair, greedy_complete, pretrain
 from zppo_ray.worlds.toy.tokenizer import build_tokenizer
-from zppo_ray.worlds.toy.world import ToySpec, generate_split
+from zppo_ray.worlds.toy.world import OPS, ToySpec, generate_split
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,24 @@ def world_key(toy_cfg, templates: Templates | None = None) -> str:
 
 
 def model_key(role: str, model_cfg) -> str:
-    return f"{role}-{_digest({**_plain(model_cfg), 'format_version': MODEL_FORMAT[role]})}"
+    blob = _plain(model_cfg)
+    if not blob.get("held_out"):  # added later: an empty list must key the models built before it existed
+        blob.pop("held_out", None)
+    return f"{role}-{_digest({**blob, 'format_version': MODEL_FORMAT[role]})}"
+
+
+def held_out_of(model_cfg) -> set[str]:
+    """The steps a model's corpus leaves out (ToyModelConfig.held_out), checked against what a step can be."""
+    steps = {str(s) for s in getattr(model_cfg, "held_out", ()) or ()}
+    bad = sorted(s for s in steps if len(s) != 2 or s[0] not in OPS or not s[1].isdigit())
+    if bad:
+        raise ValueError(f"held_out steps are an operator of {OPS!r} and a digit, like '*7'; got {bad}")
+    return steps
+
+
+def needs(q: Question, steps: set[str]) -> bool:
+    """Whether the question's chain has one of these steps (its `skills` tag, world.make_question)."""
+    return bool(steps & set(q.extra.get("skills", ())))
 
 
 def artifacts_for(toy_cfg, templates: Templates | None = None) -> ToyArtifacts:
@@ -174,6 +191,12 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
                 t: Templates) -> None:
     mcfg = getattr(toy_cfg, role)
     t0 = time.time()
+    held = held_out_of(mcfg)
+    if held:
+        kept = [q for q in pool if not needs(q, held)]
+        log.info("toy %s: %d of %d pretraining questions need a held-out step %s and are left out", role,
+                 len(pool) - len(kept), len(pool), sorted(held))
+        pool = kept
     tiers = sorted({q.tier for q in pool})
     shortcut = dict(zip(tiers, (float(x) for x in mcfg.shortcut))) if role == "student" else None
     docs = corpus.documents(pool, _tier_weights(mcfg, tiers), mcfg.pretrain_docs, toy_cfg.seed, role, t,
@@ -192,6 +215,11 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
         torch.set_num_threads(threads)
     train_s = time.time() - t0
     acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96, templates=t)
+    by_skill = {}
+    if held:  # the same held-out questions, split by whether they need a step this model never saw
+        for name, qs in (("needs_held_out", [q for q in held_out if needs(q, held)]),
+                         ("other", [q for q in held_out if not needs(q, held)])):
+            by_skill[name] = evaluate_greedy(model, tok, qs, max_new_tokens=96, templates=t) if qs else {}
     tmp = _atomic_dir(final)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
@@ -200,6 +228,7 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
         "pretrain_seconds": round(train_s, 1),
         "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4),
         "heldout_greedy_accuracy_by_tier": acc,
+        **({"heldout_greedy_accuracy_by_skill": by_skill} if by_skill else {}),
     }
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     _publish(tmp, final)

@@ -126,3 +126,22 @@ def greedy_complete(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerFast,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return out
+
+
+@torch.no_grad()
+def sample_complete(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], n: int,
+                    temperature: float, max_new_tokens: int, seed: int, batch_size: int = 32) -> list[list[str]]:
+    """`n` sampled completions per chat prompt with transformers (world measurements, before any engine)."""
+    torch.manual_seed(seed)
+    tokenizer.padding_side = "left"
+    out: list[list[str]] = []
+    for i in range(0, len(prompts), batch_size):
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in prompts[i:i + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                             top_k=0, top_p=1.0, num_return_sequences=n, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+        flat = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        out += [flat[j:j + n] for j in range(0, len(flat), n)]
+    return out

@@ -110,7 +110,9 @@ def install(root: Path, parts: list[str], shipped: Path = SHIPPED) -> list[str]:
 
 def ship(root: Path, parts: list[str], shipped: Path = SHIPPED) -> Path:
     """Copy a complete cached world (its tokenizer and the given model parts) into the package with a fresh
-    manifest: the maintainers' step after a deliberate rebuild (`bootstrap --force --ship`)."""
+    manifest: the maintainers' step after a deliberate rebuild (`bootstrap --force --ship`). Models already
+    shipped under the same key stay (the default student next to the zone world's) as long as the tokenizer
+    they were built with is still the one shipped."""
     dst = shipped / root.name
     tmp = shipped / f".{root.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -121,9 +123,21 @@ def ship(root: Path, parts: list[str], shipped: Path = SHIPPED) -> Path:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, tmp / rel)
             sums[str(rel)] = sha256(f)
+    old = manifest(root.name, shipped)
+    kept = []
+    if old and old["sha256"].get(f"{WORLD_PART}/tokenizer.json") == sums[f"{WORLD_PART}/tokenizer.json"]:
+        kept = [p for p in old["parts"] if p != WORLD_PART and p not in parts]
+        for part in kept:
+            for f in _verified(dst, part, old):
+                rel = f.relative_to(dst)
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, tmp / rel)
+                sums[str(rel)] = old["sha256"][str(rel)]
+    elif old:
+        log.warning("the tokenizer changed: the models shipped before (%s) are dropped", old["parts"][1:])
     import torch
 
-    man = {"world_key": root.name, "parts": [WORLD_PART, *parts], "sha256": dict(sorted(sums.items())),
+    man = {"world_key": root.name, "parts": [WORLD_PART, *kept, *parts], "sha256": dict(sorted(sums.items())),
            "built_on": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
            "shipped_at": time.strftime("%Y-%m-%d")}
     (tmp / MANIFEST).write_text(json.dumps(man, indent=2) + "\n")

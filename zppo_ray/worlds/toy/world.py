@@ -169,16 +169,21 @@ class ToySpec:
     mc_fraction: float = 0.25
 
 
+def skills(expr: Expr) -> list[str]:
+    """The distinct steps a chain needs, as operator + operand ("*7"): what a question's results can be broken
+    down by, and what a model's corpus can hold out (ToyModelConfig.held_out)."""
+    return sorted({f"{op}{n}" for op, n in zip(expr.ops, expr.nums[1:])})
+
+
 def make_question(expr: Expr, tier: int, idx: int, split: str, mc: bool,
                   rng: random.Random) -> Question:
+    extra = {"expr": str(expr), "skills": skills(expr)}
     if mc:
         choices, letter = mc_choices(expr, rng)
         return Question(id=f"toy-{split}-t{tier}-{idx}", prompt=question_text(expr, choices),
-                        answer=letter, kind="mc", choices=choices, source="toy", tier=str(tier),
-                        extra={"expr": str(expr)})
+                        answer=letter, kind="mc", choices=choices, source="toy", tier=str(tier), extra=extra)
     return Question(id=f"toy-{split}-t{tier}-{idx}", prompt=question_text(expr),
-                    answer=str(value(expr)), kind="math", source="toy", tier=str(tier),
-                    extra={"expr": str(expr)})
+                    answer=str(value(expr)), kind="math", source="toy", tier=str(tier), extra=extra)
 
 
 def parse_expr(text: str) -> Expr:
