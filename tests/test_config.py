@@ -170,8 +170,8 @@ def test_malformed_inputs(tmp_path):
     [
         ({"algo__rho_replay": 1.5}, "algo.rho_replay", "[0, 1]"),
         ({"algo__rho_aug": -0.1}, "algo.rho_aug", "[0, 1]"),
-        ({"algo__tau": 1.2}, "algo.tau", "[0, 1]"),
-        ({"buffer__tau": -1.0}, "buffer.tau", "[0, 1]"),
+        ({"algo__tau": 1.2}, "algo.tau", "(0, 1]"),
+        ({"buffer__tau": -1.0}, "buffer.tau", "(0, 1]"),
         ({"rollout__group_size": 1}, "rollout.group_size", "G_S >= 2"),
         ({"rollout__group_size": 0}, "rollout.group_size", "[1, inf]"),
         ({"teacher__group_size": 0}, "teacher.group_size", "[1, inf]"),

@@ -73,7 +73,8 @@ def test_not_a_run_directory_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "zppo_ray.plot", str(tmp_path)], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and "has no metrics.jsonl" in out.stderr
-    (tmp_path / "metrics.jsonl").write_text('{"kind": "eval", "step": 0, "label": "before", "accuracy": {"all": 0.5}}\n')
+    before = '{"kind": "eval", "step": 0, "label": "before", "accuracy": {"all": 0.5}}\n'
+    (tmp_path / "metrics.jsonl").write_text(before)
     with pytest.raises(ValueError, match="no training steps logged yet"):
         plot([tmp_path])
 

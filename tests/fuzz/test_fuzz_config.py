@@ -283,3 +283,11 @@ def test_any_yaml_text_is_loaded_or_a_config_error(text):
             assert str(e) and e.key
             return
     assert isinstance(cfg, RunConfig)
+
+
+def test_a_zero_tau_names_the_key_the_user_set():
+    """Found by the fuzz test above: algo.tau=0 used to be reported as buffer.tau only (its interpolated copy)."""
+    from zppo_ray.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"algo\.tau: must be in \(0, 1\]"):
+        load_config(None, ["algo.tau=0"])

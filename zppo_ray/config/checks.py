@@ -77,7 +77,7 @@ def _range(cfg: RunConfig, p: list, key: str, lo: float | None, hi: float | None
         p.append((key, f"must be in {left}{lo_s}, {hi_s}{right}, got {v!r}"))
 
 
-_UNIT = ["algo.tau", "algo.rho_replay", "algo.rho_aug", "buffer.tau", "algo.prefix_alpha", "algo.jsd_beta"]
+_UNIT = ["algo.rho_replay", "algo.rho_aug", "algo.prefix_alpha", "algo.jsd_beta"]
 _AT_LEAST_1 = [
     "rollout.num_workers", "rollout.tp", "rollout.max_new_tokens", "rollout.max_prompt_tokens",
     "rollout.max_num_seqs", "rollout.group_size", "teacher.tp", "teacher.group_size", "teacher.max_new_tokens",
@@ -97,7 +97,9 @@ _AT_LEAST_0 = [
 ]
 _POSITIVE = ["rollout.temperature", "learner.lr", "learner.eps", "algo.adv_eps", "teacher.request_timeout_s",
              "rollout.request_timeout_s"]
-_PROB = ["rollout.top_p", "teacher.top_p", "eval.top_p", "rollout.gpu_memory_utilization",
+# (0, 1]. The taus too: at 0 nothing is ever hard. algo.tau is checked itself, not only through buffer.tau
+# (which follows it by interpolation): an error about buffer.tau alone would not name the key the user set.
+_PROB = ["algo.tau", "buffer.tau", "rollout.top_p", "teacher.top_p", "eval.top_p", "rollout.gpu_memory_utilization",
          "teacher.gpu_memory_utilization", "buffer.ema_alpha"]
 
 

@@ -55,7 +55,8 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     t: Templates = cfg.templates
     art = ensure_toy_world(cfg.toy, t)
     rng = random.Random(seed)
-    qs = rng.sample(toy_questions(cfg.toy, "train"), min(n_questions, len(toy_questions(cfg.toy, "train"))))
+    train = toy_questions(cfg.toy, "train")
+    qs = rng.sample(train, min(n_questions, len(train)))
     held_out = list(cfg.toy.student.held_out)
     g_s, g_t, tau = cfg.rollout.group_size, cfg.teacher.group_size, cfg.algo.tau
     mx = cfg.rollout.max_new_tokens
@@ -63,7 +64,8 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     student = AutoModelForCausalLM.from_pretrained(art.student).eval()
     teacher = AutoModelForCausalLM.from_pretrained(art.teacher).eval()
 
-    plain = sample_complete(student, tok, [question_prompt(q.text, t) for q in qs], g_s, cfg.rollout.temperature, mx, seed)
+    plain = sample_complete(student, tok, [question_prompt(q.text, t) for q in qs], g_s, cfg.rollout.temperature,
+                            mx, seed)
     acc = {q.id: _acc(outs, q) for q, outs in zip(qs, plain)}
     hard = [q for q in qs if acc[q.id] < tau]
     zero = [q for q in hard if acc[q.id] == 0]
