@@ -53,9 +53,9 @@ def _series(steps: list[dict], key: str, when: str | None = None) -> tuple[list[
 
 def _accuracy(plt, runs: dict, single: bool):
     fig, (ax,) = _figure(plt, "Held-out accuracy", "accuracy (%)")
-    for i, (name, r) in enumerate(runs.items()):
+    for name, r in runs.items():
         evals = sorted(r["evals"], key=lambda e: e["step"])
-        line, = ax.plot([e["step"] for e in evals], [100 * e["accuracy"]["all"] for e in evals], marker="o",
+        ax.plot([e["step"] for e in evals], [100 * e["accuracy"]["all"] for e in evals], marker="o",
                         label=f"{name}: all" if single else name)
         tiers = sorted({t for e in evals for t in e["accuracy"] if t != "all"}) if single else []
         for j, t in enumerate(tiers):  # one run: each tier too

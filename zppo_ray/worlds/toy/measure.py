@@ -70,22 +70,21 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     hard = [q for q in qs if acc[q.id] < tau]
     zero = [q for q in hard if acc[q.id] == 0]
     bins = Counter(f"{round(acc[q.id] * g_s)}/{g_s}" for q in hard)
+    samples = {q.id: outs for q, outs in zip(qs, plain)}
 
     t_outs = sample_complete(teacher, tok, [question_prompt(q.text, t) for q in zero], g_t, cfg.teacher.temperature,
                              cfg.teacher.max_new_tokens, seed + 1) if zero else []
     solved = {q.id: next((o for o in outs if grade(o, q.answer, q.kind)), None) for q, outs in zip(zero, t_outs)}
-    wrong = {q.id: next(o for o in outs if not grade(o, q.answer, q.kind)) for q, outs in zip(qs, plain)
-             if q in zero}
     bcq_qs = [q for q in zero if solved[q.id]]
     bcq, guard = [], []
     for q in bcq_qs:
-        bcq.append(build_bcq(q.text, solved[q.id], wrong[q.id], rng, t)[0])
-        guard.append(build_bcq(q.text, _without_answer(solved[q.id]), _without_answer(wrong[q.id]), rng, t)[0])
+        wrong = samples[q.id][0]  # every sample of a 0/G_S question is wrong
+        bcq.append(build_bcq(q.text, solved[q.id], wrong, rng, t)[0])
+        guard.append(build_bcq(q.text, _without_answer(solved[q.id]), _without_answer(wrong), rng, t)[0])
     ncq = []
-    for q, outs in zip(qs, plain):
-        if q in zero:
-            wrongs = list(dict.fromkeys(outs))[:2]
-            ncq.append(build_ncq(q.text, [last_boxed(w) for w in wrongs], wrongs, t))
+    for q in zero:
+        wrongs = list(dict.fromkeys(samples[q.id]))[:2]
+        ncq.append(build_ncq(q.text, [last_boxed(w) for w in wrongs], wrongs, t))
     s_bcq = sample_complete(student, tok, bcq, g_s, cfg.rollout.temperature, mx, seed + 2) if bcq else []
     s_guard = sample_complete(student, tok, guard, g_s, cfg.rollout.temperature, mx, seed + 3) if guard else []
     s_ncq = sample_complete(student, tok, ncq, g_s, cfg.rollout.temperature, mx, seed + 4) if ncq else []

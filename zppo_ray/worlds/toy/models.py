@@ -113,35 +113,31 @@ def pretrain(model: Qwen3ForCausalLM, docs: list[tuple[list[int], int]], steps: 
 
 
 @torch.no_grad()
-def greedy_complete(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
-                    max_new_tokens: int, batch_size: int = 128) -> list[str]:
-    """Greedy completions of chat prompts with transformers (used before any engine exists)."""
+def _complete(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], batch_size: int,
+              **generate_kwargs) -> list[str]:
+    """Completions of chat prompts with transformers, `num_return_sequences` per prompt, flat and in order."""
     tokenizer.padding_side = "left"
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                add_generation_prompt=True) for p in prompts[i:i + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        gen = model.generate(**enc, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             **generate_kwargs)
         out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return out
 
 
-@torch.no_grad()
+def greedy_complete(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
+                    max_new_tokens: int, batch_size: int = 128) -> list[str]:
+    """Greedy completions of chat prompts with transformers (used before any engine exists)."""
+    return _complete(model, tokenizer, prompts, batch_size, max_new_tokens=max_new_tokens, do_sample=False)
+
+
 def sample_complete(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], n: int,
                     temperature: float, max_new_tokens: int, seed: int, batch_size: int = 32) -> list[list[str]]:
     """`n` sampled completions per chat prompt with transformers (world measurements, before any engine)."""
     torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
-    out: list[list[str]] = []
-    for i in range(0, len(prompts), batch_size):
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                               add_generation_prompt=True) for p in prompts[i:i + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                             top_k=0, top_p=1.0, num_return_sequences=n, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
-        flat = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        out += [flat[j:j + n] for j in range(0, len(flat), n)]
-    return out
+    flat = _complete(model, tokenizer, prompts, batch_size, max_new_tokens=max_new_tokens, do_sample=True,
+                     temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=n)
+    return [flat[j:j + n] for j in range(0, len(flat), n)]
