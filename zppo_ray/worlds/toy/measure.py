@@ -32,10 +32,6 @@ from zppo_ray.rewards import grade, last_boxed
 log = logging.getLogger(__name__)
 
 
-def needs_held_out(q, held_out) -> bool:
-    return bool(set(q.extra.get("skills", ())) & set(held_out))
-
-
 def _without_answer(candidate: str) -> str:
     """A candidate with its final answer cut: the boxed line goes, and the last step's result digit."""
     work = candidate.split("</think>")[0]
@@ -49,7 +45,7 @@ def _acc(texts: list[str], q) -> float:
 def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, toy_questions
+    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, held_out_of, needs, toy_questions
     from zppo_ray.worlds.toy.models import sample_complete
 
     t: Templates = cfg.templates
@@ -57,7 +53,7 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     rng = random.Random(seed)
     train = toy_questions(cfg.toy, "train")
     qs = rng.sample(train, min(n_questions, len(train)))
-    held_out = list(cfg.toy.student.held_out)
+    held_out = held_out_of(cfg.toy.student)
     g_s, g_t, tau = cfg.rollout.group_size, cfg.teacher.group_size, cfg.algo.tau
     mx = cfg.rollout.max_new_tokens
     tok = AutoTokenizer.from_pretrained(art.student)
@@ -91,8 +87,8 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
 
     def split(items: list, key) -> dict:
         out = {}
-        for name, pick in (("all", lambda q: True), ("held_out_skill", lambda q: needs_held_out(q, held_out)),
-                           ("other", lambda q: not needs_held_out(q, held_out))):
+        for name, pick in (("all", lambda q: True), ("held_out_skill", lambda q: needs(q, held_out)),
+                           ("other", lambda q: not needs(q, held_out))):
             vals = [key(x) for x in items if pick(x[0])]
             out[name] = {"n": len(vals), "mean": round(sum(vals) / len(vals), 4) if vals else None}
         return out
@@ -103,11 +99,11 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
                 "share_with_signal": round(sum(0 < a < 1 for _, a in accs) / len(accs), 4) if accs else None}
 
     return {
-        "questions": len(qs), "tau": tau, "group_size": g_s, "held_out": held_out,
+        "questions": len(qs), "tau": tau, "group_size": g_s, "held_out": sorted(held_out),
         "plain_accuracy": split([(q, acc[q.id]) for q in qs], lambda x: x[1]),
         "hard": len(hard), "entry_bins": dict(sorted(bins.items(), key=lambda kv: int(kv[0].split("/")[0]))),
         "zero_share_of_hard": round(len(zero) / len(hard), 4) if hard else None,
-        "zero_needing_held_out": sum(needs_held_out(q, held_out) for q in zero),
+        "zero_needing_held_out": sum(needs(q, held_out) for q in zero),
         "teacher_pass_at_g_t_on_zero": round(len(bcq_qs) / len(zero), 4) if zero else None,
         "bcq_student_accuracy": group(zip(bcq_qs, s_bcq)),
         "bcq_copy_guard_accuracy": group(zip(bcq_qs, s_guard)),
