@@ -43,6 +43,8 @@ def run(argv: list[str]) -> Path:
         print(f"run directory: {run_dir}  (config.yaml, metrics.jsonl, final/, buffer/, summary.json)")
         if cfg.metrics.plots and cfg.metrics.jsonl:
             write_plots(run_dir)
+        elif cfg.metrics.plots:
+            log.warning("no plots: they are drawn from metrics.jsonl, and metrics.jsonl=false")
         print(phase_line({"world": world_s, **summary.get("phase_seconds", {})}), flush=True)
         if summary.get("eval_before") and summary.get("eval_after"):
             b, a = summary["eval_before"]["all"], summary["eval_after"]["all"]
