@@ -7,8 +7,8 @@ import pytest
 from zppo_ray.eval.compare import bin_table, curve_table, entry_bin, graduation, markdown_table, method_row, read_run
 
 
-def fate(entry, fate_):
-    return {"kind": "fate", "entry_accuracy": entry, "fate": fate_}
+def fate(entry, fate_, visits=1):
+    return {"kind": "fate", "entry_accuracy": entry, "fate": fate_, "visits": visits}
 
 
 def write_run(d, after, seconds, fates=(), steps=()):
@@ -23,10 +23,12 @@ def write_run(d, after, seconds, fates=(), steps=()):
 
 def test_entry_bins_and_graduation_rates():
     assert entry_bin(0.0, 8) == "0/8" and entry_bin(0.375, 8) == "3/8" and entry_bin(0.25, 4) == "1/4"
-    g = graduation([fate(0.0, "evicted"), fate(0.0, "graduated"), fate(0.125, "graduated")], 8)
+    g = graduation([fate(0.0, "evicted", 4), fate(0.0, "graduated", 1), fate(0.125, "graduated", 2)], 8)
     assert (g["graduated"], g["evicted"], g["rate"]) == (2, 1, pytest.approx(2 / 3))
+    assert g["visits"] == {"graduated": 1.5, "evicted": 4.0}
     assert g["by_bin"]["0/8"]["rate"] == 0.5 and g["by_bin"]["1/8"]["rate"] == 1.0
     assert graduation([], 8)["rate"] is None  # nothing left the buffer: no rate, not 0
+    assert graduation([], 8)["visits"] == {"graduated": None, "evicted": None}
 
 
 def test_method_row_averages_seeds_and_weights_bcq_by_groups(tmp_path):
@@ -46,8 +48,8 @@ def test_tables_show_ratio_to_the_baseline_and_bins(tmp_path):
     z = method_row([read_run(write_run(tmp_path / "z", {"1": 0.7, "all": 0.7}, 150,
                                        [fate(0.125, "graduated")]))], 8)
     table = markdown_table({"grpo": base, "zppo": z})
-    assert "| zppo | 1 | 70.0 ± 0.0 | 70.0 ± 0.0 | 1 | 0 | 100% | – | – | 150 ± 0 | 1.50 |" in table
-    assert "| grpo | 1 | 50.0 ± 0.0 | 50.0 ± 0.0 | 0 | 0 | – |" in table
+    assert "| zppo | 1 | 70.0 ± 0.0 | 70.0 ± 0.0 | 1 | 0 | 100% | 1.0 / – | – | – | 150 ± 0 | 1.50 |" in table
+    assert "| grpo | 1 | 50.0 ± 0.0 | 50.0 ± 0.0 | 0 | 0 | – | – / – |" in table
     bins = bin_table({"grpo": base, "zppo": z})
     assert "| entry accuracy | zppo |" in bins and "| 1/8 | 100% (1/1) |" in bins
 
@@ -57,7 +59,8 @@ def test_curve_table_lists_every_evaluation_step(tmp_path):
     with (d / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"kind": "eval", "step": 5, "label": "step 5", "accuracy": {"all": 0.8}}) + "\n")
     row = method_row([read_run(d)], 8)
-    assert list(row["curve"]) == [0, 5] and row["curve"][5] == (0.8, 0.0)
+    assert list(row["curves"]["all"]) == [0, 5] and row["curves"]["all"][5] == (0.8, 0.0)
+    assert list(row["curves"]["1"]) == [0]  # step 5 logged no tier 1
     assert "| zppo | 50.0 | 80.0 |" in curve_table({"zppo": row})
 
 
@@ -85,3 +88,10 @@ def test_a_torn_line_is_only_forgiven_at_the_end(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"kind": "st\n' + good + "\n")
     with pytest.raises(ValueError, match="metrics.jsonl:1 is not JSON"):
         read_run(tmp_path)
+
+
+def test_skill_groups_get_their_own_columns_after_the_tiers(tmp_path):
+    row = method_row([read_run(write_run(tmp_path / "z", {"1": 0.7, "all": 0.7, "skill:missing": 0.2,
+                                                          "skill:known": 0.9}, 10))], 8)
+    head = markdown_table({"zppo": row}).splitlines()[0]
+    assert head.startswith("| method | seeds | tier 1 % | all % | known skill % | missing skill % | graduated |")

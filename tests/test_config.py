@@ -318,3 +318,13 @@ def test_toy_shortcut_shares_are_checked():
     assert "toy.student.shortcut" in problems(toy__student__shortcut=[0.0, 0.5])
     assert "toy.student.shortcut" in problems(toy__student__shortcut=[0.0, 0.0, 1.5])
     assert "toy.teacher.shortcut" in problems(toy__teacher__shortcut=[0.0, 0.0, 0.5])
+
+
+def test_dynamic_sampling_by_question_is_the_zppo_ds_preset_and_needs_dynamic_sampling():
+    cfg = load_config(None, ["algo.name=zppo_ds"])
+    assert (cfg.algo.dynamic_sampling, cfg.algo.dynamic_sampling_by) == (True, "question")
+    assert cfg.algo.enable_bcq and cfg.algo.enable_ncq and cfg.algo.use_buffer
+    assert "algo.dynamic_sampling_by: 'question' needs algo.dynamic_sampling=true" in problems(
+        algo__dynamic_sampling_by="question")
+    with pytest.raises(ConfigError, match="algo.dynamic_sampling_by"):
+        load_config(None, ["algo.dynamic_sampling_by=prompt"])

@@ -12,7 +12,8 @@ from zppo_ray.eval.compare import read_run
 from zppo_ray.plot import plot
 
 RUN = Path(__file__).parent / "data" / "runs" / "zppo_small"
-FIGURES = {"heldout_accuracy", "plain_reward", "hard_questions", "buffer", "graduation_by_entry_bin", "step_time"}
+FIGURES = {"heldout_accuracy", "plain_reward", "hard_questions", "buffer", "graduation_by_entry_bin",
+           "visits_before_leaving", "learning_signal", "step_time"}
 
 
 def _png(path: Path) -> tuple:
@@ -67,6 +68,29 @@ def test_several_runs_are_drawn_side_by_side(tmp_path):
     assert {f.stem for f in files} == FIGURES
     fig = _accuracy(plt, {"zppo_small": read_run(RUN), "grpo_small": read_run(other)}, single=False)
     assert [line.get_label() for line in fig.axes[0].lines] == ["zppo_small", "grpo_small"]
+
+
+def test_a_world_with_a_skill_gap_gets_a_missing_skill_panel(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zppo_ray.plot import _accuracy
+
+    run = tmp_path / "zone"
+    shutil.copytree(RUN, run)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        if r["kind"] == "eval":
+            r["accuracy"].update({"skill:missing": 0.1, "skill:known": 0.9})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one = _accuracy(plt, {"zone": read_run(run)}, single=True)
+    assert [ln.get_label() for ln in one.axes[1].lines] == ["known skill", "missing skill"]
+    assert all(y == 10.0 for y in one.axes[1].lines[1].get_ydata())
+    two = _accuracy(plt, {"zone": read_run(run), "plain": read_run(RUN)}, single=False)
+    assert [ln.get_label() for ln in two.axes[1].lines] == ["zone"]  # the run without skill groups has none
+    plt.close("all")
 
 
 def test_not_a_run_directory_is_a_clear_error(tmp_path):

@@ -328,6 +328,23 @@ def test_dynamic_sampling_drops_degenerate_groups(tmp_path):
     assert m["dropped_groups"] == 3 and {it.group for it in learned(roles)} == {"plain:q1"}
 
 
+def test_zppo_ds_drops_a_question_only_when_all_its_groups_are_degenerate(tmp_path):
+    """q0 and q1 fail every plain rollout; q0's BCQ group has a signal, q1's reformulations do not: q0 keeps
+    its all-wrong plain group, q1 and the all-right q2, q3 lose theirs."""
+    def script(kind, qid, step):
+        if kind == "plain":
+            return [qid not in ("q0", "q1")] * 4
+        return [qid == "q0" and i == 0 for i in range(4)]
+
+    trainer, roles = make(tmp_path, script, overrides=["algo.name=zppo_ds"])
+    trainer.data.next = lambda n: [trainer.data.questions[i] for i in range(4)]
+    m = trainer.train_step()
+    groups = {it.group for it in learned(roles)}
+    assert {g for g in groups if g.startswith("plain:")} == {"plain:q0"}
+    assert groups - {"plain:q0"} and all(g.split(":")[0] in ("bcq", "ncq") for g in groups - {"plain:q0"})
+    assert m["dropped_groups"] >= 3 and m["n_bcq"] >= 1
+
+
 def test_overlong_samples_lose_their_loss_tokens(tmp_path):
     trainer, roles = make(tmp_path, hard_q0_q1, overrides=["algo.name=grpo", "algo.overlong_filter=true"])
     for_length = FakeRollout._one
@@ -566,3 +583,15 @@ def test_periodic_evaluation_scores_through_the_harness_per_tier(tmp_path):
     real = roles.rollout._one
     roles.rollout._one = lambda req: [] if req.tag.endswith(":q1") else real(req)  # the pool skipped q1
     assert trainer.evaluate("after") == {"1": 1.0, "2": 0.0, "all": 0.5}
+
+
+def test_evaluation_breaks_down_by_the_skill_group_a_world_tags(tmp_path):
+    def script(kind, qid, step):
+        return [qid == "q0"] * 4
+
+    trainer, _ = make(tmp_path, script, overrides=["eval.num_samples=4"])
+    import dataclasses
+
+    trainer.eval_questions = [dataclasses.replace(q, extra={"skill_group": g})
+                              for q, g in zip(trainer.data.questions[:3], ["known", "missing", "missing"])]
+    assert trainer.evaluate("before") == {"1": 1 / 3, "all": 1 / 3, "skill:known": 1.0, "skill:missing": 0.0}

@@ -2,9 +2,11 @@
 
     python -m zppo_ray.plot RUN_DIR [RUN_DIR ...] [--out DIR]
 
-Writes PNGs of held-out accuracy, plain reward, hard questions with BCQ/NCQ accuracy, buffer size with
-admissions/graduations/evictions, graduation rate by entry bin and the step-time breakdown, all from the
-run directory's `metrics.jsonl` (a stopped or resumed run works: zppo_ray/eval/compare.py `read_run`).
+Writes PNGs of held-out accuracy (and, in a world with a skill gap, on the missing skill), plain reward, hard
+questions with BCQ/NCQ accuracy, buffer size with admissions/graduations/evictions, graduation rate by entry
+bin, replay visits before leaving, the learning signal (positive-advantage share, entropy) and the step-time
+breakdown, all from the run directory's `metrics.jsonl` (a stopped or resumed run works:
+zppo_ray/eval/compare.py `read_run`).
 One run: into RUN_DIR/plots/ (a training run writes them there when it ends, `metrics.plots`); several:
 into --out (default ./plots), one colour per run.
 """
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from zppo_ray.eval.compare import graduation, read_run
+from zppo_ray.observe.runlog import accuracy_label
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +55,55 @@ def _series(steps: list[dict], key: str, when: str | None = None) -> tuple[list[
 
 
 def _accuracy(plt, runs: dict, single: bool):
-    fig, (ax,) = _figure(plt, "Held-out accuracy", "accuracy (%)")
+    """Overall held-out accuracy (one run: each tier too); below it, in a world with a skill gap, the
+    accuracy on the questions that need the missing skill (one run: and on the others)."""
+    skill_keys = sorted({k for r in runs.values() for e in r["evals"] for k in e["accuracy"] if k.startswith("skill:")})
+    fig, axes = _figure(plt, "Held-out accuracy", "accuracy (%)", 2 if skill_keys else 1)
     for name, r in runs.items():
         evals = sorted(r["evals"], key=lambda e: e["step"])
-        ax.plot([e["step"] for e in evals], [100 * e["accuracy"]["all"] for e in evals], marker="o",
-                        label=f"{name}: all" if single else name)
-        tiers = sorted({t for e in evals for t in e["accuracy"] if t != "all"}) if single else []
+        x = [e["step"] for e in evals]
+        line, = axes[0].plot(x, [100 * e["accuracy"]["all"] for e in evals], marker="o",
+                             label=f"{name}: all" if single else name)
+        tiers = sorted({t for e in evals for t in e["accuracy"] if t != "all" and t not in skill_keys}) if single else []
         for j, t in enumerate(tiers):  # one run: each tier too
-            ax.plot([e["step"] for e in evals], [100 * e["accuracy"].get(t, float("nan")) for e in evals],
-                    linestyle=("--", ":", "-.")[j % 3], marker=".", label=f"tier {t}")
+            axes[0].plot(x, [100 * e["accuracy"].get(t, float("nan")) for e in evals],
+                         linestyle=("--", ":", "-.")[j % 3], marker=".", label=accuracy_label(t))
+        mine = sorted({k for e in evals for k in e["accuracy"] if k in skill_keys})
+        for j, k in enumerate(mine if single else [k for k in mine if k == "skill:missing"]):
+            axes[1].plot(x, [100 * e["accuracy"].get(k, float("nan")) for e in evals], marker="o",
+                         linestyle=("-", "--")[j % 2], color=None if single else line.get_color(),
+                         label=accuracy_label(k) if single else name)
+    if skill_keys:
+        axes[1].set_ylabel("accuracy (%)")
+        axes[1].set_title("by skill" if single else "questions that need the missing skill", fontsize=9)
+    return fig
+
+
+def _signal(plt, runs: dict, single: bool):
+    fig, (top, bottom) = _figure(plt, "Learning signal: rollouts with a positive advantage, policy entropy",
+                                 "positive advantage (share)", 2)
+    bottom.set_ylabel("entropy (nats/token)")
+    for name, r in runs.items():
+        top.plot(*_series(r["steps"], "pos_adv_frac"), label=name)
+        learned = [s for s in r["steps"] if "entropy" in (s.get("learn") or {})]
+        bottom.plot([s["step"] for s in learned], [s["learn"]["entropy"] for s in learned], label=name)
+    return fig
+
+
+def _visits(plt, runs: dict, single: bool):
+    """How many replay visits a question had when it left the buffer, graduated vs evicted."""
+    left = {n: r["fates"] for n, r in runs.items() if r["fates"]}
+    if not left:
+        return None
+    fig, axes = _figure(plt, "Replay visits before leaving the buffer", "questions", 2)
+    top_v = max(f["visits"] for fs in left.values() for f in fs)
+    width = 0.8 / len(left)
+    for ax, fate in zip(axes, ("graduated", "evicted")):
+        ax.set_title(fate, fontsize=9)
+        for i, (name, fates) in enumerate(left.items()):
+            counts = [sum(1 for f in fates if f["fate"] == fate and f["visits"] == v) for v in range(top_v + 1)]
+            ax.bar([v + i * width for v in range(top_v + 1)], counts, width, label=name)
+    axes[-1].set_xlabel("replay visits")
     return fig
 
 
@@ -173,10 +216,13 @@ def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> list[Path
         "hard_questions": _hard(plt, runs, single),
         "buffer": _buffer(plt, runs, single),
         "graduation_by_entry_bin": _graduation(plt, runs, group_sizes, single),
+        "visits_before_leaving": _visits(plt, runs, single),
+        "learning_signal": _signal(plt, {n: r for n, r in runs.items() if r["steps"]}, single),
         "step_time": _step_time(plt, {n: r for n, r in runs.items() if r["steps"]}, single),
     }
     why_not = {"buffer": "no run has a replay buffer with questions in it",
-               "graduation_by_entry_bin": "no question has left a replay buffer yet"}
+               "graduation_by_entry_bin": "no question has left a replay buffer yet",
+               "visits_before_leaving": "no question has left a replay buffer yet"}
     written = []
     for name, fig in figures.items():
         if fig is None:

@@ -25,6 +25,7 @@ from zppo_ray.algo.zppo import (
     choose_instances,
     hard_questions,
     has_teacher_positive,
+    informative_groups,
     pre_cap,
     render_instance,
     train_items,
@@ -204,10 +205,10 @@ class Trainer:
         plain accuracy only)."""
         groups = [(f"plain:{q}", *self._with_injected(q, s.plain, s.plain_samples, s.injected)) for q in s.plain]
         groups += s.reform
-        if self.cfg.algo.dynamic_sampling:  # DAPO-style: an all-equal group has advantage 0; drop it
-            informative = [x for x in groups if len(set(x[1].rewards)) > 1]
-            s.dropped, groups = len(groups) - len(informative), informative
         a = self.cfg.algo
+        if a.dynamic_sampling:  # an all-equal group has advantage 0; drop it (or its question's groups)
+            informative = informative_groups(groups, a.dynamic_sampling_by)
+            s.dropped, groups = len(groups) - len(informative), informative
         return train_items(groups, s.by_id, a.advantage, a.adv_eps, a.overlong_filter)
 
     def _end_step(self, s: Step, items: list[TrainItem], learn: dict, push_s: float, refresh: dict) -> dict:
@@ -458,9 +459,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------ eval
 
     def evaluate(self, label: str) -> dict[str, float]:
-        """pass@1 on the held-out questions, per tier and overall, through the evaluation harness's scoring
-        (zppo_ray/eval/harness.py: the paper's decoding; free-form answers judged by the teacher). The same
-        seed at every evaluation, so the numbers are comparable across steps."""
+        """pass@1 on the held-out questions, per tier, overall and per skill group where the world tags one
+        (extra["skill_group"]), through the evaluation harness's scoring (zppo_ray/eval/harness.py: the
+        paper's decoding; free-form answers judged by the teacher). The same seed at every evaluation, so
+        the numbers are comparable across steps."""
         e, qs = self.cfg.eval, self.eval_questions
         by_tier: dict[str, list[Question]] = defaultdict(list)
         for q in qs:
@@ -473,10 +475,15 @@ class Trainer:
                                                                                           "eval")),
             self.templates, judge, self.cfg.teacher.judge_max_tokens)
         means: dict[str, list[float]] = defaultdict(list)
+        skill_means: dict[str, list[float]] = defaultdict(list)  # worlds that tag a question's skill group
+        group_of = {q.id: q.extra.get("skill_group") for q in qs}
         for r in records:
             means[r.benchmark].append(sum(r.rewards) / len(r.rewards))
+            if group_of.get(r.id):
+                skill_means[f"skill:{group_of[r.id]}"].append(sum(r.rewards) / len(r.rewards))
         acc = {t: sum(v) / len(v) for t, v in means.items()}
         acc["all"] = sum(sum(v) for v in means.values()) / max(1, sum(len(v) for v in means.values()))
+        acc.update({k: sum(v) / len(v) for k, v in skill_means.items()})
         self.log.write("eval", step=self.step, label=label, accuracy=acc)
         progress.say(eval_line(label, acc))
         return acc

@@ -11,6 +11,7 @@ from zppo_ray.algo.zppo import (
     can_reformulate,
     choose_instances,
     hard_questions,
+    informative_groups,
     pre_cap,
     render_instance,
 )
@@ -99,3 +100,20 @@ def test_render_bcq_and_ncq():
     assert "all WRONG: \\boxed{3}" in p and p.count("<candidate>\n") == 3
     with pytest.raises(ValueError):
         render_instance(ncq, "Q?", ["c1"], rng, DEFAULT_TEMPLATES)
+
+
+def test_dynamic_sampling_by_group_drops_every_degenerate_group():
+    groups = [("plain:a", g("a", [0, 0, 0, 0]), []), ("bcq:a", g("a", [1, 0, 0, 0]), []),
+              ("plain:c", g("c", [1, 1, 0, 0]), []), ("plain:e", g("e", [1, 1, 1, 1]), [])]
+    assert [u for u, _, _ in informative_groups(groups, "group")] == ["bcq:a", "plain:c"]
+
+
+def test_dynamic_sampling_by_question_keeps_a_degenerate_plain_group_whose_reformulation_has_signal():
+    """The paper's §10 variant: a question's groups go only when its plain, BCQ and NCQ groups are all
+    degenerate."""
+    groups = [("plain:a", g("a", [0, 0, 0, 0]), []), ("bcq:a", g("a", [1, 0, 0, 0]), []),
+              ("plain:d", g("d", [0, 0, 0, 0]), []), ("ncq:d", g("d", [0, 0, 0, 0]), []),
+              ("plain:e", g("e", [1, 1, 1, 1]), [])]
+    assert [u for u, _, _ in informative_groups(groups, "question")] == ["plain:a", "bcq:a"]
+    with pytest.raises(ValueError, match="'prompt'"):
+        informative_groups(groups, "prompt")

@@ -27,6 +27,19 @@ def test_holding_out_a_skill_keys_a_new_student_and_nothing_else(toy_cfg):
     assert held_out_of(zone.toy.student) == {"*6", "*7", "*8", "*9"} and held_out_of(toy_cfg.toy.student) == set()
 
 
+def test_questions_of_a_world_with_a_skill_gap_say_whether_they_need_the_missing_skill(toy_cfg):
+    from zppo_ray.config import load_config
+
+    zone = load_config("configs/zone.yaml", [])
+    for split in ("eval", "train"):
+        qs = toy_questions(zone.toy, split)
+        groups = {q.extra["skill_group"] for q in qs}
+        assert groups == {"missing", "known"}
+        assert all((q.extra["skill_group"] == "missing") == bool({"*6", "*7", "*8", "*9"} & set(q.extra["skills"]))
+                   for q in qs)
+    assert not any("skill_group" in q.extra for q in toy_questions(toy_cfg.toy, "eval"))  # the default world
+
+
 def test_a_malformed_held_out_step_is_refused(toy_cfg):
     cfg = copy.deepcopy(toy_cfg.toy.student)
     cfg.held_out = ["*7", "x7", "*77"]

@@ -38,6 +38,8 @@ _DISTILL = dict(enable_bcq=False, enable_ncq=False, use_buffer=False, updates_pe
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("zppo", "BCQ + NCQ + replay buffer (the method)", _rl(True, True, True)),
+    Method("zppo_ds", "ZPPO + dynamic sampling after reformulation (the paper's §10 proposal)",
+           {**_rl(True, True, True), "dynamic_sampling": True, "dynamic_sampling_by": "question"}),
     Method("grpo", "no reformulation, no buffer", _rl(False, False, False), always_teacher=False),
     Method("grpo_buffer", "GRPO†: buffer only", _rl(False, False, True), always_teacher=False),
     Method("grpo_bcq_ncq", "ablation: reformulation without the buffer", _rl(True, True, False)),

@@ -123,6 +123,24 @@ def render_instance(instance: Instance, question_text: str, compressed: list[str
     raise ValueError(f"unknown instance kind {instance.kind!r}")
 
 
+def informative_groups(groups: list[tuple[str, Group, list]], by: str) -> list[tuple[str, Group, list]]:
+    """Dynamic sampling: the groups (uid, Group, samples) that stay in the loss.
+
+    by="group" (DAPO): every group whose rewards are all equal goes. by="question" (the variant the paper
+    proposes in its §10 but never ran): a question's groups go only when its plain, BCQ and NCQ groups are
+    all degenerate, so an all-wrong plain group stays when a reformulation of the same question carries a
+    signal (its advantage is still 0; it weighs in the token mean)."""
+    def live(g: Group) -> bool:
+        return len(set(g.rewards)) > 1
+
+    if by == "group":
+        return [x for x in groups if live(x[1])]
+    if by == "question":
+        keep = {g.qid for _, g, _ in groups if live(g)}
+        return [x for x in groups if x[1].qid in keep]
+    raise ValueError(f"dynamic sampling by {by!r}: expected 'group' or 'question'")
+
+
 def train_items(groups: list[tuple[str, Group, list]], questions: dict, advantage: str, eps: float,
                 overlong_filter: bool) -> list[TrainItem]:
     """Step 8: one TrainItem per sample of `groups` ((uid, Group, samples)), with its group advantage and its

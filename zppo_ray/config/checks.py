@@ -191,11 +191,13 @@ def _check_algo(cfg: RunConfig, p: list) -> None:
         p.append(("teacher.num_replicas", f"algorithm {a.name!r} uses the teacher: need >= 1 replica"))
     if cfg.teacher.num_replicas == 0 and (a.enable_bcq or a.enable_ncq):
         p.append(("teacher.num_replicas", "algo.enable_bcq / algo.enable_ncq need the teacher: >= 1 replica"))
-    if a.dynamic_sampling and a.name == "zppo":
-        log.warning("algo.dynamic_sampling with ZPPO: spec §7 lists dynamic sampling as conflicting with ZPPO; "
+    if a.dynamic_sampling_by != "group" and not a.dynamic_sampling:
+        p.append(("algo.dynamic_sampling_by", f"{a.dynamic_sampling_by!r} needs algo.dynamic_sampling=true"))
+    if a.dynamic_sampling and a.dynamic_sampling_by == "group" and (a.enable_bcq or a.enable_ncq):
+        log.warning("algo.dynamic_sampling with BCQ/NCQ: spec §7 lists dynamic sampling as conflicting with ZPPO; "
                     "here it only drops all-equal groups from the loss (their advantage is 0; the remaining "
                     "tokens weigh more) after the hard questions went to the buffer and BCQ/NCQ. Use it as an "
-                    "ablation only")
+                    "ablation only, or algo.dynamic_sampling_by=question (method zppo_ds)")
     if a.dynamic_sampling and m.step != "group":
         p.append(("algo.dynamic_sampling", f"filters reward groups; {a.name!r} has none"))
     if not m.builds_reformulations:  # its step builds no BCQ/NCQ: refuse the switches, never ignore them

@@ -218,6 +218,9 @@ class AlgoConfig:
     # the filter runs after them. Spec §7 lists dynamic sampling as conflicting with ZPPO (DAPO drops
     # all-wrong prompts, the very ones ZPPO reformulates); keep it off for ZPPO except as an ablation.
     dynamic_sampling: bool = False
+    # what an all-equal group takes with it: "group" (DAPO: itself) or "question" (the paper's §10 proposal:
+    # a question's plain, BCQ and NCQ groups go only when all of them are degenerate; method zppo_ds)
+    dynamic_sampling_by: Literal["group", "question"] = "group"
     overlong_filter: bool = False  # samples cut at max_new_tokens keep their group but lose their loss
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from zppo_ray.observe.prometheus import entry_bin  # the same bins as the Prometheus labels
+from zppo_ray.observe.runlog import accuracy_label
 
 
 def read_run(run_dir: str | Path) -> dict:
@@ -51,12 +52,15 @@ def read_run(run_dir: str | Path) -> dict:
 
 
 def graduation(fates: Iterable[dict], group_size: int) -> dict:
-    """Fate counts, the graduation rate graduated / (graduated + evicted), and the same per entry bin.
-    A rate is None where no question left the buffer (nothing to divide)."""
+    """Fate counts, the graduation rate graduated / (graduated + evicted), the mean replay visits before
+    leaving per fate, and counts and rate per entry bin. A rate or mean is None where no question left the
+    buffer that way (nothing to divide)."""
     total = {"graduated": 0, "evicted": 0}
+    visits: dict[str, list[int]] = {"graduated": [], "evicted": []}
     bins: dict[str, dict[str, int]] = defaultdict(lambda: {"graduated": 0, "evicted": 0})
     for f in fates:
         total[f["fate"]] += 1
+        visits[f["fate"]].append(f["visits"])
         bins[entry_bin(f["entry_accuracy"], group_size)][f["fate"]] += 1
 
     def rate(c: dict) -> float | None:
@@ -64,6 +68,7 @@ def graduation(fates: Iterable[dict], group_size: int) -> dict:
         return c["graduated"] / n if n else None
 
     return {**total, "rate": rate(total),
+            "visits": {k: statistics.fmean(v) if v else None for k, v in visits.items()},  # mean replay visits
             "by_bin": {b: {**c, "rate": rate(c)} for b, c in sorted(bins.items(), key=lambda kv: int(kv[0].split("/")[0]))}}
 
 
@@ -74,9 +79,11 @@ def mean_spread(values: list[float]) -> tuple[float, float]:
 
 def method_row(runs: list[dict], group_size: int) -> dict:
     """One method's numbers over its seeds."""
-    tiers = sorted({t for r in runs for t in (r["summary"].get("eval_after") or {})})
-    acc = {t: mean_spread([r["summary"]["eval_after"][t] for r in runs]) for t in tiers}
-    before = {t: mean_spread([r["summary"]["eval_before"][t] for r in runs]) for t in tiers}
+    def over_seeds(which: str) -> dict:  # every accuracy key all seeds logged (runs from older code may lack one)
+        evals = [r["summary"].get(which) or {} for r in runs]
+        return {t: mean_spread([e[t] for e in evals]) for t in sorted(set.intersection(*map(set, evals)))}
+
+    acc, before = over_seeds("eval_after"), over_seeds("eval_before")
     fates = [f for r in runs for f in r["fates"]]
 
     def step_mean(key: str, weight: str) -> float | None:
@@ -85,13 +92,14 @@ def method_row(runs: list[dict], group_size: int) -> dict:
         den = sum(s.get(weight, 0) for r in runs for s in r["steps"])
         return num / den if den else None
 
-    curve: dict[int, list[float]] = defaultdict(list)  # held-out accuracy (all tiers) at each evaluation
+    curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))  # key -> step -> seeds
     for r in runs:
         for e in r["evals"]:
-            curve[e["step"]].append(e["accuracy"]["all"])
+            for key, v in e["accuracy"].items():
+                curves[key][e["step"]].append(v)
     return {
         "seeds": len(runs),
-        "curve": {s: mean_spread(v) for s, v in sorted(curve.items())},
+        "curves": {k: {s: mean_spread(v) for s, v in sorted(c.items())} for k, c in curves.items()},
         "before": before,
         "after": acc,
         "graduation": graduation(fates, group_size),
@@ -109,15 +117,17 @@ def _fmt(ms: tuple[float, float], pct: bool = True) -> str:
 def markdown_table(rows: dict[str, dict], baseline: str = "grpo") -> str:
     """The comparison table: held-out accuracy per tier (after training), buffer fates, BCQ/NCQ accuracy,
     wall-clock and its ratio to `baseline` (measured in the same run of the script)."""
-    tiers = sorted({t for r in rows.values() for t in r["after"]}, key=lambda t: (t == "all", t))
+    tiers = sorted({t for r in rows.values() for t in r["after"]}, key=lambda t: (t.startswith("skill:"), t == "all", t))
     base = rows.get(baseline, {}).get("train_seconds", (None, 0))[0]
-    head = (["method", "seeds"] + [f"tier {t} %" if t != "all" else "all %" for t in tiers]
-            + ["graduated", "evicted", "grad. rate", "BCQ acc", "NCQ acc", "train s", f"× {baseline}"])
+    head = (["method", "seeds"] + [f"{accuracy_label(t)} %" for t in tiers]
+            + ["graduated", "evicted", "grad. rate", "visits (grad./evict.)", "BCQ acc", "NCQ acc", "train s",
+               f"× {baseline}"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         g = r["graduation"]
         cells = [name, str(r["seeds"])] + [_fmt(r["after"][t]) for t in tiers] + [
             str(g["graduated"]), str(g["evicted"]), "–" if g["rate"] is None else f"{100 * g['rate']:.0f}%",
+            " / ".join("–" if v is None else f"{v:.1f}" for v in (g["visits"]["graduated"], g["visits"]["evicted"])),
             "–" if r["bcq_accuracy"] is None else f"{100 * r['bcq_accuracy']:.0f}%",
             "–" if r["ncq_accuracy"] is None else f"{100 * r['ncq_accuracy']:.0f}%",
             _fmt(r["train_seconds"], pct=False),
@@ -142,11 +152,12 @@ def bin_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def curve_table(rows: dict[str, dict]) -> str:
-    """Held-out accuracy (all tiers, %) at every evaluation step, one row per method."""
-    steps = sorted({s for r in rows.values() for s in r["curve"]})
+def curve_table(rows: dict[str, dict], key: str = "all") -> str:
+    """Held-out accuracy (%, mean over seeds) under `key` (all, a tier, a skill group) at every evaluation
+    step, one row per method."""
+    curves = {name: r["curves"].get(key, {}) for name, r in rows.items()}
+    steps = sorted({s for c in curves.values() for s in c})
     lines = ["| method | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(
-            f"{100 * r['curve'][s][0]:.1f}" if s in r["curve"] else "–" for s in steps) + " |")
+    for name, c in curves.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * c[s][0]:.1f}" if s in c else "–" for s in steps) + " |")
     return "\n".join(lines)

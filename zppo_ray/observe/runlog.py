@@ -68,6 +68,14 @@ def step_line(m: dict) -> str:
             f" push {t['push']:.2f})")
 
 
+def accuracy_label(key: str) -> str:
+    """How an evaluation's accuracy key reads: a tier ("2"), "all", or a skill group ("skill:missing", the
+    questions that need a skill the student's corpus left out; worlds/toy/bootstrap.py toy_questions)."""
+    if key == "all":
+        return "all"
+    return f"{key.removeprefix('skill:')} skill" if key.startswith("skill:") else f"tier {key}"
+
+
 def eval_line(label: str, acc: dict[str, float]) -> str:
-    cells = "  ".join(f"tier {k}: {v:.1%}" for k, v in sorted(acc.items()) if k != "all")
+    cells = "  ".join(f"{accuracy_label(k)}: {v:.1%}" for k, v in sorted(acc.items()) if k != "all")
     return f"eval {label:<7} held-out accuracy  all: {acc.get('all', 0.0):.1%}  {cells}"

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,11 +75,16 @@ def toy_questions(toy_cfg, split: str) -> list[Question]:
     spec = toy_spec(toy_cfg)
     held_out = generate_split(spec, toy_cfg.n_eval, toy_cfg.seed, "eval")
     if split == "eval":
-        return held_out
-    if split == "train":
-        return generate_split(spec, toy_cfg.n_train, toy_cfg.seed, "train",
-                              exclude={q.extra["expr"] for q in held_out})
-    raise ValueError(f"toy split must be 'train' or 'eval', got {split!r}")
+        qs = held_out
+    elif split == "train":
+        qs = generate_split(spec, toy_cfg.n_train, toy_cfg.seed, "train", exclude={q.extra["expr"] for q in held_out})
+    else:
+        raise ValueError(f"toy split must be 'train' or 'eval', got {split!r}")
+    missing = gap_of(toy_cfg.student, [str(i) for i in range(1, len(toy_cfg.tiers) + 1)])
+    if missing:  # a world with a skill gap: results break down by whether a question needs the missing skill
+        for q in qs:
+            q.extra["skill_group"] = "missing" if missing(q) else "known"
+    return qs
 
 
 def _plain(cfg) -> dict:
@@ -117,6 +123,17 @@ def held_out_of(model_cfg) -> set[str]:
 def needs(q: Question, steps: set[str]) -> bool:
     """Whether the question's chain has one of these steps (its `skills` tag, world.make_question)."""
     return bool(steps & set(q.extra.get("skills", ())))
+
+
+def gap_of(model_cfg, tiers: list[str]) -> Callable[[Question], bool] | None:
+    """Which questions need something a model's corpus never showed it: a held-out step (`held_out`, the
+    missing facts of configs/zone.yaml) or a tier it gives no weight (`tier_weights`, the chains longer than
+    any it read in configs/zone_depth.yaml). None: the model has no gap (the default world)."""
+    held = held_out_of(model_cfg)
+    unseen = {t for t, w in _tier_weights(model_cfg, tiers).items() if w == 0}
+    if not held and not unseen:
+        return None
+    return lambda q: q.tier in unseen or needs(q, held)
 
 
 def artifacts_for(toy_cfg, templates: Templates | None = None) -> ToyArtifacts:
@@ -216,9 +233,10 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
     train_s = time.time() - t0
     acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96, templates=t)
     by_skill = {}
-    if held:  # the same held-out questions, split by whether they need a step this model never saw
-        for name, qs in (("needs_held_out", [q for q in held_out if needs(q, held)]),
-                         ("other", [q for q in held_out if not needs(q, held)])):
+    gap = gap_of(mcfg, tiers)
+    if gap:  # the same held-out questions, split by whether they need what this model never saw
+        for name, qs in (("needs_held_out", [q for q in held_out if gap(q)]),
+                         ("other", [q for q in held_out if not gap(q)])):
             by_skill[name] = evaluate_greedy(model, tok, qs, max_new_tokens=96, templates=t) if qs else {}
     tmp = _atomic_dir(final)
     model.save_pretrained(tmp, safe_serialization=True)

@@ -11,7 +11,8 @@ samples), on N training questions:
   candidate; the student's wrong answers), and the share of questions where it lies strictly between 0 and 1
   (a group with signal);
 - a copy guard: the same BCQ prompts with the candidates' final answers cut off;
-all split by skill: whether a question needs a step the student's corpus held out (`toy.student.held_out`).
+all split by skill: whether a question needs what the student's corpus never showed (a held-out step,
+`toy.student.held_out`, or a tier of weight 0, `toy.student.tier_weights`).
 Candidates are shown raw (compression off): this measures the world, not the teacher's compression.
 Transformers sampling on CPU, no Ray and no engines; a few minutes on 2 cores.
 """
@@ -45,7 +46,7 @@ def _acc(texts: list[str], q) -> float:
 def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, held_out_of, needs, toy_questions
+    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, gap_of, held_out_of, toy_questions
     from zppo_ray.worlds.toy.models import sample_complete
 
     t: Templates = cfg.templates
@@ -54,6 +55,7 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     train = toy_questions(cfg.toy, "train")
     qs = rng.sample(train, min(n_questions, len(train)))
     held_out = held_out_of(cfg.toy.student)
+    gap = gap_of(cfg.toy.student, sorted({q.tier for q in train})) or (lambda q: False)
     g_s, g_t, tau = cfg.rollout.group_size, cfg.teacher.group_size, cfg.algo.tau
     mx = cfg.rollout.max_new_tokens
     tok = AutoTokenizer.from_pretrained(art.student)
@@ -87,8 +89,7 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
 
     def split(items: list, key) -> dict:
         out = {}
-        for name, pick in (("all", lambda q: True), ("held_out_skill", lambda q: needs(q, held_out)),
-                           ("other", lambda q: not needs(q, held_out))):
+        for name, pick in (("all", lambda q: True), ("held_out_skill", gap), ("other", lambda q: not gap(q))):
             vals = [key(x) for x in items if pick(x[0])]
             out[name] = {"n": len(vals), "mean": round(sum(vals) / len(vals), 4) if vals else None}
         return out
@@ -103,7 +104,7 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
         "plain_accuracy": split([(q, acc[q.id]) for q in qs], lambda x: x[1]),
         "hard": len(hard), "entry_bins": dict(sorted(bins.items(), key=lambda kv: int(kv[0].split("/")[0]))),
         "zero_share_of_hard": round(len(zero) / len(hard), 4) if hard else None,
-        "zero_needing_held_out": sum(needs(q, held_out) for q in zero),
+        "zero_needing_held_out": sum(map(gap, zero)),
         "teacher_pass_at_g_t_on_zero": round(len(bcq_qs) / len(zero), 4) if zero else None,
         "bcq_student_accuracy": group(zip(bcq_qs, s_bcq)),
         "bcq_copy_guard_accuracy": group(zip(bcq_qs, s_guard)),
