@@ -10,7 +10,7 @@ PROFILE ?= cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: setup run test bootstrap bench prometheus clean
+.PHONY: setup run test bootstrap bench bench-zone prometheus clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,19 @@ prometheus:
 #   make bench ARGS="--methods grpo,zppo --seeds 0,1,2 --steps 20"
 bench: setup
 	$(PY) benchmarks/compare_methods.py $(ARGS)
+
+# The zone comparison (README "The zone world"): both designs, 3 seeds, 20 steps each; every method on the first
+# design (missing facts), the main claims' methods on the second (missing depth). Finished runs under
+# benchmarks/results/zone/ are reused, so an interrupted comparison resumes. About 2 h on 2 cores.
+ZONE_METHODS = grpo,grpo_buffer,zppo,zppo_ds,grpo_bcq_ncq,grpo_buffer_bcq,grpo_buffer_ncq,hint,prefix,teacher_inject,onpolicy_distill,offpolicy_distill
+ZONE_DEPTH_METHODS = grpo,grpo_buffer,zppo,grpo_bcq_ncq,grpo_buffer_bcq,grpo_buffer_ncq,onpolicy_distill
+bench-zone: setup
+	$(PY) -m zppo_ray.worlds.toy.measure configs/zone.yaml --out benchmarks/results/zone/facts/measure.json
+	$(PY) benchmarks/compare_methods.py --config configs/zone.yaml --methods $(ZONE_METHODS) \
+	    --seeds 0,1,2 --steps 20 --eval-every 5 --out benchmarks/results/zone/facts buffer.capacity=24 $(ARGS)
+	$(PY) -m zppo_ray.worlds.toy.measure configs/zone_depth.yaml --out benchmarks/results/zone/depth/measure.json
+	$(PY) benchmarks/compare_methods.py --config configs/zone_depth.yaml --methods $(ZONE_DEPTH_METHODS) \
+	    --seeds 0,1,2 --steps 20 --eval-every 5 --out benchmarks/results/zone/depth buffer.capacity=24 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

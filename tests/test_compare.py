@@ -32,7 +32,8 @@ def test_entry_bins_and_graduation_rates():
 
 
 def test_method_row_averages_seeds_and_weights_bcq_by_groups(tmp_path):
-    steps_a = [{"n_bcq": 2, "bcq_reward": 0.5, "n_ncq": 0, "ncq_reward": 0.0}, {"n_bcq": 0, "bcq_reward": 0.0}]
+    steps_a = [{"n_bcq": 2, "bcq_reward": 0.5, "n_ncq": 0, "ncq_reward": 0.0, "pos_adv_frac": 0.2,
+                "learn": {"entropy": 0.5}}, {"n_bcq": 0, "bcq_reward": 0.0, "pos_adv_frac": 0.4, "learn": {}}]
     a = write_run(tmp_path / "a", {"1": 0.6, "all": 0.6}, 100, [fate(0.0, "graduated")], steps_a)
     b = write_run(tmp_path / "b", {"1": 0.8, "all": 0.8}, 120, [fate(0.0, "evicted")],
                   [{"n_bcq": 1, "bcq_reward": 1.0}])
@@ -41,6 +42,7 @@ def test_method_row_averages_seeds_and_weights_bcq_by_groups(tmp_path):
     assert row["bcq_accuracy"] == pytest.approx((2 * 0.5 + 1 * 1.0) / 3)  # an empty step is not a 0
     assert row["ncq_accuracy"] is None and row["graduation"]["rate"] == 0.5
     assert row["train_seconds"] == (110, 10)
+    assert row["pos_adv_frac"] == pytest.approx(0.3) and row["entropy"] == 0.5  # steps that logged them
 
 
 def test_tables_show_ratio_to_the_baseline_and_bins(tmp_path):
@@ -48,7 +50,7 @@ def test_tables_show_ratio_to_the_baseline_and_bins(tmp_path):
     z = method_row([read_run(write_run(tmp_path / "z", {"1": 0.7, "all": 0.7}, 150,
                                        [fate(0.125, "graduated")]))], 8)
     table = markdown_table({"grpo": base, "zppo": z})
-    assert "| zppo | 1 | 70.0 ± 0.0 | 70.0 ± 0.0 | 1 | 0 | 100% | 1.0 / – | – | – | 150 ± 0 | 1.50 |" in table
+    assert "| zppo | 1 | 70.0 ± 0.0 | 70.0 ± 0.0 | 1 | 0 | 100% | 1.0 / – | – | – | – | – | 150 ± 0 | 1.50 |" in table
     assert "| grpo | 1 | 50.0 ± 0.0 | 50.0 ± 0.0 | 0 | 0 | – | – / – |" in table
     bins = bin_table({"grpo": base, "zppo": z})
     assert "| entry accuracy | zppo |" in bins and "| 1/8 | 100% (1/1) |" in bins

@@ -43,10 +43,9 @@ def test_student_shortcut_habit_only_where_asked():
     from zppo_ray.worlds.toy.bootstrap import toy_questions
     from zppo_ray.worlds.toy.world import expr_of, shortcut_solution, solution_text
 
-    class Cfg:  # the parts of toy_cfg that toy_questions reads
-        tiers, mc_fraction, n_eval, n_train, seed = [2, 3, 5], 0.0, 20, 40, 0
+    from zppo_ray.config.schema import ToyConfig
 
-    pool = toy_questions(Cfg, "train")
+    pool = toy_questions(ToyConfig(tiers=[2, 3, 5], mc_fraction=0.0, n_eval=20, n_train=40, seed=0), "train")
     docs = corpus.documents(pool, {"1": 1, "2": 1, "3": 1}, 3000, 0, "student", shortcut={"1": 0, "2": 0, "3": 0.6})
     by_text = {q.text: q for q in pool}
     short = full = 0

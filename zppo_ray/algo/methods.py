@@ -38,13 +38,13 @@ _DISTILL = dict(enable_bcq=False, enable_ncq=False, use_buffer=False, updates_pe
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("zppo", "BCQ + NCQ + replay buffer (the method)", _rl(True, True, True)),
-    Method("zppo_ds", "ZPPO + dynamic sampling after reformulation (the paper's §10 proposal)",
-           {**_rl(True, True, True), "dynamic_sampling": True, "dynamic_sampling_by": "question"}),
     Method("grpo", "no reformulation, no buffer", _rl(False, False, False), always_teacher=False),
     Method("grpo_buffer", "GRPO†: buffer only", _rl(False, False, True), always_teacher=False),
     Method("grpo_bcq_ncq", "ablation: reformulation without the buffer", _rl(True, True, False)),
     Method("grpo_buffer_bcq", "ablation: GRPO† + BCQ", _rl(True, False, True)),
     Method("grpo_buffer_ncq", "ablation: GRPO† + NCQ", _rl(False, True, True)),
+    Method("zppo_ds", "ZPPO + dynamic sampling after reformulation (the paper's §10 proposal)",
+           {**_rl(True, True, True), "dynamic_sampling": True, "dynamic_sampling_by": "question"}),
     Method("offpolicy_distill", "JSD on correct teacher samples", _DISTILL, step="distill"),
     Method("onpolicy_distill", "JSD on the student's own samples, teacher top-k", _DISTILL, step="distill"),
     Method("hint", "teacher hint appended to selected hard questions", _rl(False, False, True), guidance="hint"),

@@ -92,6 +92,9 @@ def method_row(runs: list[dict], group_size: int) -> dict:
         den = sum(s.get(weight, 0) for r in runs for s in r["steps"])
         return num / den if den else None
 
+    def mean_of(values: list[float]) -> float | None:  # over the steps that logged the value at all
+        return statistics.fmean(values) if values else None
+
     curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))  # key -> step -> seeds
     for r in runs:
         for e in r["evals"]:
@@ -105,6 +108,8 @@ def method_row(runs: list[dict], group_size: int) -> dict:
         "graduation": graduation(fates, group_size),
         "bcq_accuracy": step_mean("bcq_reward", "n_bcq"),
         "ncq_accuracy": step_mean("ncq_reward", "n_ncq"),
+        "pos_adv_frac": mean_of([s["pos_adv_frac"] for r in runs for s in r["steps"] if "pos_adv_frac" in s]),
+        "entropy": mean_of([s["learn"]["entropy"] for r in runs for s in r["steps"] if "entropy" in (s.get("learn") or {})]),
         "train_seconds": mean_spread([r["summary"]["train_seconds"] for r in runs]),
     }
 
@@ -115,13 +120,14 @@ def _fmt(ms: tuple[float, float], pct: bool = True) -> str:
 
 
 def markdown_table(rows: dict[str, dict], baseline: str = "grpo") -> str:
-    """The comparison table: held-out accuracy per tier (after training), buffer fates, BCQ/NCQ accuracy,
-    wall-clock and its ratio to `baseline` (measured in the same run of the script)."""
+    """The comparison table: held-out accuracy per tier and skill group (after training), buffer fates and
+    visits, BCQ/NCQ accuracy, the mean share of positive advantages and the mean entropy per step, wall-clock
+    and its ratio to `baseline` (measured in the same run of the script)."""
     tiers = sorted({t for r in rows.values() for t in r["after"]}, key=lambda t: (t.startswith("skill:"), t == "all", t))
     base = rows.get(baseline, {}).get("train_seconds", (None, 0))[0]
     head = (["method", "seeds"] + [f"{accuracy_label(t)} %" for t in tiers]
-            + ["graduated", "evicted", "grad. rate", "visits (grad./evict.)", "BCQ acc", "NCQ acc", "train s",
-               f"× {baseline}"])
+            + ["graduated", "evicted", "grad. rate", "visits (grad./evict.)", "BCQ acc", "NCQ acc", "pos. adv.",
+               "entropy", "train s", f"× {baseline}"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         g = r["graduation"]
@@ -130,6 +136,8 @@ def markdown_table(rows: dict[str, dict], baseline: str = "grpo") -> str:
             " / ".join("–" if v is None else f"{v:.1f}" for v in (g["visits"]["graduated"], g["visits"]["evicted"])),
             "–" if r["bcq_accuracy"] is None else f"{100 * r['bcq_accuracy']:.0f}%",
             "–" if r["ncq_accuracy"] is None else f"{100 * r['ncq_accuracy']:.0f}%",
+            "–" if r.get("pos_adv_frac") is None else f"{100 * r['pos_adv_frac']:.0f}%",
+            "–" if r.get("entropy") is None else f"{r['entropy']:.3f}",
             _fmt(r["train_seconds"], pct=False),
             "–" if not base else f"{r['train_seconds'][0] / base:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
