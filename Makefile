@@ -53,7 +53,7 @@ bench: setup
 # design (missing facts), the main claims' methods on the second (missing depth). Finished runs under
 # benchmarks/results/zone/ are reused, so an interrupted comparison resumes. About 2 h on 2 cores.
 ZONE_METHODS = grpo,grpo_buffer,zppo,zppo_ds,grpo_bcq_ncq,grpo_buffer_bcq,grpo_buffer_ncq,hint,prefix,teacher_inject,onpolicy_distill,offpolicy_distill
-ZONE_DEPTH_METHODS = grpo,grpo_buffer,zppo,grpo_bcq_ncq,grpo_buffer_bcq,grpo_buffer_ncq,onpolicy_distill
+ZONE_DEPTH_METHODS = grpo,grpo_buffer,zppo,grpo_bcq_ncq,onpolicy_distill
 bench-zone: setup
 	$(PY) -m zppo_ray.worlds.toy.measure configs/zone.yaml --out benchmarks/results/zone/facts/measure.json
 	$(PY) benchmarks/compare_methods.py --config configs/zone.yaml --methods $(ZONE_METHODS) \

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from zppo_ray.eval.compare import bin_table, curve_table, markdown_table, method_row, read_run
+from zppo_ray.eval.compare import bin_table, claims_table, curve_table, markdown_table, method_row, read_run
 from zppo_ray.observe import progress
 from zppo_ray.plot import plot
 
@@ -93,6 +93,8 @@ def main(argv=None) -> None:
         sections.append(("Held-out accuracy on the questions that need the missing skill (%) over steps",
                          curve_table(rows, "skill:missing")))
     sections.append(("Graduation rate by entry bin (graduated / left the buffer)", bin_table(rows)))
+    sections.append(("Each claim of the paper against these runs (accuracy: mean ± spread over seeds; 'yes' only "
+                     "when the gap exceeds both spreads)", claims_table(rows)))
     body = "\n\n".join(f"{title}:\n\n{text}" for title, text in sections)
     (out / "table.md").write_text(body + "\n")
     (out / "table.json").write_text(json.dumps(rows, indent=2))

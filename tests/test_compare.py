@@ -4,7 +4,16 @@ import json
 
 import pytest
 
-from zppo_ray.eval.compare import bin_table, curve_table, entry_bin, graduation, markdown_table, method_row, read_run
+from zppo_ray.eval.compare import (
+    bin_table,
+    claims_table,
+    curve_table,
+    entry_bin,
+    graduation,
+    markdown_table,
+    method_row,
+    read_run,
+)
 
 
 def fate(entry, fate_, visits=1):
@@ -97,3 +106,22 @@ def test_skill_groups_get_their_own_columns_after_the_tiers(tmp_path):
                                                           "skill:known": 0.9}, 10))], 8)
     head = markdown_table({"zppo": row}).splitlines()[0]
     assert head.startswith("| method | seeds | tier 1 % | all % | known skill % | missing skill % | graduated |")
+
+
+def test_claims_table_sets_each_paper_claim_against_the_runs(tmp_path):
+    def row(name, acc, missing, fates_=()):
+        return method_row([read_run(write_run(tmp_path / name, {"all": acc, "skill:missing": missing}, 10,
+                                              list(fates_)))], 8)
+
+    rows = {"grpo": row("grpo", 0.80, 0.30),
+            "grpo_buffer": row("grpo_buffer", 0.79, 0.31, [fate(0.0, "graduated"), fate(0.0, "evicted"),
+                                                           fate(0.0, "evicted"), fate(0.0, "evicted")]),
+            "grpo_bcq_ncq": row("grpo_bcq_ncq", 0.80, 0.30),
+            "zppo": row("zppo", 0.84, 0.40, [fate(0.0, "graduated"), fate(0.0, "evicted")])}
+    table = claims_table(rows)
+    assert "here: all held-out | here: missing skill held-out |" in table
+    assert "| 2.0× (50% (1/2) vs 25% (1/4)) |" in table
+    assert "ZPPO 50% (1/2) vs GRPO† 25% (1/4)" in table
+    assert "buffer -1.0, reformulation +0.0, both +4.0 points over GRPO: super-additive" in table
+    assert "| zppo 84.0 ± 0.0 > grpo_buffer 79.0 ± 0.0 [yes] > grpo 80.0 ± 0.0 [no] |" in table
+    assert "| BCQ matters more than NCQ for small students | – | – |" in table  # those methods did not run

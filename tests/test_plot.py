@@ -112,3 +112,20 @@ def test_the_end_of_a_run_writes_plots_and_survives_a_failure(tmp_path, caplog):
     assert {p.stem for p in (run / "plots").glob("*.png")} == FIGURES
     write_plots(tmp_path / "missing")  # reported, not raised: the run itself succeeded
     assert "retry with `python -m zppo_ray.plot" in caplog.text
+
+
+def test_more_runs_than_default_colours_still_get_one_colour_each(tmp_path, monkeypatch):
+    import matplotlib
+
+    from zppo_ray import plot as plot_mod
+
+    dirs = []
+    for i in range(12):
+        shutil.copytree(RUN, tmp_path / f"run{i}", ignore=shutil.ignore_patterns("plots"))
+        dirs.append(tmp_path / f"run{i}")
+    drawn = []
+    real = plot_mod._accuracy
+    monkeypatch.setattr(plot_mod, "_accuracy", lambda *a: drawn.append(real(*a)) or drawn[-1])
+    plot(dirs, tmp_path / "cmp")
+    colours = {matplotlib.colors.to_rgb(ln.get_color()) for ln in drawn[0].axes[0].lines}
+    assert len(drawn[0].axes[0].lines) == 12 and len(colours) == 12

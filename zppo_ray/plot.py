@@ -84,7 +84,8 @@ def _signal(plt, runs: dict, single: bool):
                                  "positive advantage (share)", 2)
     bottom.set_ylabel("entropy (nats/token)")
     for name, r in runs.items():
-        top.plot(*_series(r["steps"], "pos_adv_frac"), label=name)
+        adv = [s for s in r["steps"] if "pos_adv_frac" in s]  # distillation steps have no advantages
+        top.plot([s["step"] for s in adv], [s["pos_adv_frac"] for s in adv], label=name)
         learned = [s for s in r["steps"] if "entropy" in (s.get("learn") or {})]
         bottom.plot([s["step"] for s in learned], [s["learn"]["entropy"] for s in learned], label=name)
     return fig
@@ -210,6 +211,13 @@ def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> list[Path
     out = Path(out) if out else (dirs[0] / "plots" if len(dirs) == 1 else Path("plots"))
     out.mkdir(parents=True, exist_ok=True)
     single = len(runs) == 1
+    # more runs than the default cycle's 10 colours would give two runs one colour
+    colours = plt.get_cmap("tab20").colors if len(runs) > 10 else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    with plt.rc_context({"axes.prop_cycle": plt.cycler(color=colours)}):
+        return _draw(plt, runs, group_sizes, out, single)
+
+
+def _draw(plt, runs: dict, group_sizes: dict, out: Path, single: bool) -> list[Path]:
     figures = {
         "heldout_accuracy": _accuracy(plt, runs, single),
         "plain_reward": _reward(plt, runs, single),

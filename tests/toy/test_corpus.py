@@ -40,10 +40,9 @@ def test_documents_use_the_trainer_templates_and_tier_weights():
 
 
 def test_student_shortcut_habit_only_where_asked():
+    from zppo_ray.config.schema import ToyConfig
     from zppo_ray.worlds.toy.bootstrap import toy_questions
     from zppo_ray.worlds.toy.world import expr_of, shortcut_solution, solution_text
-
-    from zppo_ray.config.schema import ToyConfig
 
     pool = toy_questions(ToyConfig(tiers=[2, 3, 5], mc_fraction=0.0, n_eval=20, n_train=40, seed=0), "train")
     docs = corpus.documents(pool, {"1": 1, "2": 1, "3": 1}, 3000, 0, "student", shortcut={"1": 0, "2": 0, "3": 0.6})

@@ -1,17 +1,18 @@
-"""The zone world (configs/zone.yaml) has what ZPPO is for, measured the way zppo_ray.worlds.toy.measure does:
-hard questions the student fails on every rollout, which the teacher solves, and reformulated prompts on which
-the student is sometimes right. Bars well inside the measured values (README "The zone world")."""
+"""Both designs of the zone world (configs/zone.yaml: missing facts; configs/zone_depth.yaml: missing depth)
+have what ZPPO is for, measured the way zppo_ray.worlds.toy.measure does: hard questions the student fails on
+every rollout, which the teacher solves, and reformulated prompts on which the student is sometimes right.
+Bars well inside the measured values (README "The zone world")."""
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def zone_cfg():
+@pytest.fixture(scope="module", params=["configs/zone.yaml", "configs/zone_depth.yaml"])
+def zone_cfg(request):
     from zppo_ray.config import load_config
 
-    return load_config("configs/zone.yaml", [])
+    return load_config(request.param, [])
 
 
 def test_the_student_lacks_the_held_out_skill_and_only_it(zone_cfg):

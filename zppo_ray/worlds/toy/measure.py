@@ -101,6 +101,7 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
 
     return {
         "questions": len(qs), "tau": tau, "group_size": g_s, "held_out": sorted(held_out),
+        "unseen_tiers": [t for t, w in zip(sorted({q.tier for q in train}), cfg.toy.student.tier_weights) if not w],
         "plain_accuracy": split([(q, acc[q.id]) for q in qs], lambda x: x[1]),
         "hard": len(hard), "entry_bins": dict(sorted(bins.items(), key=lambda kv: int(kv[0].split("/")[0]))),
         "zero_share_of_hard": round(len(zero) / len(hard), 4) if hard else None,
