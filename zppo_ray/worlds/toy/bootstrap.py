@@ -80,7 +80,7 @@ def toy_questions(toy_cfg, split: str) -> list[Question]:
         qs = generate_split(spec, toy_cfg.n_train, toy_cfg.seed, "train", exclude={q.extra["expr"] for q in held_out})
     else:
         raise ValueError(f"toy split must be 'train' or 'eval', got {split!r}")
-    missing = gap_of(toy_cfg.student, [str(i) for i in range(1, len(toy_cfg.tiers) + 1)])
+    missing = gap_of(toy_cfg)
     if missing:  # a world with a skill gap: results break down by whether a question needs the missing skill
         for q in qs:
             q.extra["skill_group"] = "missing" if missing(q) else "known"
@@ -125,12 +125,17 @@ def needs(q: Question, steps: set[str]) -> bool:
     return bool(steps & set(q.extra.get("skills", ())))
 
 
-def gap_of(model_cfg, tiers: list[str]) -> Callable[[Question], bool] | None:
+def unseen_tiers(toy_cfg, role: str = "student") -> set[str]:
+    """The tiers ("1", "2", ...) a model's corpus gives no weight (`tier_weights`)."""
+    tiers = [str(i) for i in range(1, len(toy_cfg.tiers) + 1)]
+    return {t for t, w in _tier_weights(getattr(toy_cfg, role), tiers).items() if w == 0}
+
+
+def gap_of(toy_cfg, role: str = "student") -> Callable[[Question], bool] | None:
     """Which questions need something a model's corpus never showed it: a held-out step (`held_out`, the
     missing facts of configs/zone.yaml) or a tier it gives no weight (`tier_weights`, the chains longer than
     any it read in configs/zone_depth.yaml). None: the model has no gap (the default world)."""
-    held = held_out_of(model_cfg)
-    unseen = {t for t, w in _tier_weights(model_cfg, tiers).items() if w == 0}
+    held, unseen = held_out_of(getattr(toy_cfg, role)), unseen_tiers(toy_cfg, role)
     if not held and not unseen:
         return None
     return lambda q: q.tier in unseen or needs(q, held)
@@ -233,7 +238,7 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
     train_s = time.time() - t0
     acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96, templates=t)
     by_skill = {}
-    gap = gap_of(mcfg, tiers)
+    gap = gap_of(toy_cfg, role)
     if gap:  # the same held-out questions, split by whether they need what this model never saw
         for name, qs in (("needs_held_out", [q for q in held_out if gap(q)]),
                          ("other", [q for q in held_out if not gap(q)])):

@@ -46,7 +46,7 @@ def _acc(texts: list[str], q) -> float:
 def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, gap_of, held_out_of, toy_questions
+    from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, gap_of, held_out_of, toy_questions, unseen_tiers
     from zppo_ray.worlds.toy.models import sample_complete
 
     t: Templates = cfg.templates
@@ -55,7 +55,7 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
     train = toy_questions(cfg.toy, "train")
     qs = rng.sample(train, min(n_questions, len(train)))
     held_out = held_out_of(cfg.toy.student)
-    gap = gap_of(cfg.toy.student, sorted({q.tier for q in train})) or (lambda q: False)
+    gap = gap_of(cfg.toy) or (lambda q: False)
     g_s, g_t, tau = cfg.rollout.group_size, cfg.teacher.group_size, cfg.algo.tau
     mx = cfg.rollout.max_new_tokens
     tok = AutoTokenizer.from_pretrained(art.student)
@@ -101,7 +101,7 @@ def measure(cfg, n_questions: int = 300, seed: int = 0) -> dict:
 
     return {
         "questions": len(qs), "tau": tau, "group_size": g_s, "held_out": sorted(held_out),
-        "unseen_tiers": [t for t, w in zip(sorted({q.tier for q in train}), cfg.toy.student.tier_weights) if not w],
+        "unseen_tiers": sorted(unseen_tiers(cfg.toy)),
         "plain_accuracy": split([(q, acc[q.id]) for q in qs], lambda x: x[1]),
         "hard": len(hard), "entry_bins": dict(sorted(bins.items(), key=lambda kv: int(kv[0].split("/")[0]))),
         "zero_share_of_hard": round(len(zero) / len(hard), 4) if hard else None,
