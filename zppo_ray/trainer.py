@@ -478,9 +478,10 @@ class Trainer:
         skill_means: dict[str, list[float]] = defaultdict(list)  # worlds that tag a question's skill group
         group_of = {q.id: q.extra.get("skill_group") for q in qs}
         for r in records:
-            means[r.benchmark].append(sum(r.rewards) / len(r.rewards))
+            mean = sum(r.rewards) / len(r.rewards)
+            means[r.benchmark].append(mean)
             if group_of.get(r.id):
-                skill_means[f"skill:{group_of[r.id]}"].append(sum(r.rewards) / len(r.rewards))
+                skill_means[f"skill:{group_of[r.id]}"].append(mean)
         acc = {t: sum(v) / len(v) for t, v in means.items()}
         acc["all"] = sum(sum(v) for v in means.values()) / max(1, sum(len(v) for v in means.values()))
         acc.update({k: sum(v) / len(v) for k, v in skill_means.items()})

@@ -158,16 +158,26 @@ def _tier_weights(m, tiers: list[str]) -> dict[str, float]:
     return dict(zip(tiers, weights))
 
 
-def evaluate_greedy(model, tokenizer, questions: list[Question], max_new_tokens: int,
-                    templates: Templates | None = None) -> dict[str, float]:
-    """Greedy accuracy per tier with the project's grader (the same one RL rewards use)."""
+def greedy_grades(model, tokenizer, questions: list[Question], max_new_tokens: int,
+                  templates: Templates | None = None) -> list[float]:
+    """Each question's greedy reward with the project's grader (the same one RL rewards use)."""
     from zppo_ray.rewards import grade
 
     outs = greedy_complete(model, tokenizer, [question_prompt(q.text, templates or Templates()) for q in questions], max_new_tokens)
+    return [grade(o, q.answer, q.kind) for q, o in zip(questions, outs)]
+
+
+def by_tier(questions: list[Question], grades: list[float]) -> dict[str, float]:
     per_tier: dict[str, list[float]] = {}
-    for q, o in zip(questions, outs):
-        per_tier.setdefault(q.tier, []).append(grade(o, q.answer, q.kind))
+    for q, g in zip(questions, grades):
+        per_tier.setdefault(q.tier, []).append(g)
     return {t: round(sum(v) / len(v), 4) for t, v in sorted(per_tier.items())}
+
+
+def evaluate_greedy(model, tokenizer, questions: list[Question], max_new_tokens: int,
+                    templates: Templates | None = None) -> dict[str, float]:
+    """Greedy accuracy per tier."""
+    return by_tier(questions, greedy_grades(model, tokenizer, questions, max_new_tokens, templates))
 
 
 def _atomic_dir(final: Path):
@@ -236,13 +246,14 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
     finally:
         torch.set_num_threads(threads)
     train_s = time.time() - t0
-    acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96, templates=t)
+    grades = greedy_grades(model, tok, held_out, max_new_tokens=96, templates=t)
+    acc = by_tier(held_out, grades)
     by_skill = {}
     gap = gap_of(toy_cfg, role)
-    if gap:  # the same held-out questions, split by whether they need what this model never saw
-        for name, qs in (("needs_held_out", [q for q in held_out if gap(q)]),
-                         ("other", [q for q in held_out if not gap(q)])):
-            by_skill[name] = evaluate_greedy(model, tok, qs, max_new_tokens=96, templates=t) if qs else {}
+    if gap:  # the same held-out grades, split by whether a question needs what this model never saw
+        for name, want in (("needs_held_out", True), ("other", False)):
+            pairs = [(q, g) for q, g in zip(held_out, grades) if bool(gap(q)) == want]
+            by_skill[name] = by_tier([q for q, _ in pairs], [g for _, g in pairs])
     tmp = _atomic_dir(final)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)

@@ -116,23 +116,23 @@ def ship(root: Path, parts: list[str], shipped: Path = SHIPPED) -> Path:
     dst = shipped / root.name
     tmp = shipped / f".{root.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    sums = {}
-    for part in [WORLD_PART, *parts]:
-        for f in _part_files(root, part):
-            rel = f.relative_to(root)
+    sums: dict[str, str] = {}
+
+    def take(files: list[Path], src: Path) -> None:  # copy into tmp at the same relative path, record sha256
+        for f in files:
+            rel = f.relative_to(src)
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, tmp / rel)
             sums[str(rel)] = sha256(f)
+
+    for part in [WORLD_PART, *parts]:
+        take(_part_files(root, part), root)
     old = manifest(root.name, shipped)
     kept = []
     if old and old["sha256"].get(f"{WORLD_PART}/tokenizer.json") == sums[f"{WORLD_PART}/tokenizer.json"]:
         kept = [p for p in old["parts"] if p != WORLD_PART and p not in parts]
         for part in kept:
-            for f in _verified(dst, part, old):
-                rel = f.relative_to(dst)
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, tmp / rel)
-                sums[str(rel)] = old["sha256"][str(rel)]
+            take(_verified(dst, part, old), dst)
     elif old:
         log.warning("the tokenizer changed: the models shipped before (%s) are dropped", old["parts"][1:])
     import torch
