@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from zppo_ray.worlds.toy.bootstrap import artifacts_for, ensure_toy_world, evaluate_greedy, toy_questions
+from zppo_ray.worlds.toy.bootstrap import artifacts_for, by_tier, ensure_toy_world, greedy_grades, toy_questions
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_saved_models_are_the_evaluated_ones(toy_world, toy_cfg):
     for role in ("student", "teacher"):
         tok = AutoTokenizer.from_pretrained(toy_world.model(role))
         model = AutoModelForCausalLM.from_pretrained(toy_world.model(role)).eval()
-        acc = evaluate_greedy(model, tok, held_out, max_new_tokens=96)
+        acc = by_tier(held_out, greedy_grades(model, tok, held_out, max_new_tokens=96))
         assert acc == toy_world.report["models"][role]["heldout_greedy_accuracy_by_tier"]
 
 

@@ -174,11 +174,6 @@ def by_tier(questions: list[Question], grades: list[float]) -> dict[str, float]:
     return {t: round(sum(v) / len(v), 4) for t, v in sorted(per_tier.items())}
 
 
-def evaluate_greedy(model, tokenizer, questions: list[Question], max_new_tokens: int,
-                    templates: Templates | None = None) -> dict[str, float]:
-    """Greedy accuracy per tier."""
-    return by_tier(questions, greedy_grades(model, tokenizer, questions, max_new_tokens, templates))
-
 
 def _atomic_dir(final: Path):
     """A temporary sibling directory that replaces `final` only once fully written."""
