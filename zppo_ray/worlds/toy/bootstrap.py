@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from transformers import PreTrainedTokenizerFast
 
 from zppo_ray.algo.reformulate import Templates, question_prompt
 from zppo_ray.data.schema import Question
+from zppo_ray.worlds.cache import atomic_dir, locked, publish
 from zppo_ray.worlds.toy import corpus, shipped
 from zppo_ray.worlds.toy.models import Arch, build_model, encode_pair, greedy_complete, pretrain
 from zppo_ray.worlds.toy.tokenizer import build_tokenizer
@@ -174,21 +174,6 @@ def by_tier(questions: list[Question], grades: list[float]) -> dict[str, float]:
     return {t: round(sum(v) / len(v), 4) for t, v in sorted(per_tier.items())}
 
 
-
-def _atomic_dir(final: Path):
-    """A temporary sibling directory that replaces `final` only once fully written."""
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
 def _pool(toy_cfg, held_out: list[Question]) -> list[Question]:
     return generate_split(toy_spec(toy_cfg), toy_cfg.pretrain_pool_per_tier, toy_cfg.seed, "pretrain",
                           exclude={q.extra["expr"] for q in held_out})
@@ -205,9 +190,9 @@ def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question], t: Templ
         tok = build_tokenizer([p + "\n" + c for p, c in docs] + ["user assistant system"] * 100,
                               vocab_size=toy_cfg.vocab_size)
         art.root.mkdir(parents=True, exist_ok=True)
-        tmp = _atomic_dir(art.tokenizer)
+        tmp = atomic_dir(art.tokenizer)
         tok.save_pretrained(tmp)
-        _publish(tmp, art.tokenizer)
+        publish(tmp, art.tokenizer)
         world = {"world_key": art.root.name, "tiers_operands": list(toy_spec(toy_cfg).tiers),
                  "mc_fraction": toy_cfg.mc_fraction, "n_eval_per_tier": toy_cfg.n_eval}
         (art.root / "world.json").write_text(json.dumps(world, indent=2))
@@ -249,7 +234,7 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
         for name, want in (("needs_held_out", True), ("other", False)):
             pairs = [(q, g) for q, g in zip(held_out, grades) if bool(gap(q)) == want]
             by_skill[name] = by_tier([q for q, _ in pairs], [g for _, g in pairs])
-    tmp = _atomic_dir(final)
+    tmp = atomic_dir(final)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     report = {
@@ -260,7 +245,7 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
         **({"heldout_greedy_accuracy_by_skill": by_skill} if by_skill else {}),
     }
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    _publish(tmp, final)
+    publish(tmp, final)
     log.info("toy %s: %s params, %.0fs, held-out greedy accuracy by tier %s", role, report["params"],
              train_s, acc)
 
@@ -275,24 +260,15 @@ def ensure_toy_world(toy_cfg, templates: Templates | None = None, force: bool = 
     Concurrent callers (parallel tests, two runs started together) take a file lock, so one builds and
     the others wait and then reuse its result instead of training the same models twice.
     """
-    import fcntl
-
     templates = templates or Templates()
     art = artifacts_for(toy_cfg, templates)
     if _complete(art) and not force:
         return art
-    art.root.mkdir(parents=True, exist_ok=True)
-    with open(art.root / ".lock", "w") as lock:
-        if not _complete(art):
-            log.info("toy world incomplete: installing or building it, or waiting for whoever holds %s",
-                     art.root / ".lock")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if use_shipped and not force:
-                shipped.install(art.root, _missing_parts(art))
-            return _build(toy_cfg, art, force, templates)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    log.info("toy world incomplete: installing or building it, or waiting for whoever holds %s", art.root / ".lock")
+    with locked(art.root):
+        if use_shipped and not force:
+            shipped.install(art.root, _missing_parts(art))
+        return _build(toy_cfg, art, force, templates)
 
 
 def _missing_parts(art: ToyArtifacts) -> list[str]:
