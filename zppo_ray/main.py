@@ -77,13 +77,16 @@ def cli() -> None:
 
     install_log_redaction()
     from zppo_ray.config import ConfigError
-    from zppo_ray.errors import InfraError
+    from zppo_ray.errors import InfraError, SetupError
     from zppo_ray.launch import EXIT_PREEMPTED, Preempted
 
     try:
         run(sys.argv[1:])
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except SetupError as e:
+        print(f"setup error: {e}", file=sys.stderr)
         sys.exit(2)
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)

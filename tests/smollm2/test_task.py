@@ -28,3 +28,30 @@ def test_splits_are_disjoint_tiered_and_deterministic():
     assert [q.id for q in splits(60, 20, 3, 0, "train")] == [q.id for q in train]
     with pytest.raises(ValueError, match="'test'"):
         splits(60, 20, 3, 0, "test")
+
+
+def test_a_small_tier_keeps_two_thirds_of_its_sums_for_training():
+    from zppo_ray.worlds.smollm2.task import tier_size
+
+    held, train = splits(200, 50, 2, 0, "eval"), splits(200, 50, 2, 0, "train")
+    t1_held = {q.extra["sum"] for q in held if q.tier == "1"}
+    t1_train = {q.extra["sum"] for q in train if q.tier == "1"}
+    assert len(t1_held) == tier_size(1) // 3 == 27 and len(t1_train) == 54 and t1_held.isdisjoint(t1_train)
+    assert sum(q.tier == "2" for q in held) == 50  # a large tier is not capped
+
+
+def test_the_teacher_pool_weighs_every_tier_equally():
+    from zppo_ray.worlds.smollm2.models import _balanced
+    from zppo_ray.worlds.smollm2.task import generate
+
+    pool = _balanced(generate(300, 2, 0, "sft"), 300)
+    assert [sum(q.tier == t for q in pool) for t in ("1", "2")] == [300, 300]
+    assert len({q.extra["sum"] for q in pool if q.tier == "1"}) == 81
+
+
+@pytest.mark.parametrize("a,b,carry", [(3, 5, False), (7, 8, True), (45, 54, False), (45, 55, True), (909, 91, True),
+                                       (100, 899, False)])
+def test_a_carry_is_any_column_summing_past_nine(a, b, carry):
+    from zppo_ray.worlds.smollm2.task import carries
+
+    assert carries(a, b) is carry and ("carry" in worked_solution(a, b)) is carry

@@ -80,7 +80,7 @@ def test_teacher_runs_in_vllm_and_matches_transformers(toy_world, toy_cfg):
 
     from zppo_ray.algo.reformulate import with_format_closer
     from zppo_ray.rewards import grade
-    from zppo_ray.worlds.toy.models import greedy_complete
+    from zppo_ray.worlds.supervised import greedy_complete
 
     hard = [q for q in toy_questions(toy_cfg.toy, "eval") if q.tier == str(len(toy_cfg.toy.tiers))][:40]
     path = str(toy_world.teacher)

@@ -1,5 +1,5 @@
 """Both designs of the zone world (configs/zone.yaml: missing facts; configs/zone_depth.yaml: missing depth)
-have what ZPPO is for, measured the way zppo_ray.worlds.toy.measure does: hard questions the student fails on
+have what ZPPO is for, measured the way zppo_ray.worlds.measure does: hard questions the student fails on
 every rollout, which the teacher solves, and reformulated prompts on which the student is sometimes right.
 Bars well inside the measured values (README "The zone world")."""
 
@@ -25,7 +25,7 @@ def test_the_student_lacks_the_held_out_skill_and_only_it(zone_cfg):
 
 
 def test_a_zone_of_proximal_development(zone_cfg):
-    from zppo_ray.worlds.toy.measure import measure
+    from zppo_ray.worlds.measure import measure
 
     m = measure(zone_cfg, n_questions=150)
     assert m["hard"] >= 10

@@ -42,6 +42,7 @@ from zppo_ray.errors import boundary
 from zppo_ray.observe import prometheus
 from zppo_ray.seeds import seeds_for_part
 from zppo_ray.types import GenRequest, Sample
+from zppo_ray.worlds import is_world_alias
 
 __all__ = ["MixedVersionError", "RolloutPool", "RolloutWorker", "WeightPushError", "balanced_split"]
 
@@ -110,8 +111,8 @@ class RolloutPool:
     def create(cls, rollout_cfg: Any, model_cfg: Any, model_path: str | None = None) -> RolloutPool:
         """Start `rollout_cfg.num_workers` workers (model_path overrides model_cfg.path, e.g. a resolved toy dir)."""
         path = model_path or model_cfg.path
-        if str(path).startswith("toy:"):
-            raise ValueError(f"model path {path!r} is a toy alias: pass the bootstrapped directory as model_path")
+        if is_world_alias(path):
+            raise ValueError(f"model path {path!r} is a world alias: pass the world's model directory as model_path")
 
         def start(i: int) -> tuple[Any, Any]:
             opts, pg = actor_options(rollout_cfg.cpus_per_worker, rollout_cfg.gpus_per_worker, rollout_cfg.tp)

@@ -33,6 +33,7 @@ from zppo_ray.observe.runlog import timed
 from zppo_ray.rewards import grade_judged
 from zppo_ray.seeds import seeds_for_part
 from zppo_ray.types import GenRequest, Sample
+from zppo_ray.worlds import is_world_alias
 
 # What a skipped item becomes: no teacher samples, a judge verdict of wrong (spec §4: malformed = wrong), or
 # no summary (the controller then shows that instance's candidates raw-truncated).
@@ -162,8 +163,8 @@ class TeacherGroup:
     def create(cls, teacher_cfg: Any, model_path: str | None = None,
                templates: Templates | None = None) -> TeacherGroup:
         path = model_path or teacher_cfg.model.path
-        if str(path).startswith("toy:"):
-            raise ValueError(f"model path {path!r} is a toy alias: pass the bootstrapped directory as model_path")
+        if is_world_alias(path):
+            raise ValueError(f"model path {path!r} is a world alias: pass the world's model directory as model_path")
 
         def start(i: int) -> tuple[Any, Any]:
             opts, pg = actor_options(teacher_cfg.cpus_per_replica, teacher_cfg.gpus_per_replica, teacher_cfg.tp)

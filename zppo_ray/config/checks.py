@@ -11,6 +11,7 @@ from typing import Any
 from zppo_ray.algo.methods import METHODS
 from zppo_ray.algo.reformulate import check_templates
 from zppo_ray.config.schema import CPU_HEAD_DIMS, ConfigError, RunConfig
+from zppo_ray.worlds import WORLDS, is_world_alias
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +232,12 @@ def _check_data(cfg: RunConfig, p: list, check_paths: bool) -> None:
                           f"one of {', '.join(TRANSFORMS)} or null, got {src.answer_transform!r}"))
             if src.limit is not None and src.limit < 1:
                 p.append((f"{key}.limit", f"null or >= 1, got {src.limit}"))
-            if src.path == "toy" and src.split not in ("train", "eval"):
-                p.append((f"{key}.split", f"toy sources need split 'train' or 'eval', got {src.split!r}"))
-            local = src.path != "toy" and not src.path.startswith("hf:")
+            if src.path in WORLDS and src.split not in ("train", "eval"):
+                p.append((f"{key}.split", f"{src.path} sources need split 'train' or 'eval', got {src.split!r}"))
+            local = src.path not in WORLDS and not src.path.startswith("hf:")
             if local and not src.path.endswith((".parquet", ".jsonl")) and Path(src.path).suffix:
-                p.append((f"{key}.path",
-                          f"'toy', 'hf:DIR', a .parquet/.jsonl file or a directory, got {src.path!r}"))
+                p.append((f"{key}.path", f"a world ({', '.join(WORLDS)}), 'hf:DIR', a .parquet/.jsonl file or a "
+                          f"directory, got {src.path!r}"))
             if check_paths and (local or src.path.startswith("hf:")):
                 target = src.path.removeprefix("hf:")
                 if not _exists(target):
@@ -248,8 +249,10 @@ def _check_toy_models(cfg: RunConfig, p: list, cuda_available: bool | None) -> N
     if cfg.teacher.model.path == "toy:teacher" and cfg.teacher.num_replicas > 0:
         used.append(("toy.teacher", cfg.toy.teacher, cfg.teacher.model))
     for name, model_path in (("student.path", cfg.student.path), ("teacher.model.path", cfg.teacher.model.path)):
-        if model_path.startswith("toy:") and model_path not in ("toy:student", "toy:teacher"):
-            p.append((name, f"toy models are 'toy:student' or 'toy:teacher', got {model_path!r}"))
+        world, _, role = model_path.partition(":")
+        if is_world_alias(model_path) and role not in ("student", "teacher"):
+            p.append((name, f"{world} models are '{world}:student' or '{world}:teacher', got {model_path!r}"))
+    _check_smollm2(cfg.smollm2, p)
     toy = cfg.toy
     if not toy.tiers or any(t < 2 for t in toy.tiers):
         p.append(("toy.tiers", f"a non-empty list of operand counts >= 2, got {list(toy.tiers)}"))
@@ -287,6 +290,21 @@ def _check_toy_models(cfg: RunConfig, p: list, cuda_available: bool | None) -> N
                       f"must be >= the model's max_model_len ({model_key}.max_model_len = {model.max_model_len})"))
         if arch.pretrain_steps < 0 or arch.pretrain_batch_size < 1 or arch.pretrain_lr <= 0:
             p.append((key, "pretrain_steps >= 0, pretrain_batch_size >= 1, pretrain_lr > 0"))
+
+
+def _check_smollm2(sm: Any, p: list) -> None:
+    from zppo_ray.worlds.smollm2.task import COLUMNS
+
+    if not 1 <= sm.tiers <= len(COLUMNS):
+        p.append(("smollm2.tiers", f"digits per operand of the hardest tier, 1 to {len(COLUMNS)}, got {sm.tiers}"))
+    if sm.n_train < 1 or sm.n_eval < 1:
+        p.append(("smollm2", f"n_train and n_eval must be >= 1, got {sm.n_train} and {sm.n_eval}"))
+    for role in ("student", "teacher"):
+        m = getattr(sm, role)
+        if m.steps < 0 or m.batch_size < 1 or m.lr <= 0 or m.examples_per_tier < 1:
+            p.append((f"smollm2.{role}", "steps >= 0, batch_size >= 1, lr > 0, examples_per_tier >= 1"))
+    if sm.teacher.steps == 0:
+        p.append(("smollm2.teacher.steps", "the teacher is a fine-tune: steps >= 1"))
 
 
 def _cuda_available() -> bool:

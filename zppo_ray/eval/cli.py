@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m zppo_ray.eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF-format model directory, or toy:student / toy:teacher")
+    p.add_argument("--model", required=True, help="HF-format model directory, or a world's toy:student / smollm2:teacher ...")
     p.add_argument("--bench", action="append", default=[], metavar="NAME=PRESET:PATH",
                    help=f"a benchmark; PRESET one of {', '.join(PRESETS)}, {NATIVE} (repeatable)")
     p.add_argument("--toy", action="store_true", help="the toy world's held-out split, one benchmark per tier")
@@ -59,19 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _resolve_model(path: str, cfg: Any, flag: str) -> str:
     from zppo_ray import worlds
 
-    if ":" not in path:
+    if not worlds.is_world_alias(path):
         _check_model_path(path, flag)
         return path
     try:
-        return worlds.resolve_model(path, worlds.for_config(cfg) or _toy_world(cfg))
+        return worlds.resolve_model(path, worlds.world_named(path.partition(":")[0], cfg))
     except ValueError as e:
         raise ValueError(f"{flag} {e}") from None
-
-
-def _toy_world(cfg: Any):
-    from zppo_ray.worlds.toy import ToyWorld
-
-    return ToyWorld(cfg.toy, cfg.templates)
 
 
 def _plan(args: argparse.Namespace) -> dict:

@@ -169,27 +169,36 @@ def parse_ks(text: str) -> list[int]:
         raise ValueError(f"--k {text!r}: expected comma-separated integers, e.g. 1,4") from None
 
 
+def world_benchmarks(world: Any, limit: int | None = None,
+                     split: str = "eval") -> tuple[dict[str, list[Question]], dict[str, list[str]]]:
+    """A world's questions as one benchmark per tier (`toy_t1`, `smollm2_t2`, ...) and a family named after it."""
+    by_tier: dict[str, list[Question]] = {}
+    for q in world.questions(split):
+        by_tier.setdefault(f"{world.name}_t{q.tier}", []).append(q)
+    benches = {name: qs[:limit] if limit else qs for name, qs in by_tier.items()}  # tier order
+    return benches, {world.name: list(benches)}
+
+
 def toy_benchmarks(toy_cfg: Any, limit: int | None = None,
                    split: str = "eval") -> tuple[dict[str, list[Question]], dict[str, list[str]]]:
     """The toy world's questions as one benchmark per tier (`toy_t1`, ...) and the family `toy`."""
     from zppo_ray.worlds.toy import ToyWorld
 
-    by_tier: dict[str, list[Question]] = {}
-    for q in ToyWorld(toy_cfg).questions(split):
-        by_tier.setdefault(f"toy_t{q.tier}", []).append(q)
-    benches = {name: qs[:limit] if limit else qs for name, qs in by_tier.items()}  # tier order
-    return benches, {"toy": list(benches)}
+    return world_benchmarks(ToyWorld(toy_cfg), limit, split)
 
 
 def config_benchmarks(cfg: Any, limit: int | None = None) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The config's `data.eval` sources: a toy source expands into its tiers, a file source is one benchmark
-    named by `name:` or the file stem."""
+    """The config's `data.eval` sources: a world's source (toy, smollm2) expands into its tiers, a file source
+    is one benchmark named by `name:` or the file stem."""
+    from zppo_ray.worlds import for_config
+
     benches: dict[str, Any] = {}
     families: dict[str, list[str]] = {}
+    world = for_config(cfg)
     for src in cfg.data.eval:
-        if src.path == "toy":
-            found, fams = toy_benchmarks(cfg.toy, min((x for x in (limit, src.limit) if x), default=None),
-                                         src.split or "eval")
+        if world is not None and src.path == world.name:
+            found, fams = world_benchmarks(world, min((x for x in (limit, src.limit) if x), default=None),
+                                           src.split or "eval")
             families.update(fams)
         else:
             found = {src.name or Path(src.path.removeprefix("hf:")).stem: src}

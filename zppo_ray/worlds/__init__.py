@@ -2,7 +2,7 @@
 
 A world is a plug-in behind one small interface (`World`): it names its question splits, builds or reuses
 its models (cached under a key of everything that shapes them), resolves the model aliases a config uses
-(`toy:student`, `toy:teacher`), and reports what it built. The entry points (`zppo_ray.main`, the
+(`toy:student`, `smollm2:teacher`), and reports what it built. The entry points (`zppo_ray.main`, the
 launcher, `zppo_ray.eval`, `zppo_ray.audit`) ask `for_config(cfg)` for the run's world and never special-case
 one. A config that uses no world alias and no world data source gets None: its models and data are files.
 """
@@ -29,6 +29,13 @@ class World(Protocol):
     def report(self) -> str:
         """What the world's models can do, for the console and the run directory."""
 
+    def gap(self) -> Any:
+        """None, or a predicate on questions: does it need what the student never saw (README "The zone world")."""
+
+
+# name -> (config section, plug-in class path); a config uses a world through `<name>:<role>` or `path: <name>`
+WORLDS = {"toy": ("toy", "zppo_ray.worlds.toy:ToyWorld"), "smollm2": ("smollm2", "zppo_ray.worlds.smollm2:Smollm2World")}
+
 
 def _uses(cfg: Any, name: str) -> bool:
     paths = [cfg.student.path, cfg.teacher.model.path] + [s.path for s in cfg.data.train + cfg.data.eval]
@@ -36,10 +43,28 @@ def _uses(cfg: Any, name: str) -> bool:
 
 
 def for_config(cfg: Any) -> World | None:
-    """The world a config refers to (by a model alias or a data source), or None."""
-    from zppo_ray.worlds.toy import ToyWorld
+    """The world a config refers to (by a model alias or a data source), or None. One run uses one world."""
+    used = [name for name in WORLDS if _uses(cfg, name)]
+    if len(used) > 1:
+        raise ValueError(f"a run uses one world; this config refers to {used} (student, teacher and data sources)")
+    if not used:
+        return None
+    return world_named(used[0], cfg)
 
-    return ToyWorld(cfg.toy, cfg.templates) if _uses(cfg, ToyWorld.name) else None
+
+def world_named(name: str, cfg: Any) -> World:
+    """The world `name` built from its section of the run config (`toy`, `smollm2`)."""
+    import importlib
+
+    section, target = WORLDS[name]
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(getattr(cfg, section), cfg.templates)
+
+
+def is_world_alias(path: Any) -> bool:
+    """`toy:student`, `smollm2:teacher`...: a name the world resolves, not a directory."""
+    prefix, sep, _ = str(path).partition(":")
+    return bool(sep) and prefix in WORLDS
 
 
 def resolve_model(path: str, world: World | None) -> str:

@@ -23,6 +23,7 @@ import os
 import time
 from pathlib import Path
 
+from zppo_ray.errors import SetupError
 from zppo_ray.worlds.cache import atomic_dir, locked, publish
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,11 @@ PROBES = ("What is 3 + 5?", "What is 12 + 7? Answer with a number.", "Name a col
 PROBE_TOKENS = 24
 
 
-class MissingPackageError(RuntimeError):
+class MissingPackageError(SetupError):
     """The optional package that carries the weights (or the GGUF reader) is not installed."""
 
 
-class ConversionError(RuntimeError):
+class ConversionError(SetupError):
     """The converted model does not reproduce the GGUF model's greedy text."""
 
 

@@ -16,7 +16,8 @@ import random
 
 from zppo_ray.data.schema import Question
 
-COLUMNS = ("units", "tens", "hundreds", "thousands")
+VERSION = 2  # bump when questions or worked solutions change: the teacher cache key includes it
+COLUMNS = ("units", "tens", "hundreds", "thousands", "ten-thousands")
 
 
 def question_text(a: int, b: int) -> str:
@@ -41,19 +42,41 @@ def worked_solution(a: int, b: int) -> str:
     return f"<think>{' '.join(steps)} So {a} + {b} = {a + b}.</think>\n\\boxed{{{a + b}}}"
 
 
+def carries(a: int, b: int) -> bool:
+    """Whether adding a and b carries in any column (the skill the warmed-up student never saw)."""
+    while a or b:
+        if a % 10 + b % 10 >= 10:
+            return True
+        a, b = a // 10, b // 10
+    return False
+
+
+def has_carry(q: Question) -> bool:
+    a, b = map(int, q.extra["sum"].split("+"))
+    return carries(a, b)
+
+
 def _operands(tier: int, rng: random.Random) -> tuple[int, int]:
     lo, hi = (1, 9) if tier == 1 else (10 ** (tier - 1), 10 ** tier - 1)
     return rng.randint(lo, hi), rng.randint(lo, hi)
 
 
-def generate(n_per_tier: int, tiers: int, seed: int, split: str, exclude: frozenset[str] = frozenset()) -> list[Question]:
-    """`n_per_tier` distinct sums per tier (fewer where the tier has fewer: tier 1 has 81), none in `exclude`."""
+def tier_size(tier: int) -> int:
+    """How many distinct sums a tier has (tier 1: 9 x 9 = 81)."""
+    return 81 if tier == 1 else (9 * 10 ** (tier - 1)) ** 2
+
+
+def generate(n_per_tier: int, tiers: int, seed: int, split: str, exclude: frozenset[str] = frozenset(),
+             max_share: float = 1.0) -> list[Question]:
+    """`n_per_tier` distinct sums per tier, none in `exclude`; at most `max_share` of a tier's sums (fewer
+    where the tier has fewer left: tier 1 has 81 in all)."""
     rng = random.Random(f"{seed}:{split}")
     out: list[Question] = []
     for tier in range(1, tiers + 1):
+        want = min(n_per_tier, int(tier_size(tier) * max_share))
         seen: set[str] = set()
-        for _ in range(50 * n_per_tier + 1000):
-            if len(seen) >= n_per_tier:
+        for _ in range(50 * want + 1000):
+            if len(seen) >= want:
                 break
             a, b = _operands(tier, rng)
             key = f"{a}+{b}"
@@ -62,12 +85,15 @@ def generate(n_per_tier: int, tiers: int, seed: int, split: str, exclude: frozen
             seen.add(key)
             out.append(Question(id=f"smollm2-{split}-t{tier}-{len(seen) - 1}", prompt=question_text(a, b),
                                 answer=str(a + b), kind="math", source="smollm2", tier=str(tier),
-                                extra={"sum": key, "solution": worked_solution(a, b)}))
+                                extra={"sum": key, "solution": worked_solution(a, b),
+                                       "skills": ["carry"] if carries(a, b) else []}))
     return out
 
 
 def splits(n_train: int, n_eval: int, tiers: int, seed: int, split: str) -> list[Question]:
-    held_out = generate(n_eval, tiers, seed, "eval")
+    """The held-out split ("eval", at most a third of any tier, so that a small tier keeps sums to train on)
+    and "train" (none of its sums held out)."""
+    held_out = generate(n_eval, tiers, seed, "eval", max_share=1 / 3)
     if split == "eval":
         return held_out
     if split == "train":

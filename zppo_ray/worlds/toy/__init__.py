@@ -30,6 +30,11 @@ class ToyWorld:
     def model_path(self, role: str) -> str:
         return str(self.ensure().model(role))
 
+    def gap(self):
+        from zppo_ray.worlds.toy.bootstrap import gap_of
+
+        return gap_of(self.cfg)
+
     def report(self) -> str:
         from zppo_ray.worlds.toy.bootstrap import format_report
 

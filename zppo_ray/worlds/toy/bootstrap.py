@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from zppo_ray.algo.reformulate import Templates, question_prompt
+from zppo_ray.algo.reformulate import Templates
 from zppo_ray.data.schema import Question
 from zppo_ray.worlds.cache import atomic_dir, locked, publish
+from zppo_ray.worlds.supervised import by_tier, encode_pair, greedy_grades, train_on_completions
 from zppo_ray.worlds.toy import corpus, shipped
-from zppo_ray.worlds.toy.models import Arch, build_model, encode_pair, greedy_complete, pretrain
+from zppo_ray.worlds.toy.models import Arch, build_model
 from zppo_ray.worlds.toy.tokenizer import build_tokenizer
 from zppo_ray.worlds.toy.world import OPS, ToySpec, generate_split
 
@@ -158,22 +159,6 @@ def _tier_weights(m, tiers: list[str]) -> dict[str, float]:
     return dict(zip(tiers, weights))
 
 
-def greedy_grades(model, tokenizer, questions: list[Question], max_new_tokens: int,
-                  templates: Templates | None = None) -> list[float]:
-    """Each question's greedy reward with the project's grader (the same one RL rewards use)."""
-    from zppo_ray.rewards import grade
-
-    outs = greedy_complete(model, tokenizer, [question_prompt(q.text, templates or Templates()) for q in questions], max_new_tokens)
-    return [grade(o, q.answer, q.kind) for q, o in zip(questions, outs)]
-
-
-def by_tier(questions: list[Question], grades: list[float]) -> dict[str, float]:
-    per_tier: dict[str, list[float]] = {}
-    for q, g in zip(questions, grades):
-        per_tier.setdefault(q.tier, []).append(g)
-    return {t: round(sum(v) / len(v), 4) for t, v in sorted(per_tier.items())}
-
-
 def _pool(toy_cfg, held_out: list[Question]) -> list[Question]:
     return generate_split(toy_spec(toy_cfg), toy_cfg.pretrain_pool_per_tier, toy_cfg.seed, "pretrain",
                           exclude={q.extra["expr"] for q in held_out})
@@ -221,7 +206,7 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
     threads = torch.get_num_threads()
     torch.set_num_threads(PRETRAIN_THREADS)
     try:
-        losses = pretrain(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
+        losses = train_on_completions(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
                           toy_cfg.seed, tok.pad_token_id, role)
     finally:
         torch.set_num_threads(threads)
