@@ -89,6 +89,14 @@ def test_logprobs_match_transformers(model_dir):
             torch.testing.assert_close(torch.tensor(lp), hf_logprobs(model, it), atol=1e-5, rtol=0)
 
 
+def test_micro_batches_take_similar_lengths_together():
+    from zppo_ray.learner.policy import longest_first
+
+    items = make_items([(4, 7), (400, 20), (3, 11), (380, 30), (5, 5)])
+    order = longest_first(items)
+    assert order[:2] == [1, 3] and sorted(order) == list(range(5))  # the two long NCQ-like rows share a micro-batch
+
+
 def test_step_moves_logprobs_with_the_advantage(model_dir):
     items = make_items([(5, 8), (6, 8)], advantages=[1.0, -1.0])
     learner = make_learner(model_dir, lr=1e-3, micro_batch_size=1)

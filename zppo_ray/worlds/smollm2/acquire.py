@@ -86,7 +86,7 @@ def _convert(src: Path, dst: Path) -> dict:
 
     t0 = time.time()
     log.info("reading %s (dequantizing Q4_1 to fp32; about a minute on 2 cores)", src)
-    gguf_model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, torch_dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     config = gguf_model.config
     if hasattr(config, "quantization_config"):  # the GGUF marker that makes save_pretrained refuse
@@ -103,7 +103,7 @@ def _convert(src: Path, dst: Path) -> dict:
     before = _greedy(gguf_model, tok)
     plain.save_pretrained(dst, safe_serialization=True)
     tok.save_pretrained(dst)
-    reloaded = AutoModelForCausalLM.from_pretrained(dst, torch_dtype=torch.float32).eval()
+    reloaded = AutoModelForCausalLM.from_pretrained(dst, dtype=torch.float32).eval()
     after = _greedy(reloaded, AutoTokenizer.from_pretrained(dst))
     if after != before:
         bad = [p for p, a, b in zip(PROBES, after, before) if a != b]
