@@ -11,7 +11,7 @@ from typing import Any
 from zppo_ray.algo.methods import METHODS
 from zppo_ray.algo.reformulate import check_templates
 from zppo_ray.config.schema import CPU_HEAD_DIMS, ConfigError, RunConfig
-from zppo_ray.worlds import WORLDS, is_world_alias
+from zppo_ray.worlds import WORLDS, is_world_alias, worlds_used
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,8 @@ def _check_toy_models(cfg: RunConfig, p: list, cuda_available: bool | None) -> N
         world, _, role = model_path.partition(":")
         if is_world_alias(model_path) and role not in ("student", "teacher"):
             p.append((name, f"{world} models are '{world}:student' or '{world}:teacher', got {model_path!r}"))
+    if len(worlds_used(cfg)) > 1:
+        p.append(("student.path", f"a run uses one world; the models and data sources refer to {worlds_used(cfg)}"))
     _check_smollm2(cfg.smollm2, p)
     toy = cfg.toy
     if not toy.tiers or any(t < 2 for t in toy.tiers):

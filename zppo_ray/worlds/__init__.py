@@ -34,7 +34,8 @@ class World(Protocol):
 
 
 # name -> (config section, plug-in class path); a config uses a world through `<name>:<role>` or `path: <name>`
-WORLDS = {"toy": ("toy", "zppo_ray.worlds.toy:ToyWorld"), "smollm2": ("smollm2", "zppo_ray.worlds.smollm2:Smollm2World")}
+WORLDS = {"toy": ("toy", "zppo_ray.worlds.toy:ToyWorld"),
+          "smollm2": ("smollm2", "zppo_ray.worlds.smollm2:Smollm2World")}
 
 
 def _uses(cfg: Any, name: str) -> bool:
@@ -42,9 +43,14 @@ def _uses(cfg: Any, name: str) -> bool:
     return any(str(p) == name or str(p).startswith(f"{name}:") for p in paths)
 
 
+def worlds_used(cfg: Any) -> list[str]:
+    """The worlds a config's models and data sources refer to (the config check allows one)."""
+    return [name for name in WORLDS if _uses(cfg, name)]
+
+
 def for_config(cfg: Any) -> World | None:
     """The world a config refers to (by a model alias or a data source), or None. One run uses one world."""
-    used = [name for name in WORLDS if _uses(cfg, name)]
+    used = worlds_used(cfg)
     if len(used) > 1:
         raise ValueError(f"a run uses one world; this config refers to {used} (student, teacher and data sources)")
     if not used:

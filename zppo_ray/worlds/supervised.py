@@ -1,6 +1,6 @@
 """Supervised training on completions and transformers-side generation: what a world needs to build and
 measure its models before any engine or learner exists (the toy world's pretraining, the smollm2 world's
-teacher fine-tuning, their held-out reports and measurements)."""
+student and teacher fine-tunes, their held-out reports and measurements)."""
 
 from __future__ import annotations
 
