@@ -65,7 +65,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def rollout_ratio(cfg, student: str, questions, rounds: int) -> dict:
+def rollout_ratio(cfg, student: str, questions, rounds: int) -> tuple[dict, object, list]:
+    """The throughput report, and the pool and requests it used (the push and learner sections reuse them)."""
     from vllm import SamplingParams
 
     from zppo_ray.actors.engine_actor import engine_kwargs
@@ -111,13 +112,13 @@ def rollout_ratio(cfg, student: str, questions, rounds: int) -> dict:
         raw.shutdown()
         raw32.shutdown()
     rate = {name: [t / s for t, s in zip(n_tokens[name], seconds[name])] for name in n_tokens}
-    return {"prompts": len(requests), "samples_per_prompt": r.group_size, "max_new_tokens": r.max_new_tokens,
+    return ({"prompts": len(requests), "samples_per_prompt": r.group_size, "max_new_tokens": r.max_new_tokens,
             "dtype": cfg.student.dtype, "rounds": rounds,
             **{f"{name}_tokens_per_s": [round(x, 1) for x in v] for name, v in rate.items()},
             "same_tokens": n_tokens["raw"] == n_tokens["pool"],
             "pool_over_raw": round(statistics.median(rate["pool"]) / statistics.median(rate["raw"]), 3),
-            "raw_bf16_over_fp32": round(statistics.median(rate["raw"]) / statistics.median(rate["raw_fp32"]), 3),
-            "_pool": pool, "_requests": requests}
+            "raw_bf16_over_fp32": round(statistics.median(rate["raw"]) / statistics.median(rate["raw_fp32"]), 3)},
+            pool, requests)
 
 
 def push_and_learn(cfg, student: str, pool, requests, pushes: int) -> dict:
@@ -179,8 +180,7 @@ def main() -> None:
     questions = Smollm2World(cfg.smollm2, cfg.templates).questions("train")[::37][:args.prompts]
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        rollout = rollout_ratio(cfg, student, questions, args.rounds)
-        pool, requests = rollout.pop("_pool"), rollout.pop("_requests")
+        rollout, pool, requests = rollout_ratio(cfg, student, questions, args.rounds)
         rest = push_and_learn(cfg, student, pool, requests, args.pushes)
         pool.shutdown()
     finally:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from zppo_ray.algo.reformulate import Templates, question_prompt
@@ -42,7 +42,7 @@ def _key(role: str, cfg, base_dir: Path, templates: Templates) -> str:
     """Everything that shapes a model: the converted base, the task, its recipe, the prompt."""
     recipe = getattr(cfg, role)
     spec = {"role": role, "base": base_dir.name, "task": task.VERSION, "tiers": cfg.tiers, "seed": cfg.seed,
-            "n_eval": cfg.n_eval, "recipe": asdict(recipe) if is_dataclass(recipe) else dict(recipe),
+            "n_eval": cfg.n_eval, "recipe": asdict(recipe),
             "closer": templates.format_closer}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
