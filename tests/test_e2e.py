@@ -122,7 +122,7 @@ def test_every_method_trains_on_the_real_actors(algo, shared_roles, toy_world, t
     # engines and learner are shared (reset to the pretrained student), the buffer is the method's own
     shared, initial = shared_roles
     shared.learner.load(str(initial))
-    shared.rollout.push_weights(shared.learner.publish_weights()[0], shared.rollout.version + 1)
+    shared.weights.push(shared.rollout.version + 1)
     live = str(tmp_path / "buffer_live")
     roles = dataclasses.replace(shared, buffer=BufferClient(
         lambda: ReplayBufferActor.remote(cfg.buffer, 0, live), live, lambda: None))

@@ -95,10 +95,15 @@ def greedy(engine, max_new: int = 32):
 
 
 def push(engine, model, version: int, drop: tuple = ()) -> float:
+    """The model's full state dict in about four buckets of whole layers, as the learner streams them."""
     from zppo_ray.engine.weight_sync import state_dict_to_safetensors_bytes
+    from zppo_ray.weights.buckets import plan_buckets
 
     sd = {k: v for k, v in model.state_dict().items() if k not in drop}
-    return engine.load_weights_from_bytes(state_dict_to_safetensors_bytes(sd), version)
+    sizes = [(k, v.numel() * v.element_size()) for k, v in sd.items()]
+    buckets = plan_buckets(sizes, sum(b for _, b in sizes) // 4)
+    assert len(buckets) >= 3
+    return engine.load_weights([state_dict_to_safetensors_bytes({k: sd[k] for k in b}) for b in buckets], version)
 
 
 # ------------------------------------------------------------------------------------------- the engine
@@ -229,6 +234,7 @@ def ray_session(ray_cluster):
 
 
 def test_rollout_pool_push_is_atomic(ray_session, models):
+    import ray
     from transformers import AutoModelForCausalLM
 
     from zppo_ray.actors.rollout import RolloutPool, WeightPushError
@@ -247,11 +253,17 @@ def test_rollout_pool_push_is_atomic(ray_session, models):
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(1.01)
+        blob = state_dict_to_safetensors_bytes(model.state_dict())
+
+        def transfer(calls):  # one bucket from the object store, as ObjectStoreSync sends many
+            calls.each("begin_weights", list(model.state_dict()))
+            calls.each("load_bucket", ray.put(blob))
+
         pending = pool.generate_async(reqs[:1], {"temperature": 0.0, "max_tokens": 8})
         with pytest.raises(WeightPushError, match="in flight"):
-            pool.push_weights(b"x", 1)
+            pool.update_weights(1, transfer)
         pool.collect(pending)
-        seconds = pool.push_weights(state_dict_to_safetensors_bytes(model.state_dict()), 1)
+        seconds = pool.update_weights(1, transfer)
         print(f"\n[measure] pool push (1 worker, Ray object store) {seconds * 1000:.1f} ms")
         assert pool.versions() == [1] and pool.version == 1
         out = pool.generate(reqs, {"temperature": 1.0, "max_tokens": 16})

@@ -48,11 +48,21 @@ class FakeRollout:
     def generate(self, requests, sampling):
         return [self._one(r) for r in requests]
 
-    def push_weights(self, blob, version):
-        assert version == self.version + 1
-        self.version = version
-        self.step += 1
-        return 0.001
+
+class FakeWeights:
+    """The weight sync: moves the fake rollout to the pushed version (the trainer passes versions only)."""
+
+    def __init__(self, rollout):
+        self.rollout, self.pushed = rollout, []
+
+    def push(self, version, rollback=False):
+        from zppo_ray.weights import PushReport
+
+        assert version == self.rollout.version + 1
+        self.pushed.append(version)
+        self.rollout.version = version
+        self.rollout.step += 1
+        return PushReport(0.001, 123, 1)
 
 
 class FakeTeacher:
@@ -103,9 +113,6 @@ class FakeLearner:
         self.loss_fns = getattr(self, "loss_fns", []) + [loss_fn]
         return {"loss": 0.0, "tokens": float(sum(len(it.completion_ids) for it in items))}
 
-    def publish_weights(self):
-        return b"weights", 7
-
 
 class FakeTokenizer:
     """One token per character (ids 10..), eos = 2: enough to check what the controller tokenizes."""
@@ -127,7 +134,8 @@ def make(tmp_path, script, teacher_correct=True, overrides=(), n_questions=8):
                              "algo.rho_aug=0.5", "algo.rho_replay=0.5", *overrides])
     qs = [Question(id=f"q{i}", prompt=f"question {i}", answer=str(i), tier="1") for i in range(n_questions)]
     by_id = {q.id: q for q in qs}
-    roles = Roles(rollout=FakeRollout(by_id, script), learner=FakeLearner(),
+    rollout = FakeRollout(by_id, script)
+    roles = Roles(rollout=rollout, learner=FakeLearner(), weights=FakeWeights(rollout),
                   teacher=FakeTeacher(by_id, teacher_correct),
                   buffer=ReplayBufferShell(cfg.buffer, 0))
     trainer = Trainer(cfg, roles, qs, qs[:2], tokenizer=FakeTokenizer(), run_log=RunLog(tmp_path, enabled=False))
@@ -537,9 +545,10 @@ def test_colocated_engines_sleep_for_the_learner_and_wake_in_vllms_order(tmp_pat
         def wake_up(self, tags=None):
             calls.append(f"wake:{','.join(tags)}")
 
-        def push_weights(self, weights, version):
+    class Weights(FakeWeights):
+        def push(self, version, rollback=False):
             calls.append("push")
-            return super().push_weights(weights, version)
+            return super().push(version, rollback)
 
     class Learner(FakeLearner):
         def train_minibatch(self, items, loss_fn=None):
@@ -547,25 +556,21 @@ def test_colocated_engines_sleep_for_the_learner_and_wake_in_vllms_order(tmp_pat
             return super().train_minibatch(items, loss_fn)
 
     trainer, roles = make(tmp_path, hard_q0_q1, overrides=["rollout.colocate_with_learner=true"])
-    roles.rollout.__class__, roles.learner.__class__ = Colocated, Learner
+    roles.rollout.__class__, roles.learner.__class__, roles.weights.__class__ = Colocated, Learner, Weights
     trainer.train_step()
     assert calls == ["sleep", "learn", "learn", "learn", "learn", "wake:weights", "push", "wake:kv_cache"]
     calls.clear()
     other, roles = make(tmp_path, hard_q0_q1)  # not colocated: the engines never sleep
-    roles.rollout.__class__, roles.learner.__class__ = Colocated, Learner
+    roles.rollout.__class__, roles.learner.__class__, roles.weights.__class__ = Colocated, Learner, Weights
     other.train_step()
     assert "sleep" not in calls and calls[-1] == "push"
 
 
-def test_the_controller_passes_the_learners_weight_handle_through_untouched(tmp_path):
-    handle = object()  # stands for rank 0's object-store reference: the driver never sees the bytes
+def test_the_controller_pushes_versions_only_and_records_the_push(tmp_path):
+    """The weights go from the learner to the engines by the weight sync; the trainer passes a version."""
     trainer, roles = make(tmp_path, hard_q0_q1)
-    roles.learner.publish_weights = lambda: (handle, 123)
-    seen = []
-    real = roles.rollout.push_weights
-    roles.rollout.push_weights = lambda w, v: (seen.append(w), real(w, v))[1]
-    trainer.train_step()
-    assert seen == [handle] and trainer.last_push_bytes == 123
+    m1, m2 = trainer.train_step(), trainer.train_step()
+    assert roles.weights.pushed == [1, 2] == [m1["version"], m2["version"]] and trainer.last_push_bytes == 123
 
 
 def test_periodic_evaluation_scores_through_the_harness_per_tier(tmp_path):

@@ -34,6 +34,7 @@ from zppo_ray.seeds import derive_seed
 from zppo_ray.state import checkpoint as ckpt
 from zppo_ray.state.ledger import Ledger
 from zppo_ray.trainer import Trainer
+from zppo_ray.weights import make_weight_sync
 from zppo_ray.worlds import resolve_model
 
 log = logging.getLogger("zppo_ray")
@@ -137,10 +138,12 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
             bar.update()
         buffer = start_buffer(cfg, run_dir) if cfg.algo.use_buffer else None
         bar.update(buffer is not None)
-    log.info("roles up in %.0fs: %d rollout worker(s), %s teacher replica(s), %d learner rank(s), buffer %s",
-             time.time() - t, cfg.rollout.num_workers, cfg.teacher.num_replicas if teacher else 0,
-             cfg.learner.num_ranks, "on" if buffer else "off")
-    return Roles(rollout=rollout, learner=learner, teacher=teacher, buffer=buffer)
+        weights = make_weight_sync(cfg.rollout)
+        weights.init(learner, rollout)
+    log.info("roles up in %.0fs: %d rollout worker(s), %s teacher replica(s), %d learner rank(s), buffer %s, "
+             "weights by %s", time.time() - t, cfg.rollout.num_workers, cfg.teacher.num_replicas if teacher else 0,
+             cfg.learner.num_ranks, "on" if buffer else "off", cfg.rollout.weight_sync)
+    return Roles(rollout=rollout, learner=learner, weights=weights, teacher=teacher, buffer=buffer)
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -170,8 +173,7 @@ def resume(trainer: Trainer, roles: Roles, d: Path) -> None:
     state = ckpt.read_trainer_state(d)
     trainer.load_state(state)
     trainer.ledger = Ledger(trainer.ledger.state.keys(), ckpt.read_ledger(d))
-    weights, _ = roles.learner.publish_weights()
-    roles.rollout.push_weights(weights, state.version, rollback=True)
+    roles.weights.push(state.version, rollback=True)
     log.info("resumed from %s at step %d (version %d, data cursor %d, epoch %d)", d, state.step,
              state.version, state.cursor, state.epoch)
 
@@ -213,11 +215,13 @@ def recover_learner(trainer: Trainer, roles: Roles, run_dir: Path, err: LearnerL
     log.error("%s; rebuilding the learner group and rolling back to %s (restart %d of %d)", err, d, attempt, budget)
     prometheus.record("zppo_actor_restarts", 1, role="learner")
     try:
+        roles.weights.shutdown()
         roles.learner.shutdown()
     except Exception:  # noqa: BLE001 - the group is broken anyway
         log.exception("shutting down the broken learner group failed")
     roles.learner = new_learner()
     trainer.roles.learner = roles.learner
+    roles.weights.init(roles.learner, roles.rollout)
     resume(trainer, roles, d)
 
 
@@ -234,7 +238,7 @@ def check_shared_vocab(student_tokenizer, teacher_path: str) -> None:
 
 
 def stop_roles(roles: Roles) -> None:
-    for role in (roles.rollout, roles.teacher, roles.learner):
+    for role in (roles.weights, roles.rollout, roles.teacher, roles.learner):
         if role is not None:
             try:
                 role.shutdown()

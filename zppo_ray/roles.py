@@ -11,17 +11,18 @@ from typing import Any, Protocol
 
 from zppo_ray.data.schema import Question
 from zppo_ray.types import GenRequest, Sample, TrainItem
+from zppo_ray.weights import WeightSync
 
 
 class Rollout(Protocol):
     """Student engines. Lifecycle per step: `generate_async` (any number) → `collect` each → optionally
-    `sleep` (colocated with the learner) → `wake_up(["weights"])` → `push_weights` → `wake_up(["kv_cache"])`.
-    No push while a generate is uncollected; every sample of one call carries one policy version."""
+    `sleep` (colocated with the learner) → `wake_up(["weights"])` → the weight push (`Roles.weights`) →
+    `wake_up(["kv_cache"])`. No push while a generate is uncollected; every sample of one call carries one
+    policy version."""
 
     def generate_async(self, requests: list[GenRequest], sampling: dict) -> Any: ...
     def collect(self, pending: Any) -> list[list[Sample]]: ...
     def generate(self, requests: list[GenRequest], sampling: dict) -> list[list[Sample]]: ...
-    def push_weights(self, weights: Any, version: int) -> float: ...
     def sleep(self, level: int = 1) -> None: ...
     def wake_up(self, tags: list[str] | None = None) -> None: ...
 
@@ -40,12 +41,11 @@ class Teacher(Protocol):
 
 
 class Learner(Protocol):
-    """The policy learner. Per step: `compute_logprobs` (the step-start policy), `train_minibatch` × I, then
-    `publish_weights` (an object-store handle and its size: the caller passes it on, never opens it)."""
+    """The policy learner. Per step: `compute_logprobs` (the step-start policy), `train_minibatch` × I; the
+    new weights then reach the engines through `Roles.weights` (zppo_ray/weights), never through the caller."""
 
     def compute_logprobs(self, items: list[TrainItem]) -> list[list[float]]: ...
     def train_minibatch(self, items: list[TrainItem], loss_fn: Any = None) -> dict[str, float]: ...
-    def publish_weights(self) -> tuple[Any, int]: ...
 
 
 class Buffer(Protocol):
@@ -63,5 +63,6 @@ class Roles:
 
     rollout: Rollout
     learner: Learner
+    weights: WeightSync
     teacher: Teacher | None = None
     buffer: Buffer | None = None

@@ -430,16 +430,16 @@ class Trainer:
                 self.roles.rollout.sleep()
             learn = self._learn(items, loss_fn)
         # Every rollout worker moves to the new version before anything is generated again. The weights go
-        # from the learner's rank 0 to the workers through the object store; this process holds a reference.
+        # from the learner to the workers (zppo_ray/weights); this process passes only versions and handles.
         with timer("push"):
             self.version += 1
-            weights, self.last_push_bytes = self.roles.learner.publish_weights()
             if colocated:
                 self.roles.rollout.wake_up(["weights"])
-            push_s = self.roles.rollout.push_weights(weights, self.version)
+            push = self.roles.weights.push(self.version)
+            self.last_push_bytes = push.bytes
             if colocated:
                 self.roles.rollout.wake_up(["kv_cache"])
-        return learn, push_s
+        return learn, push.seconds
 
     def _learn(self, items: list[TrainItem], loss_fn: str | None = None) -> dict:
         a = self.cfg.algo

@@ -37,7 +37,15 @@ class FakeEngine:
     def shutdown(self):
         pass
 
-    def update_weights(self, ref, version):
+    def begin_weights(self, names):
+        self.loading = []
+        return len(names)
+
+    def load_bucket(self, blob):
+        self.loading.append(blob)
+        return 1
+
+    def commit_weights(self, version):
         self.v = version
         return version
 
@@ -108,8 +116,14 @@ def test_a_killed_rollout_worker_loses_no_request_and_serves_again_only_with_cur
         # replacement is not written off (one restart, not two).
         assert [g[0].text.split("|")[0] for g in pool.collect(second)] == ["SLOW-x", "SLOW-y"]
         assert second.gather.retried == 1 and pool.replicas.fleet[0].restarts == 1
-        # The replacement is up but stale; a push reaches the serving worker, the replacement gets it too.
-        pool.push_weights(b"weights-v1", 1)
+        # The replacement is up but stale; a push reaches the serving worker, the replacement gets it too
+        # (with the push if it is up by then, or right after from the weight source).
+        def transfer(calls):
+            calls.each("begin_weights", ["w"])
+            calls.each("load_bucket", b"weights-v1")
+
+        pool.weight_source = lambda i: pool.reload_slot(i, transfer)
+        pool.update_weights(1, transfer)
         _wait_serving(pool.replicas, 2)
         assert ray.get([h.version.remote() for h in pool.replicas.handles]) == [1, 1]
         assert [e for e, _ in pool.replicas.fleet[0].history][-3:] == ["restart", "up", "weights"]

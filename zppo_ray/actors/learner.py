@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -65,11 +66,32 @@ class _LearnerShell:
     def export_weights(self):
         return self.learner.export_weights()
 
-    def publish_weights(self):
-        """Rank 0: the safetensors blob put into the object store by this process, and its size; the driver
-        receives only this small pair, so the weights never pass through it. Other ranks: None."""
-        blob = self.learner.export_safetensors()
-        return None if blob is None else (ray.put(blob), len(blob))
+    def weight_sizes(self):
+        return self.learner.weight_sizes()
+
+    def stream_weights(self, max_bytes: int):
+        """A Ray streaming generator: rank 0 yields one safetensors bucket at a time, stored in the object
+        store from this process; the other ranks yield nothing but take part in every ZeRO-3 gather."""
+        from safetensors.torch import save
+
+        for bucket in self.learner.weight_buckets(max_bytes):
+            if bucket is not None:
+                yield save(bucket)
+
+    # The GPU path (zppo_ray/weights/vllm_transfer.py): vLLM's trainer-side transfer engine lives here.
+    def connect_weight_transfer(self, backend, engines, worlds, bucket_bytes, master_addr, master_port, timeout_s):
+        from zppo_ray.weights.vllm_transfer import connect
+
+        self.transfer = connect(self.learner, backend, engines, worlds, bucket_bytes, master_addr, master_port,
+                                timeout_s)
+
+    def send_weights(self):
+        self.transfer.send_weights()
+
+    def close_weight_transfer(self):
+        transfer, self.transfer = getattr(self, "transfer", None), None
+        if transfer is not None:
+            transfer.shutdown()
 
     def save(self, path):
         return self.learner.save(path)
@@ -118,6 +140,9 @@ class LearnerGroup:
         self.max_len = infos[0]["max_len"]
         self.multimodal = infos[0]["multimodal"]
         self.init_seconds = max(i["init_seconds"] for i in infos)
+        # The policy version the ranks' weights are (0: the checkpoint every engine starts from), or None
+        # after an update that was not pushed yet. Set by the weight sync (zppo_ray/weights).
+        self.weights_version: int | None = 0
 
     def _get(self, refs: list, what: str) -> list[Any]:
         """ray.get of one ref per rank that fails fast: LearnerLost as soon as any rank's process died."""
@@ -152,23 +177,63 @@ class LearnerGroup:
         if err:
             raise ValueError(err)
         shards = shard(items, self.num_ranks)
+        self.weights_version = None  # the weights move away from every pushed version until the next push
         return reduce_metrics(self._get([a.train_minibatch.remote(s, loss_fn) for a, s in zip(self.actors, shards)],
                                         "train_minibatch"))
 
     def export_weights(self) -> dict:
-        """The full HF state dict (rank 0's; the other ranks only take part in the gather)."""
+        """The full HF state dict (rank 0's; the other ranks only take part in the gather). Checkpoints and
+        tests only: a weight push streams (`stream_weights`) and never brings the weights here."""
         return self._all("export_weights")[0]
 
-    def publish_weights(self) -> tuple[Any, int]:
-        """(object-store reference to rank 0's safetensors blob, its size in bytes); collective. The reference
-        goes to `RolloutPool.push_weights`: the workers fetch the blob from the learner's node."""
-        return self._all("publish_weights")[0]
+    def weight_sizes(self) -> list[tuple[str, int]]:
+        """(name, bytes) of everything a push sends, in model order (no gather: shapes only)."""
+        return ray.get(self.actors[0].weight_sizes.remote())
+
+    def stream_weights(self, max_bytes: int) -> Iterator[Any]:
+        """Object references to rank 0's safetensors buckets, one at a time (collective on all ranks). The
+        caller must be done with each reference before asking for the next: rank 0 waits (generator
+        backpressure) while two buckets are unclaimed, so the object store never holds the whole model."""
+        gens = [a.stream_weights.options(_generator_backpressure_num_objects=2).remote(max_bytes)
+                for a in self.actors]
+        yield from gens[0]
+        for g in gens[1:]:
+            for ref in g:
+                ray.get(ref)  # ranks > 0 yield nothing: a reference from them carries their error
+
+    def raise_if_lost(self, what: str, timeout_s: float = 2.0) -> None:
+        """LearnerLost if any rank's process is gone (a rank busy in a collective just does not answer)."""
+        refs = [a.__ray_ready__.remote() for a in self.actors]
+        ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        for rank, ref in enumerate(refs):
+            try:
+                ray.get(ref, timeout=0)
+            except ray.exceptions.RayActorError:
+                raise LearnerLost(f"learner rank {rank} of {self.num_ranks} died during {what}; its optimizer "
+                                  "state is lost with it") from None
+            except ray.exceptions.GetTimeoutError:
+                pass
+
+    def connect_weight_transfer(self, backend: str, engines: list, worlds: list[int], bucket_bytes: int,
+                                timeout_s: float) -> None:
+        """GPU path: every rank builds vLLM's trainer-side transfer engine; rank 0 rendezvouses with
+        `engines` (collective)."""
+        addr, port = ray.get(self.actors[0].master_address.remote())
+        self._all("connect_weight_transfer", backend, engines, worlds, bucket_bytes, addr, port, timeout_s)
+
+    def send_weights(self) -> None:
+        """GPU path: one full transfer into every connected engine (collective; rank 0 drives the engines)."""
+        self._all("send_weights")
+
+    def close_weight_transfer(self) -> None:
+        self._all("close_weight_transfer")
 
     def save(self, path: str) -> None:
         self._all("save", str(path))
 
     def load(self, path: str) -> None:
         self._all("load", str(path))
+        self.weights_version = None  # a checkpoint's weights: the caller pushes them with their version
 
     def save_hf(self, path: str) -> None:
         self._all("save_hf", str(path))

@@ -9,7 +9,7 @@ and `zppo_ray.errors.classify`; this module only carries them out with Ray:
 * a part that failed for a data reason is split and every item retried alone once: an item that fails
   alone again is skipped (its result is `SKIPPED`, with the reason in `Gather.skipped`), the rest go on;
 * a replacement serves only after `maintain` saw it up and, for rollout workers, after it confirmed the
-  current weights (the pool's `weights_ref`), so no stale policy ever samples;
+  current weights (the pool's `reload`, or the next push), so no stale policy ever samples;
 * a suspect replica (it timed out once) is probed with a short `health` call before it gets work again.
 """
 
@@ -105,9 +105,10 @@ class ReplicaSet:
         self.gens = [0] * len(self.handles)  # bumped when a slot gets a new actor
         self._starting: dict[int, Any] = {}  # slot -> ref that resolves when the replacement is up
         self._probes: dict[int, tuple[Any, float]] = {}  # suspect slot -> (health ref, sent at)
-        # Set by the owner: (ObjectRef of safetensors bytes, version) a stale replica must load, or None
-        # while the policy is still the one every actor starts from.
-        self.weights_ref: tuple[Any, int] | None = None
+        # Set by the owner (the rollout pool): hands a stale replacement in slot i the current weights;
+        # returns True (loaded), False (failed: the slot is dead again) or None (not possible now: the slot
+        # stays stale and the next push includes it). None here: every replica starts current.
+        self.reload: Callable[[int], bool | None] | None = None
 
     # ------------------------------------------------------------------------------------ dispatch
 
@@ -133,18 +134,20 @@ class ReplicaSet:
                 ref = g.call(self.handles[slot], [g.items[i] for i in grp], grp)
                 g.parts.append(Part(slot, self.gens[slot], grp, ref, alone))
 
-    def serving(self) -> list[int]:
-        """Serving slots; waits for a replacement when none serves; InfraError when none ever will."""
+    def serving(self, stale_too: bool = False) -> list[int]:
+        """Serving slots (and stale ones, waiting for weights, with `stale_too`: the slots a weight push goes
+        to); waits for a replacement when there is none; InfraError when none will ever come."""
+        states = (State.HEALTHY, State.STALE) if stale_too else (State.HEALTHY,)
         self.maintain()
         deadline = time.monotonic() + self.start_timeout_s
-        while not self.fleet.serving():
+        while not self.fleet.in_state(*states):
             if not self.fleet.recoverable():
                 raise InfraError(f"every {self.role} replica is dead and its restart budget "
                                  f"({self.fleet[0].max_restarts}) is spent: {self.fleet.counts()}")
             if time.monotonic() > deadline:
                 raise InfraError(f"no {self.role} replica came back within {self.start_timeout_s:g}s")
             self.maintain(block_s=5.0)
-        return self.fleet.serving()
+        return self.fleet.in_state(*states)
 
     # ------------------------------------------------------------------------------------ gather
 
@@ -295,21 +298,14 @@ class ReplicaSet:
                     self.fleet[i].restarts, self.fleet[i].max_restarts)
 
     def _refresh_weights(self, i: int) -> None:
-        if self.weights_ref is None:  # the policy is still the initial one every actor starts from
-            self.fleet[i].weights()
+        loaded = self.reload(i) if self.reload is not None else True
+        if loaded is None:
             return
-        ref, version = self.weights_ref
-        try:
-            got = ray.get(self.handles[i].update_weights.remote(ref, version), timeout=self.start_timeout_s)
-        except Exception as e:  # noqa: BLE001
-            log.warning("%s %s could not load version %d (%s)", self.role, self.names[i], version, remote_cause(e))
-            self.fleet[i].failure(fatal=True)
-            return
-        if got != version:
+        if not loaded:
             self.fleet[i].failure(fatal=True)
             return
         self.fleet[i].weights()
-        log.info("%s %s serves version %d after its restart", self.role, self.names[i], version)
+        log.info("%s %s serves the current weights after its restart", self.role, self.names[i])
 
     def health(self) -> list[dict]:
         """Each slot's health-machine state, plus its actor's own report when it serves (asked all at once)."""

@@ -5,26 +5,29 @@ The actor is a shell over `zppo_ray.engine.vllm_engine.VLLMEngine`; all sampling
 Versioning and atomic pushes (docs/stack.md lesson 2). The pool is driven by ONE controller (the trainer
 loop), and every call it makes is synchronous from the controller's point of view:
 
-* `push_weights` takes the learner's object-store reference (or puts bytes once), sends it to every serving worker, and returns
-  when each confirmed the new version. A worker that dies during the push is written off (and replaced,
-  below); a worker that answers with another version, or a push no worker took, leaves the pool broken
-  (WeightPushError): it refuses to generate until a push succeeds, so a mixed-version pool never serves.
-* a lock serialises `generate` dispatch and `push_weights`, and `push_weights` refuses to start while an
+* `update_weights(version, transfer)` lets a weight sync (zppo_ray/weights) move the bytes to every serving
+  (or stale) worker, then commits the version on each, and returns when each confirmed it. A worker that
+  dies during the push is written off (and replaced, below); any other failure, a worker that answers with
+  another version, or a push no worker took, leaves the pool broken (WeightPushError or the transfer's own
+  error): it refuses to generate until a push succeeds, so a mixed-version pool never serves.
+* a lock serialises `generate` dispatch and `update_weights`, and `update_weights` refuses to start while an
   async generate (`generate_async`) is still uncollected: no generate runs while weights change.
 * every generate call checks that all returned samples carry the pool's current version.
 
 Failures (`zppo_ray.actors.replicas`, `zppo_ray.actors.health`): a worker that dies mid-call has its requests
 re-sent to the others (same seeds, so the same samples a healthy worker would have drawn) and is replaced
 in the background (`rollout.max_restarts` per slot); the replacement loads the current weights before it
-serves. A request the engine rejects on its own (e.g. a prompt over the model length) is skipped: its
+serves (from the learner through `weight_source`, or with the next push when the learner has moved on).
+A request the engine rejects on its own (e.g. a prompt over the model length) is skipped: its
 result is an empty list and `PendingGenerate.skipped` says why.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +40,7 @@ from zppo_ray.actors.engine_actor import (
     gpu_tp_engine_kwargs,
     sampling_kwargs,
 )
+from zppo_ray.actors.health import State
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet, balanced_split
 from zppo_ray.errors import boundary
 from zppo_ray.observe import prometheus
@@ -44,7 +48,10 @@ from zppo_ray.seeds import seeds_for_part
 from zppo_ray.types import GenRequest, Sample
 from zppo_ray.worlds import is_world_alias
 
-__all__ = ["MixedVersionError", "RolloutPool", "RolloutWorker", "WeightPushError", "balanced_split"]
+__all__ = ["MixedVersionError", "RolloutPool", "RolloutWorker", "SlotCalls", "WeightPushError", "balanced_split"]
+
+log = logging.getLogger(__name__)
+
 
 class WeightPushError(RuntimeError):
     """A weight push did not reach every worker; the pool does not serve until a push succeeds."""
@@ -65,10 +72,25 @@ class RolloutWorker(EngineActor):
     def _observe_generate(self, n_requests: int, tokens: int, seconds: float) -> None:
         prometheus.record_generate(self.name, n_requests, tokens, seconds, self.engine.version)
 
+    # A push (zppo_ray/weights): begin_weights → load_bucket × buckets → commit_weights, or, on the GPU
+    # path, the learner's sender calling weight_transfer directly; then commit_weights.
     @boundary("rollout")
-    def update_weights(self, blob: bytes, version: int) -> int:
-        """Load a safetensors blob of the full state dict; returns the version now served."""
-        self.last_push_seconds = self.engine.load_weights_from_bytes(blob, version)
+    def begin_weights(self, names: list[str]) -> int:
+        self.engine.begin_weights(names)
+        return len(names)
+
+    @boundary("rollout")
+    def load_bucket(self, blob: bytes) -> int:
+        return self.engine.load_bucket(blob)
+
+    @boundary("rollout")
+    def weight_transfer(self, method: str, payload: Any = None) -> None:
+        self.engine.weight_transfer(method, payload)
+
+    @boundary("rollout")
+    def commit_weights(self, version: int) -> int:
+        """The push is complete on every worker of this engine: serve `version`; returns it."""
+        self.last_push_seconds = self.engine.commit_weights(version)
         prometheus.record("zppo_rollout_policy_version", self.engine.version, worker=self.name)
         return self.engine.version
 
@@ -90,22 +112,64 @@ class PendingGenerate:
         return self.gather.skipped
 
 
+class SlotCalls:
+    """One method called on a set of worker slots at once, during a weight push. A slot whose actor died
+    is written off (its health machine records a fatal failure, so it gets replaced) and leaves the set;
+    any other error is raised, naming the worker."""
+
+    def __init__(self, replicas: ReplicaSet, slots: Sequence[int], timeout_s: float | None):
+        self.replicas, self.slots, self.timeout_s = replicas, list(slots), timeout_s
+
+    @property
+    def handles(self) -> list:
+        return [self.replicas.handles[i] for i in self.slots]
+
+    def identity(self) -> tuple:
+        """Which actors these are: (slot, generation) pairs, changed by a death or a replacement."""
+        return tuple((i, self.replicas.gens[i]) for i in self.slots)
+
+    def each(self, verb: str, *args: Any) -> dict[int, Any]:
+        """`verb(*args)` on every slot still in the set; {slot: result} of those that answered."""
+        refs = {i: getattr(self.replicas.handles[i], verb).remote(*args) for i in self.slots}
+        ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.timeout_s)
+        out = {}
+        for i, ref in refs.items():
+            try:
+                out[i] = ray.get(ref, timeout=0)
+            except ray.exceptions.RayActorError:
+                log.warning("rollout %s died during a weight push (%s); it will be replaced", self.replicas.names[i], verb)
+                self.replicas.fleet[i].failure(fatal=True)
+                self.slots.remove(i)
+            except ray.exceptions.GetTimeoutError:
+                raise WeightPushError(f"{self.replicas.names[i]} did not answer {verb} within {self.timeout_s}s") from None
+            except Exception as e:
+                raise WeightPushError(f"{verb} failed on {self.replicas.names[i]}: {e}") from e
+        if not self.slots:
+            raise WeightPushError(f"every rollout worker died during the weight push ({verb})")
+        return out
+
+
 class RolloutPool:
     """N rollout workers behind one controller-facing API (see module doc for the push protocol)."""
 
     def __init__(self, workers: Sequence[Any], placement_groups: Sequence[Any] = (), timeout_s: float | None = None,
-                 factory=None, max_restarts: int = 0, names: Sequence[str] | None = None):
+                 factory=None, max_restarts: int = 0, names: Sequence[str] | None = None, tp: int = 1):
         if not workers:
             raise ValueError("a RolloutPool needs at least one worker")
         names = list(names) if names else [f"rollout-{i}" for i in range(len(workers))]
         self.replicas = ReplicaSet("rollout", workers, names, factory, max_restarts, needs_weights=True,
                                    placement_groups=placement_groups)
         self.timeout_s = timeout_s
+        self.tp = tp  # vLLM workers per engine (the GPU weight transfer's group size)
         self._lock = threading.Lock()
         self._version = 0
         self._broken: str | None = None
         self._pending: list[PendingGenerate] = []
         self.last_push_seconds: float | None = None
+        # Set by the weight sync (zppo_ray/weights): loads the current weights into one replacement slot,
+        # or returns None when it cannot now (the slot then waits for the next push).
+        self.weight_source: Callable[[int], bool | None] | None = None
+        self.replicas.reload = self._reload
 
     @classmethod
     def create(cls, rollout_cfg: Any, model_cfg: Any, model_path: str | None = None) -> RolloutPool:
@@ -121,12 +185,13 @@ class RolloutPool:
                                gpu_memory_utilization=rollout_cfg.gpu_memory_utilization,
                                max_num_seqs=rollout_cfg.max_num_seqs,
                                enable_sleep_mode=bool(rollout_cfg.colocate_with_learner),
+                               weight_transfer=None if rollout_cfg.weight_sync == "object_store" else rollout_cfg.weight_sync,
                                **gpu_tp_engine_kwargs(rollout_cfg.gpus_per_worker, rollout_cfg.tp))
             return RolloutWorker.options(**opts).remote(str(path), kw, f"rollout-{i}"), pg
 
         started = [start(i) for i in range(rollout_cfg.num_workers)]
         pool = cls([h for h, _ in started], [pg for _, pg in started], rollout_cfg.request_timeout_s,
-                   factory=start, max_restarts=rollout_cfg.max_restarts)
+                   factory=start, max_restarts=rollout_cfg.max_restarts, tp=rollout_cfg.tp)
         pool.versions()  # wait until every engine is up (surfaces start errors here, not at first use)
         return pool
 
@@ -177,10 +242,13 @@ class RolloutPool:
 
     # ------------------------------------------------------------------------------------ weights
 
-    def push_weights(self, weights: Any, version: int, rollback: bool = False) -> float:
-        """Move every serving worker to `version`; returns seconds. Raises WeightPushError on failure.
-        `weights`: an object-store reference to a safetensors blob (what `LearnerGroup.publish_weights`
-        gives: the driver never holds the bytes), or the bytes themselves (tests, tools).
+    def update_weights(self, version: int, transfer: Callable[[SlotCalls], None], rollback: bool = False) -> float:
+        """Move every serving worker to `version`; returns seconds. `transfer(calls)` moves the bytes (one of
+        the `zppo_ray.weights` implementations: it may fan calls out through `calls`, or have the learner
+        reach the workers itself); the pool then commits the version on every worker that is still alive.
+        A worker that dies during the push is written off and replaced (the replacement gets the current
+        weights through `reload_slot` before it serves). Any other failure, or a push no worker took, leaves
+        the pool broken: it refuses to generate until a push succeeds, so mixed weights never serve.
         Versions only grow, except when a run rolls back to a checkpoint (`rollback=True`)."""
         with self._lock:
             if self._pending:
@@ -189,33 +257,47 @@ class RolloutPool:
             if version <= self._version and not self._broken and not rollback:
                 raise ValueError(f"new version {version} must exceed the current version {self._version}")
             t0 = time.perf_counter()
-            # one copy in the object store, shared by all workers (and by replacements)
-            ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
-            slots = self.replicas.serving()
-            refs = [self.replicas.handles[i].update_weights.remote(ref, version) for i in slots]
-            ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
-            took = []
-            for i, r in zip(slots, refs):
-                try:
-                    got = ray.get(r, timeout=0)
-                except ray.exceptions.RayActorError:  # died during the push: replaced, gets `ref` when back
-                    self.replicas.fleet[i].failure(fatal=True)
-                    continue
-                except Exception as e:  # noqa: BLE001 - anything else leaves the pool in an unknown state
-                    self._broken = f"weight push to version {version} failed on {self.replicas.names[i]}: {e}"
-                    raise WeightPushError(self._broken) from e
-                if got != version:
-                    self._broken = f"{self.replicas.names[i]} reports version {got} after pushing {version}"
-                    raise WeightPushError(self._broken)
-                took.append(i)
-            if not took:
-                self._broken = f"no rollout worker took version {version}"
+            calls = SlotCalls(self.replicas, self.replicas.serving(stale_too=True), self.timeout_s)
+            self._broken = f"weight push to version {version} did not finish"  # until it did
+            try:
+                transfer(calls)
+                got = calls.each("commit_weights", version)
+            except WeightPushError as e:
+                self._broken = str(e)
+                raise
+            except Exception as e:
+                self._broken = f"weight push to version {version} failed: {type(e).__name__}: {e}"
+                raise
+            wrong = {self.replicas.names[i]: v for i, v in got.items() if v != version}
+            if wrong or not got:
+                self._broken = (f"workers report versions {wrong} after pushing {version}" if wrong else
+                                f"no rollout worker took version {version}")
                 raise WeightPushError(self._broken)
-            self.replicas.weights_ref = (ref, version)
+            for i in got:
+                if self.replicas.fleet[i].state is State.STALE:  # a replacement that waited for this push
+                    self.replicas.fleet[i].weights()
             self._broken = None
             self._version = version
             self.last_push_seconds = time.perf_counter() - t0
             return self.last_push_seconds
+
+    def _reload(self, i: int) -> bool | None:
+        if self._version == 0 and not self._broken:
+            return True  # still the checkpoint every worker starts from
+        return self.weight_source(i) if self.weight_source is not None else None
+
+    def reload_slot(self, i: int, transfer: Callable[[SlotCalls], None]) -> bool:
+        """A replacement worker in slot `i` gets the pool's current weights through `transfer` and commits
+        the pool's version; False if it failed (the slot counts a failure). Called from the pool's upkeep,
+        so it must not take the lock."""
+        calls = SlotCalls(self.replicas, [i], self.replicas.start_timeout_s)
+        try:
+            transfer(calls)
+            got = calls.each("commit_weights", self._version)
+        except Exception as e:  # noqa: BLE001 - a replacement that cannot load is dead again
+            log.warning("rollout %s could not load version %d: %s", self.replicas.names[i], self._version, e)
+            return False
+        return got.get(i) == self._version
 
     def sleep(self, level: int = 1) -> None:
         """Colocated with the learner (rollout.colocate_with_learner): free the GPU for the learner phase

@@ -97,7 +97,7 @@ _AT_LEAST_0 = [
     "rollout.max_restarts", "teacher.max_restarts", "trainer.learner_restarts",
 ]
 _POSITIVE = ["rollout.temperature", "learner.lr", "learner.eps", "algo.adv_eps", "teacher.request_timeout_s",
-             "rollout.request_timeout_s"]
+             "rollout.request_timeout_s", "rollout.weight_bucket_mb"]
 # (0, 1]. The taus too: at 0 nothing is ever hard. algo.tau is checked itself, not only through buffer.tau
 # (which follows it by interpolation): an error about buffer.tau alone would not name the key the user set.
 _PROB = ["algo.tau", "buffer.tau", "rollout.top_p", "teacher.top_p", "eval.top_p", "rollout.gpu_memory_utilization",
@@ -331,6 +331,7 @@ def _check_gpus(cfg: RunConfig, p: list, available_gpus: int | None) -> None:
         p.append(("rollout.colocate_with_learner", f"colocated rollout and learner must use the same GPUs: "
                   f"rollout.num_workers × rollout.gpus_per_worker = {rollout_gpus}, "
                   f"learner.num_ranks × learner.gpus_per_rank = {learner_gpus}"))
+    _check_weight_sync(r, rollout_gpus, learner_gpus, p)
     total = gpus_required(cfg)
     if available_gpus is not None and total > available_gpus:
         join = "shared with" if r.colocate_with_learner else "+"
@@ -338,6 +339,22 @@ def _check_gpus(cfg: RunConfig, p: list, available_gpus: int | None) -> None:
                   f"rollout.num_workers × rollout.gpus_per_worker ({rollout_gpus}) {join} "
                   f"learner.num_ranks × learner.gpus_per_rank ({learner_gpus}) + "
                   f"teacher.num_replicas × teacher.gpus_per_replica ({teacher_gpus})"))
+
+
+def _check_weight_sync(r, rollout_gpus: int, learner_gpus: int, p: list) -> None:
+    from zppo_ray.weights import WEIGHT_SYNCS
+
+    if r.weight_sync not in WEIGHT_SYNCS:
+        p.append(("rollout.weight_sync", f"one of {', '.join(WEIGHT_SYNCS)}, got {r.weight_sync!r}"))
+    elif r.weight_sync != "object_store" and not (rollout_gpus and learner_gpus):
+        p.append(("rollout.weight_sync", f"{r.weight_sync} moves weights between GPUs: it needs "
+                  "rollout.gpus_per_worker and learner.gpus_per_rank > 0 (on CPU use object_store)"))
+    elif r.weight_sync == "nccl" and r.colocate_with_learner:
+        p.append(("rollout.weight_sync", "nccl cannot broadcast between processes on the same GPU: colocated "
+                  "engines take ipc"))
+    elif r.weight_sync == "ipc" and not r.colocate_with_learner:
+        p.append(("rollout.weight_sync", "ipc shares GPU memory with colocated engines only: set "
+                  "rollout.colocate_with_learner or use nccl"))
 
 
 def gpus_required(cfg: RunConfig) -> int:

@@ -163,6 +163,10 @@ class RolloutConfig:
     max_prompt_tokens: int = 384  # any student prompt, BCQ/NCQ included (> data.max_prompt_tokens)
     max_num_seqs: int = 256
     colocate_with_learner: bool = False  # rollout engines share the learner's GPUs
+    # Learner → engine weight push (zppo_ray/weights): object_store (CPU, any machine), nccl (GPU, separate
+    # GPUs) or ipc (GPU, colocated); pushed in buckets of whole layers up to this size.
+    weight_sync: str = "object_store"
+    weight_bucket_mb: float = 256.0
     kv_cache_gib: float = 1.0  # CPU only (VLLM_CPU_KVCACHE_SPACE)
     gpu_memory_utilization: float = 0.9
     seed: int = 0

@@ -2,7 +2,9 @@
 
     generate(requests)          rollouts as token ids + sampled-token logprobs + the weight version
     score_topk(prompts, compl)  teacher top-k logprobs on GIVEN sequences (on-policy distillation)
-    load_weights_from_bytes     the learner's new weights, then a new version (see zppo_ray/engine/weight_sync.py)
+    begin_weights / load_bucket / commit_weights
+                                the learner's new weights bucket by bucket, then a new version
+                                (zppo_ray/engine/weight_sync.py; the GPU path: weight_transfer)
 
 Why Ray-free: the engine is tested directly (tests/test_engine.py) and wrapped by thin actors
 (zppo_ray/actors/rollout.py, teacher.py), so nothing about sampling or weight loading lives in actor code.
@@ -22,17 +24,20 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from zppo_ray.engine.prompts import chat_prompt_ids, load_image
-from zppo_ray.engine.weight_sync import EXTENSION_QUALNAME, SHM_THRESHOLD_BYTES
+from zppo_ray.engine.weight_sync import EXTENSION_QUALNAME
 from zppo_ray.seeds import request_seeds
 from zppo_ray.types import GenRequest, Sample
 
 log = logging.getLogger(__name__)
+
+# The worker-side calls of vLLM's weight-transfer protocol, in the order one push makes them (init once).
+_TRANSFER_METHODS = ("init_weight_transfer_engine", "start_weight_update", "update_weights", "finish_weight_update",
+                     "shutdown_weight_transfer_engine")
 
 
 def _cuda_available() -> bool:
@@ -70,8 +75,12 @@ class VLLMEngine:
         max_logprobs: int = 20,
         distributed_executor_backend: str | None = None,
         trust_remote_code: bool = False,
+        weight_transfer: str | None = None,
     ):
         self.on_gpu = _cuda_available()
+        if weight_transfer is not None and not self.on_gpu:
+            raise ValueError(f"weight transfer backend {weight_transfer!r} needs CUDA (NCCL / CUDA IPC); on CPU "
+                             "use rollout.weight_sync=object_store")
         if not self.on_gpu:
             _set_cpu_env(kv_cache_gib)
             if enable_sleep_mode:
@@ -87,6 +96,10 @@ class VLLMEngine:
             worker_extension_cls=EXTENSION_QUALNAME, trust_remote_code=trust_remote_code,
             load_format="safetensors",  # never a pickled .bin checkpoint (README "Security")
         )
+        if weight_transfer is not None:  # vLLM's native learner → engine transfer (zppo_ray/weights/vllm_transfer.py)
+            from vllm.config import WeightTransferConfig
+
+            kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
         if distributed_executor_backend is not None:  # "ray" for TP > 1 inside a Ray actor (placement group)
             kwargs["distributed_executor_backend"] = distributed_executor_backend
         if self.on_gpu:
@@ -105,6 +118,7 @@ class VLLMEngine:
         self.model_path = str(model_path)
         self.max_model_len = max_model_len
         self.sleep_enabled = enable_sleep_mode
+        self.transfer_backend = weight_transfer
         self.is_multimodal = bool(self.llm.llm_engine.model_config.is_multimodal_model)
         self._version = 0
         log.info("vLLM engine for %s up in %.1fs (%s, tp=%d)", model_path, self.start_seconds,
@@ -260,32 +274,54 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------------------------ weights
 
-    def load_weights_from_bytes(self, blob: bytes, version: int) -> float:
-        """Replace all weights with a safetensors blob of the FULL state dict (HF names); returns seconds.
+    def begin_weights(self, names: list[str]) -> None:
+        """Start a push of exactly `names` on every worker (zppo_ray/engine/weight_sync.py lifecycle)."""
+        if not names:
+            raise ValueError("a weight push must name at least one tensor")
+        self._loaded_seconds = 0.0
+        self._timed(self.llm.collective_rpc, "zppo_begin_reload", args=(list(names),))
 
-        Large blobs go through one /dev/shm file (the RPC channel copies its payload per worker).
-        """
+    def load_bucket(self, blob: bytes) -> int:
+        """One bucket of safetensors bytes into every worker; returns the tensors per worker."""
         if not blob:
-            raise ValueError("empty weight blob")
-        t0 = time.perf_counter()
-        if len(blob) > SHM_THRESHOLD_BYTES and os.path.isdir("/dev/shm"):
-            fd, path = tempfile.mkstemp(prefix="zppo_weights_", suffix=".safetensors", dir="/dev/shm")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(blob)
-                counts = self.llm.collective_rpc("zppo_load_safetensors_file", args=(path,))
-            finally:
-                os.unlink(path)
-        else:
-            counts = self.llm.collective_rpc("zppo_load_safetensors_bytes", args=(blob,))
-        self._commit(version, counts)
-        return time.perf_counter() - t0
+            raise ValueError("empty weight bucket")
+        counts = self._timed(self.llm.collective_rpc, "zppo_load_bucket", args=(blob,))
+        return int(counts[0])
 
-    def _commit(self, version: int, counts: list[int]) -> None:
-        if any(c == 0 for c in counts):
-            raise RuntimeError(f"weight push delivered no tensors to some worker (per worker: {counts})")
-        self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
+    def commit_weights(self, version: int) -> float:
+        """Finish the push on every worker, then serve `version`; returns the push's engine-side seconds.
+        The prefix cache is reset first: cached KV blocks were computed by the old weights."""
+        if self.transfer_backend is None:  # vLLM's own finish_weight_update already finished a GPU transfer
+            self._timed(self.llm.collective_rpc, "zppo_finish_reload")
+        self.llm.reset_prefix_cache()
         self._version = int(version)
+        return self._loaded_seconds
+
+    def load_weights(self, blobs: Sequence[bytes], version: int) -> float:
+        """A whole push from safetensors buckets held in memory (tests, tools); returns seconds."""
+        from safetensors import deserialize
+
+        self.begin_weights([name for blob in blobs for name, _ in deserialize(blob)])
+        for blob in blobs:
+            self.load_bucket(blob)
+        return self.commit_weights(version)
+
+    def weight_transfer(self, method: str, payload: Any = None) -> None:
+        """GPU path: one call of vLLM's weight-transfer protocol on every worker (`init_weight_transfer_engine`,
+        `start_weight_update`, `update_weights`, `finish_weight_update`), driven by the learner's sender
+        (zppo_ray/weights/vllm_transfer.py). The engine must have been built with `weight_transfer`."""
+        if method not in _TRANSFER_METHODS:
+            raise ValueError(f"unknown weight-transfer call {method!r}; expected one of {sorted(_TRANSFER_METHODS)}")
+        if self.transfer_backend is None:
+            raise RuntimeError("this engine was started without a weight-transfer backend (rollout.weight_sync)")
+        self._timed(self.llm.collective_rpc, method, args=() if payload is None else (payload,))
+
+    def _timed(self, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._loaded_seconds = getattr(self, "_loaded_seconds", 0.0) + time.perf_counter() - t0
 
     def param_checksum(self) -> float:
         return float(self.llm.collective_rpc("zppo_param_checksum")[0])

@@ -1,50 +1,44 @@
-"""Learner → rollout weight push: the vLLM worker extension and the trainer-side GPU sender.
+"""The vLLM worker extension that loads pushed weights, bucket by bucket, inside every worker process.
 
-Lifecycle (one rollout engine, one policy version at a time)
------------------------------------------------------------
-1. **Start.** The engine is built with `worker_extension_cls = "zppo_ray.engine.weight_sync.WeightSyncExtension"`;
-   vLLM mixes the class into its worker class, so every method below runs *inside each worker process*
-   (one per tensor-parallel rank) with `self` being the vLLM worker. The engine serves version 0 (the
-   checkpoint it was started from).
-2. **Push (CPU path, the one tested here).** The learner serialises its FULL `state_dict()` with HF names
-   to safetensors bytes. The engine sends the bytes to every worker through `collective_rpc` (tensors
-   cannot be pickled there: "cannot pickle memoryview"; bytes travel fine) or, for blobs above
-   `SHM_THRESHOLD_BYTES`, writes them once to a /dev/shm file and sends the path. Each worker calls its own
-   `reload_weights(weights_iterator=..., is_checkpoint_format=True)`, which re-runs the checkpoint loader
-   layer by layer, including the CPU backend's repacking of linear weights (a plain `model.load_weights`
-   after start skips that and leaves stale packed weights). Each TP rank shards the full tensors itself.
-3. **Commit.** After every worker returned, the engine resets the prefix cache (cached KV blocks were
-   computed by the old weights) and only then bumps its version. A failed push leaves the version
-   unchanged, so a sample is never labelled with weights it was not produced by.
-4. **GPU.** The same path runs on GPU (the blob is the learner's state dict on rank 0). vLLM's native
-   weight-transfer API (NCCL between GPUs, CUDA IPC when colocated) would avoid the serialisation; it is
-   not implemented here (a later issue builds it behind one weight-sync interface).
+The engine is built with `worker_extension_cls = "zppo_ray.engine.weight_sync.WeightSyncExtension"`; vLLM
+mixes the class into its worker class, so each method runs in each worker process (one per tensor-parallel
+rank) with `self` being the vLLM worker, reached through `LLM.collective_rpc`.
 
-Invariants the callers keep (RolloutPool): no generate call is in flight while a push runs; all engines of
-a pool confirm the new version before the push returns; a restarted engine must receive the current
-weights before it serves.
+One push is three calls (the CPU path of `zppo_ray.weights`; the GPU path uses vLLM's own weight-transfer
+engine, whose worker methods have the same shape):
+1. `zppo_begin_reload(names)`: the full list of names this push will deliver. Refuses the tied-embedding
+   trap (below), then starts vLLM's layer-wise reload (`initialize_layerwise_reload`): every layer's
+   tensors move to the meta device and its loaders buffer what arrives.
+2. `zppo_load_bucket(blob)` per bucket: safetensors bytes (tensors cannot be pickled through
+   collective_rpc, "cannot pickle memoryview"; bytes travel fine) fed to `model.load_weights`. A layer is
+   processed, the CPU backend's repacking of linear weights included, and copied back into its original
+   storage as soon as all its weights arrived; each TP rank shards the full tensors itself. A plain
+   `model.load_weights` outside this lifecycle skips the repacking and leaves stale packed weights.
+3. `zppo_finish_reload()`: checks every announced name arrived, then `finalize_layerwise_reload`.
+   Only after every worker of every engine finished does the engine reset its prefix cache (cached KV
+   blocks belong to the old weights) and commit the new version (zppo_ray/engine/vllm_engine.py).
+
+Between 1 and 3 the model is not servable (layers not yet reloaded sit on the meta device); the rollout pool
+never generates during a push, and a push that fails half-way leaves the pool refusing to serve until a
+push succeeds (zppo_ray/actors/rollout.py). Peak extra memory per worker: one bucket plus the layers of
+that bucket being processed.
 
 Tied-embedding trap: a tied model's `save_pretrained()` folder has no `lm_head.weight`, and vLLM then keeps
-a stale lm_head with only a warning. `state_dict_to_safetensors_bytes` therefore always serialises the full
-`state_dict()` (which names the tied tensor under both keys), cloned so safetensors accepts shared storage.
+a stale lm_head with only a warning ("ParallelLMHead: Failed to load weights"). The learner therefore always
+sends the full `state_dict()` (which names the tied tensor under both keys) and `zppo_begin_reload` refuses a
+push without `lm_head.weight` for a tied model.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 EXTENSION_QUALNAME = "zppo_ray.engine.weight_sync.WeightSyncExtension"
-SHM_THRESHOLD_BYTES = 512 * 2**20  # bigger blobs go through one /dev/shm file instead of the RPC channel
-
-
-# ------------------------------------------------------------------------------------------ serialisation
 
 
 def state_dict_to_safetensors_bytes(state_dict: Mapping[str, Any]) -> bytes:
-    """Full state dict (HF names) → safetensors bytes, contiguous CPU copies (tied tensors duplicated)."""
+    """A state dict (HF names) → safetensors bytes of contiguous CPU copies (tied tensors duplicated)."""
     import torch
     from safetensors.torch import save
 
@@ -53,63 +47,66 @@ def state_dict_to_safetensors_bytes(state_dict: Mapping[str, Any]) -> bytes:
     return save(tensors)
 
 
-def _iter_safetensors_file(path: str) -> Iterator[tuple[str, Any]]:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt", device="cpu") as f:
-        for name in f.keys():
-            yield name, f.get_tensor(name)
-
-
-# ------------------------------------------------------------------------------- worker extension (CPU)
-
-
 class WeightSyncExtension:
     """Mixed into vLLM's worker class; runs in every worker process. Names are prefixed `zppo_` because
     vLLM refuses an extension whose attributes collide with the worker's own."""
 
-    def zppo_load_safetensors_bytes(self, blob: bytes) -> int:
-        """Reload all weights from safetensors bytes; returns the number of tensors received."""
-        from safetensors.torch import load
+    def zppo_begin_reload(self, names: list[str]) -> int:
+        """Start a push of exactly `names`; returns how many."""
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
 
+        self.zppo_check_names(names)
+        self._zppo_expected, self._zppo_received = set(names), set()
+        with set_current_vllm_config(self.vllm_config):  # type: ignore[attr-defined]
+            initialize_layerwise_reload(self.model_runner.get_model())  # type: ignore[attr-defined]
+        return len(names)
+
+    def zppo_load_bucket(self, blob: bytes) -> int:
+        """Load one bucket of safetensors bytes; returns the number of tensors in it."""
+        from safetensors.torch import load
+        from vllm.config import set_current_vllm_config
+
+        expected = getattr(self, "_zppo_expected", None)
+        if expected is None:
+            raise RuntimeError("weight bucket without a zppo_begin_reload: the push protocol was not followed")
         tensors = load(bytes(blob))
-        self.zppo_check_names(list(tensors))
-        self.reload_weights(  # type: ignore[attr-defined]
-            weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
+        stray = sorted(set(tensors) - expected)
+        if stray:
+            raise ValueError(f"weight bucket names {stray[:3]} that the push did not announce")
+        with set_current_vllm_config(self.vllm_config):  # type: ignore[attr-defined]
+            self.model_runner.get_model().load_weights(iter(tensors.items()))  # type: ignore[attr-defined]
+        self._zppo_received.update(tensors)
         return len(tensors)
 
+    def zppo_finish_reload(self) -> int:
+        """Finish the push; refuses one that did not deliver every announced name. Returns tensors loaded."""
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+        expected, received = getattr(self, "_zppo_expected", None), getattr(self, "_zppo_received", set())
+        if expected is None:
+            raise RuntimeError("zppo_finish_reload without a zppo_begin_reload")
+        missing = sorted(expected - received)
+        if missing:
+            raise RuntimeError(f"weight push incomplete: {len(missing)} announced tensor(s) never arrived, "
+                               f"e.g. {missing[:3]}")
+        with set_current_vllm_config(self.vllm_config):  # type: ignore[attr-defined]
+            finalize_layerwise_reload(self.model_runner.get_model(), self.model_config)  # type: ignore[attr-defined]
+        self._zppo_expected = None
+        runner = self.model_runner  # type: ignore[attr-defined]
+        runner.reset_encoder_cache()  # derived from the old weights, as vLLM's own reload_weights resets them
+        runner.reset_mm_cache()
+        return len(received)
+
     def zppo_check_names(self, names: list[str]) -> None:
-        """Refuse the tied-embedding trap: vLLM's layerwise reload only refreshes a tied lm_head when
-        `lm_head.weight` itself arrives ("ParallelLMHead: Failed to load weights" is only a warning, and
-        the engine keeps sampling from the old head)."""
+        """Refuse the tied-embedding trap (module doc)."""
         cfg = self.model_config.hf_config  # type: ignore[attr-defined]
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         tied = getattr(text_cfg, "tie_word_embeddings", getattr(cfg, "tie_word_embeddings", False))
         if tied and not any(n.endswith("lm_head.weight") for n in names):
             raise ValueError("weight push has no 'lm_head.weight' but the model ties embeddings: send the FULL "
                              "state_dict() (it names the tied tensor twice); a save_pretrained() folder is not enough")
-
-    def zppo_load_safetensors_file(self, path: str) -> int:
-        """Reload from one .safetensors file (e.g. under /dev/shm) or a directory of them, streamed tensor
-        by tensor. Our own reader rather than `reload_weights(weights_path=...)`: that one repoints the
-        engine's model_config at the directory and skips the tied-embedding check below."""
-        from safetensors import safe_open
-
-        files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) if os.path.isdir(path) else [path]
-        if not files:
-            raise FileNotFoundError(f"no .safetensors file at {path}")
-        names: list[str] = []
-        for f in files:
-            with safe_open(f, framework="pt", device="cpu") as handle:
-                names.extend(handle.keys())
-        self.zppo_check_names(names)
-
-        def stream() -> Iterator[tuple[str, Any]]:
-            for f in files:
-                yield from _iter_safetensors_file(f)
-
-        self.reload_weights(weights_iterator=stream(), is_checkpoint_format=True)  # type: ignore[attr-defined]
-        return len(names)
 
     def zppo_param_checksum(self) -> float:
         """Sum of |params| of this rank's model: a cheap "did the weights change" probe for tests/health."""
@@ -118,6 +115,3 @@ class WeightSyncExtension:
         model = self.model_runner.get_model()  # type: ignore[attr-defined]
         with torch.no_grad():
             return float(sum(p.detach().float().abs().sum().item() for p in model.parameters()))
-
-
-# ------------------------------------------------------------------------------- GPU path (trainer side)

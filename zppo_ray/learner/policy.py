@@ -28,7 +28,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 # Logprob of a padded teacher top-k slot: zero mass after exp() yet finite, so no gradient turns NaN.
 TOPK_PAD_LOGPROB = -1e4
-# Elements gathered at once when exporting ZeRO-3 weights: bounds the transient full-precision copy.
-EXPORT_BUCKET_NUMEL = 256 * 1024 * 1024
+# Bytes gathered at once when exporting ZeRO-3 weights to a checkpoint: bounds the transient copy.
+EXPORT_BUCKET_BYTES = 1 << 30
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
@@ -424,42 +424,39 @@ class PolicyLearner:
 
     # ------------------------------------------------------------------------------------------ weights
 
-    def export_weights(self) -> dict[str, torch.Tensor] | None:
-        """The full HF-named state dict on rank 0 (None elsewhere); collective under ZeRO-3.
+    def weight_sizes(self) -> list[tuple[str, int]]:
+        """(HF name, bytes) of every tensor a push sends, in model order; tied weights under every name
+        (`lm_head.weight` next to `model.embed_tokens.weight`): a consumer that skips a missing lm_head
+        keeps a stale one (stack.md). Full sizes, also under ZeRO-3 (`ds_numel`)."""
+        return [(name, int(getattr(t, "ds_numel", t.numel())) * t.element_size())
+                for name, t in self.engine.module.state_dict(keep_vars=True).items()]
 
-        Tied weights are listed under every name (`lm_head.weight` next to `model.embed_tokens.weight`):
-        a consumer that skips a missing lm_head keeps a stale one (stack.md). Each entry is its own
-        contiguous CPU tensor, so safetensors accepts the dict and later steps cannot alias it.
-        """
-        module = self.engine.module
-        named = module.state_dict(keep_vars=True)
-        unique: dict[int, torch.Tensor] = {}
-        for t in named.values():
-            unique.setdefault(id(t), t)
-        copies: dict[int, torch.Tensor] = {}
-        for bucket in _buckets(list(unique.values()), EXPORT_BUCKET_NUMEL):
-            params = [t for t in bucket if hasattr(t, "ds_id")]
+    def weight_buckets(self, max_bytes: int, device: str | torch.device = "cpu"
+                       ) -> Iterator[dict[str, torch.Tensor] | None]:
+        """The full weights, one bucket (`zppo_ray.weights.buckets.plan_buckets`) at a time; collective
+        under ZeRO-3 (every rank must iterate to the end, in step). Rank 0 gets each bucket as its own
+        contiguous copies on `device` (so a later optimizer step cannot alias them); other ranks get None
+        and hold no copy. Only one bucket is gathered at a time: the transient memory is one bucket."""
+        from zppo_ray.weights.buckets import plan_buckets
+
+        named = self.engine.module.state_dict(keep_vars=True)
+        for names in plan_buckets(self.weight_sizes(), max_bytes):
+            unique = list({id(named[n]): named[n] for n in names}.values())
+            params = [t for t in unique if hasattr(t, "ds_id")]
             gather = self.zero3 and params  # attribute access: `from deepspeed.zero import` fails in 0.19.8
             with self._ds.zero.GatheredParameters(params, modifier_rank=None) if gather else nullcontext():
-                if self.rank == 0:
-                    for t in bucket:
-                        copies[id(t)] = t.detach().to("cpu", copy=True).contiguous()
-        if self.rank != 0:
-            return None
-        out, seen = {}, set()
-        for name, t in named.items():
-            out[name] = copies[id(t)].clone() if id(t) in seen else copies[id(t)]
-            seen.add(id(t))
-        return out
+                out = ({n: named[n].detach().to(device, copy=True).contiguous() for n in names}
+                       if self.rank == 0 else None)
+            yield out
 
-    def export_safetensors(self) -> bytes | None:
-        """export_weights() serialised with safetensors (what vLLM's collective_rpc can carry); collective."""
-        weights = self.export_weights()
-        if weights is None:
-            return None
-        from safetensors.torch import save
-
-        return save(weights)
+    def export_weights(self) -> dict[str, torch.Tensor] | None:
+        """The full HF-named state dict on rank 0 (None elsewhere); collective. For checkpoints and tests:
+        a weight push streams `weight_buckets` instead and never holds the whole model."""
+        out: dict[str, torch.Tensor] = {}
+        for bucket in self.weight_buckets(EXPORT_BUCKET_BYTES):
+            if bucket is not None:
+                out.update(bucket)
+        return out if self.rank == 0 else None
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
@@ -500,18 +497,3 @@ class PolicyLearner:
         AutoTokenizer.from_pretrained(self.model_path).save_pretrained(out)
         if self.vision is not None:  # the processor's image side travels with the model
             self.vision.image_processor.save_pretrained(out)
-
-
-def _buckets(tensors: list[torch.Tensor], max_numel: int) -> list[list[torch.Tensor]]:
-    """Consecutive groups of at most `max_numel` elements (a single bigger tensor gets its own group)."""
-    out, cur, size = [], [], 0
-    for t in tensors:
-        n = getattr(t, "ds_numel", t.numel())
-        if cur and size + n > max_numel:
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(t)
-        size += n
-    if cur:
-        out.append(cur)
-    return out

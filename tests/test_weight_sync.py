@@ -1,0 +1,348 @@
+"""The weight sync (zppo_ray/weights): bucket planning, and the push protocol of both transports on a real
+local Ray cluster with fake engine actors and fake learners (the sync and the pool are the units under test).
+The real learner and engines stream buckets in tests/test_learner.py, test_engine.py and the slow end-to-end
+test at the bottom of this file."""
+
+import time
+
+import pytest
+import ray
+
+from zppo_ray.actors.health import State
+from zppo_ray.actors.rollout import RolloutPool, WeightPushError
+from zppo_ray.errors import boundary
+from zppo_ray.types import GenRequest, Sample
+from zppo_ray.weights.buckets import layer_groups, layer_key, plan_buckets
+
+# ------------------------------------------------------------------------------------------- buckets
+
+NAMES = ["model.embed_tokens.weight", "model.layers.0.q.weight", "model.layers.0.mlp.weight",
+         "model.layers.1.q.weight", "model.layers.1.mlp.weight", "model.norm.weight", "lm_head.weight"]
+
+
+def test_layer_keys_take_the_outermost_index():
+    assert layer_key("model.layers.3.mlp.experts.7.w1") == ("model.layers", 3)
+    assert layer_key("visual.blocks.0.attn.qkv.weight") == ("visual.blocks", 0)
+    assert layer_key("lm_head.weight") is None
+    assert layer_groups(NAMES) == [NAMES[:1], NAMES[1:3], NAMES[3:]]  # the head travels with the last layer
+
+
+def test_buckets_merge_whole_layers_up_to_the_budget():
+    sizes = list(zip(NAMES, [40, 10, 20, 10, 20, 1, 40]))
+    assert plan_buckets(sizes, 1000) == [NAMES]
+    assert plan_buckets(sizes, 70) == [NAMES[:3], NAMES[3:]]  # 70 = embeddings + layer 0
+    # a layer never splits; one bigger than the budget is a bucket of its own
+    assert plan_buckets(sizes, 25) == [NAMES[:1], NAMES[1:3], NAMES[3:]]
+    assert [n for b in plan_buckets(sizes, 1) for n in b] == NAMES
+    with pytest.raises(ValueError, match="positive"):
+        plan_buckets(sizes, 0)
+    with pytest.raises(ValueError, match="duplicate"):
+        plan_buckets(sizes + sizes[:1], 100)
+
+
+# ------------------------------------------------------------------------- fakes around the real pool
+
+
+@ray.remote(num_cpus=0)
+class FakeEngine:
+    """Records the push calls it gets; `fail` makes one verb raise once (an engine error, not a death)."""
+
+    def __init__(self, name, fail=None):
+        self.name, self.v, self.log, self.fail = name, 0, [], fail
+
+    def version(self):
+        return self.v
+
+    def health(self):
+        return {"name": self.name, "version": self.v}
+
+    def shutdown(self):
+        pass
+
+    def calls(self):
+        return self.log
+
+    def _note(self, verb, arg=None):
+        self.log.append((verb, arg))
+        if self.fail == verb:
+            self.fail = None
+            raise RuntimeError(f"{verb} broke on {self.name}")
+
+    @boundary("fake")
+    def begin_weights(self, names):
+        self._note("begin", len(names))
+        return len(names)
+
+    @boundary("fake")
+    def load_bucket(self, blob):
+        assert isinstance(blob, bytes)  # the object-store reference was resolved in this process
+        self._note("bucket", blob.decode())
+        return 1
+
+    @boundary("fake")
+    def weight_transfer(self, method, payload=None):
+        self._note(method, payload)
+
+    def commit_weights(self, version):
+        self.log.append(("commit", version))
+        self.v = version
+        return version
+
+    def generate(self, requests, sampling):
+        return [[Sample([1], [2], [0.0], self.name, "stop", self.v)] * r.n for r in requests]
+
+
+def _pool(n, fail=None, tp=1):
+    made = []
+
+    def start(i):
+        h = FakeEngine.remote(f"w{i}-{len(made)}", fail if len(made) < n else None)
+        made.append(h)
+        return h, None
+
+    return RolloutPool([start(i)[0] for i in range(n)], factory=start, max_restarts=2, tp=tp), made
+
+
+def _kill(handle):
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the killed actor is still answering")
+
+
+def _wait_healthy(pool, n, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while len(pool.replicas.fleet.serving()) < n:
+        assert time.monotonic() < deadline, pool.replicas.fleet.counts()
+        pool.replicas.maintain(block_s=0.5)
+
+
+class FakeLearner:
+    """LearnerGroup's weight side: three buckets per push, put into the object store (by rank 0 in a run);
+    `between(k)` runs after bucket k was handed out (to kill a worker mid-push)."""
+
+    SIZES = [("model.embed_tokens.weight", 4), ("model.layers.0.w", 4), ("lm_head.weight", 4)]
+
+    def __init__(self):
+        self.weights_version, self.streams, self.between = 0, 0, lambda k: None
+
+    def weight_sizes(self):
+        return self.SIZES
+
+    def stream_weights(self, max_bytes):
+        self.streams += 1
+        for k in range(3):
+            yield ray.put(f"b{k}".encode())
+            self.between(k)
+
+    def raise_if_lost(self, what):
+        pass
+
+    def train(self):
+        self.weights_version = None
+
+
+def _object_store(pool, learner):
+    from zppo_ray.weights.object_store import ObjectStoreSync
+
+    sync = ObjectStoreSync(bucket_bytes=8)
+    sync.init(learner, pool)
+    return sync
+
+
+PUSH_CALLS = [("begin", 3), ("bucket", "b0"), ("bucket", "b1"), ("bucket", "b2")]
+
+
+def test_object_store_push_begins_streams_every_bucket_then_commits_on_every_worker(ray_cluster):
+    pool, made = _pool(2)
+    learner = FakeLearner()
+    sync = _object_store(pool, learner)
+    try:
+        learner.train()
+        report = sync.push(1)
+        assert report.bytes == 12 and report.buckets == 3 and pool.version == 1 and learner.weights_version == 1
+        for h in made:
+            assert ray.get(h.calls.remote()) == [*PUSH_CALLS, ("commit", 1)]
+        with pytest.raises(ValueError, match="must exceed"):
+            sync.push(1)
+        assert {s.version for g in pool.generate([GenRequest("p", n=2)], {}) for s in g} == {1}
+        sync.push(1, rollback=True)  # resuming from a checkpoint may repeat or lower the version
+    finally:
+        sync.shutdown()
+        pool.shutdown(grace_s=1.0)
+
+
+def test_a_worker_killed_mid_push_is_replaced_and_loads_the_weights_before_it_serves(ray_cluster):
+    pool, made = _pool(2)
+    learner = FakeLearner()
+    sync = _object_store(pool, learner)
+    try:
+        learner.between = lambda k: _kill(made[1]) if k == 1 else None
+        learner.train()
+        sync.push(1)  # worker 1 died after two of three buckets: written off, worker 0 commits alone
+        assert ray.get(made[0].calls.remote())[-1] == ("commit", 1) and pool.version == 1
+        assert pool.replicas.fleet[1].state is State.DEAD  # written off; replaced at the pool's next upkeep
+        learner.between = lambda k: None
+        _wait_healthy(pool, 2)  # the replacement streams the learner's weights (still version 1), then serves
+        assert ray.get(made[2].calls.remote()) == [*PUSH_CALLS, ("commit", 1)]
+        out = pool.generate([GenRequest(f"p{i}", n=1) for i in range(4)], {})
+        assert {s.version for g in out for s in g} == {1} and {g[0].text for g in out} == {"w0-0", "w1-2"}
+    finally:
+        sync.shutdown()
+        pool.shutdown(grace_s=1.0)
+
+
+def test_a_replacement_waits_for_the_next_push_once_the_learner_moved_on(ray_cluster):
+    pool, made = _pool(2)
+    learner = FakeLearner()
+    sync = _object_store(pool, learner)
+    try:
+        learner.train()
+        sync.push(1)
+        learner.train()  # the learner holds unpushed weights: they are not version 1
+        _kill(made[1])
+        pool.generate([GenRequest(f"p{i}", n=1) for i in range(4)], {})  # notices the death; worker 0 answers
+        deadline = time.monotonic() + 30
+        while pool.replicas.fleet[1].state is not State.STALE:
+            assert time.monotonic() < deadline, pool.replicas.fleet.counts()
+            pool.replicas.maintain(block_s=0.5)
+        assert learner.streams == 1 and ray.get(made[2].calls.remote()) == []  # stale, not served from
+        sync.push(2)  # the push includes the stale slot
+        assert ray.get(made[2].calls.remote()) == [*PUSH_CALLS, ("commit", 2)]
+        assert pool.replicas.fleet[1].state is State.HEALTHY
+    finally:
+        sync.shutdown()
+        pool.shutdown(grace_s=1.0)
+
+
+def test_a_failed_bucket_leaves_the_pool_refusing_to_serve_until_a_push_succeeds(ray_cluster):
+    pool, made = _pool(2, fail="bucket")
+    learner = FakeLearner()
+    sync = _object_store(pool, learner)
+    try:
+        with pytest.raises(WeightPushError, match="load_bucket failed on rollout-"):
+            sync.push(1)
+        assert pool.version == 0 and learner.weights_version == 0
+        assert all(("commit", 1) not in ray.get(h.calls.remote()) for h in made)  # nobody committed
+        with pytest.raises(WeightPushError, match="not serving"):
+            pool.generate([GenRequest("p", n=1)], {})
+        sync.push(1)  # the same push again, now without an error
+        assert pool.version == 1 and {s.version for g in pool.generate([GenRequest("p", n=2)], {}) for s in g} == {1}
+    finally:
+        sync.shutdown()
+        pool.shutdown(grace_s=1.0)
+
+
+# ------------------------------------------------------------------- the GPU path's control plane
+
+
+class TransferLearner(FakeLearner):
+    """LearnerGroup's GPU side with vLLM's real trainer-side NCCL engine, minus the CUDA broadcast: what
+    `zppo_ray.weights.vllm_transfer.connect` builds on rank 0, driving our EngineFanout client."""
+
+    def __init__(self):
+        super().__init__()
+        self.engine, self.events = None, []
+
+    def connect_weight_transfer(self, backend, engines, worlds, bucket_bytes, timeout_s):
+        from vllm.distributed.weight_transfer.nccl_common import NCCLWeightTransferInitInfo, worker_init_payload
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerWeightTransferEngine
+
+        from zppo_ray.weights.vllm_transfer import EngineFanout
+
+        class NoCuda(NCCLTrainerWeightTransferEngine):
+            def _broadcast(self, source, meta):
+                list(source)
+
+            def _post_send_sync(self):
+                pass
+
+        client = EngineFanout(engines, worlds, timeout_s)
+        # what NCCLTrainerWeightTransferEngine.trainer_init sends before opening its endpoint
+        client.init_weight_transfer_engine(worker_init_payload(NCCLWeightTransferInitInfo(
+            master_address="10.0.0.1", master_port=29500, rank_offset=1, world_size=client.world_size)))
+        self.engine = NoCuda(client=client, source=_Source(), is_sender=True)
+        self.events.append(("connect", len(engines)))
+
+    def send_weights(self):
+        self.engine.send_weights()
+
+    def close_weight_transfer(self):
+        self.events.append(("close",))
+        self.engine = None
+
+
+def _Source():
+    import torch
+    from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
+
+    class Source(WeightSource):
+        def metadata(self):
+            return [ParamMeta("lm_head.weight", torch.float32, (2, 2))]
+
+        def __iter__(self):
+            yield "lm_head.weight", torch.zeros(2, 2)
+
+    return Source()
+
+
+def _methods(h):
+    return [m for m, _ in ray.get(h.calls.remote())]
+
+
+ONE_PUSH = ["start_weight_update", "update_weights", "finish_weight_update", "commit"]
+
+
+def test_gpu_transfer_connects_once_with_a_rank_range_per_engine_then_pushes_in_vllms_order(ray_cluster):
+    from zppo_ray.weights.vllm_transfer import VllmTransferSync
+
+    pool, made = _pool(2, tp=2)
+    learner = TransferLearner()
+    sync = VllmTransferSync("nccl", bucket_bytes=8, timeout_s=30)
+    sync.init(learner, pool)
+    try:
+        sync.push(1)
+        sync.push(2)
+        init = [p for h in made for m, p in ray.get(h.calls.remote()) if m == "init_weight_transfer_engine"]
+        assert [p["rank_offset"] for p in init] == [1, 3] and {p["world_size"] for p in init} == {5}
+        for h in made:
+            assert _methods(h) == ["init_weight_transfer_engine", *ONE_PUSH, *ONE_PUSH]
+            assert [p for m, p in ray.get(h.calls.remote()) if m == "commit"] == [1, 2]
+        names = [p["names"] for m, p in ray.get(made[0].calls.remote()) if m == "update_weights"]
+        assert names == [["lm_head.weight"]] * 2 and pool.version == 2 and learner.events == [("connect", 2)]
+    finally:
+        sync.shutdown()
+        pool.shutdown(grace_s=1.0)
+
+
+def test_gpu_transfer_failure_breaks_the_pool_and_membership_changes_reconnect(ray_cluster):
+    from zppo_ray.weights.vllm_transfer import VllmTransferSync
+
+    pool, made = _pool(2, fail="update_weights")
+    learner = TransferLearner()
+    sync = VllmTransferSync("nccl", bucket_bytes=8, timeout_s=30)
+    sync.init(learner, pool)
+    try:
+        with pytest.raises(RuntimeError, match="update_weights failed on engine 0"):
+            sync.push(1)
+        assert pool.version == 0 and learner.events == [("connect", 2), ("close",)]
+        assert "commit" not in _methods(made[1]) and _methods(made[1])[-1] == "shutdown_weight_transfer_engine"
+        with pytest.raises(WeightPushError, match="not serving"):
+            pool.generate([GenRequest("p", n=1)], {})
+        sync.push(1)  # a failed group is never reused: connect again
+        assert pool.version == 1 and learner.events[-1] == ("connect", 2)
+        _kill(made[0])
+        pool.generate([GenRequest(f"p{i}", n=1) for i in range(4)], {})
+        _wait_healthy(pool, 2)  # the replacement changed the membership: a group of it alone, version 1
+        assert learner.events[-2:] == [("close",), ("connect", 1)]
+        assert _methods(made[2]) == ["init_weight_transfer_engine", *ONE_PUSH]
+        sync.push(2)
+        assert learner.events[-2:] == [("close",), ("connect", 2)] and pool.versions() == [2, 2]
+    finally:
+        sync.shutdown()
+        pool.shutdown(grace_s=1.0)

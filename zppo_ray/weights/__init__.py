@@ -1,0 +1,57 @@
+"""Learner → rollout weight sync: one interface, two transports, chosen by `rollout.weight_sync`.
+
+    object_store   the CPU path (and any machine): the learner's rank 0 gathers one bucket of layers at a
+                   time (`zppo_ray.weights.buckets`), puts it into Ray's object store from its own process,
+                   and every rollout worker loads it through vLLM's layer-wise reload before the next
+                   bucket exists. The driver only passes object references and versions.
+    nccl / ipc     the GPU path: vLLM's native weight transfer (NCCL broadcast from the learner's rank 0
+                   to every engine worker, or CUDA IPC handles when the engines share the learner's GPUs),
+                   driven by the learner itself; the driver only starts it and commits the version.
+
+Lifecycle of a `WeightSync` (the trainer and zppo_ray/launch.py follow it):
+    1. `make_weight_sync(rollout_cfg)` builds it; nothing is connected yet.
+    2. `init(learner, rollout)` once both groups are up: connects the transport (the NCCL rendezvous on
+       GPU) and registers itself with the pool as the source a replacement worker loads from.
+    3. `push(version)` after every learner phase, with no generate in flight; returns when every serving
+       engine committed `version` (`PushReport`), or raises and leaves the pool refusing to serve until a
+       push succeeds. `rollback=True` allows an older version (resuming from a checkpoint).
+    4. `shutdown()` before either side goes away; after a learner group is rebuilt, `init` again.
+
+Every push streams the learner's *current* weights; a replacement worker therefore loads only while the
+learner still holds the version the pool serves, and otherwise waits (stale, not serving) for the next push.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+WEIGHT_SYNCS = ("object_store", "nccl", "ipc")
+
+
+@dataclass(frozen=True)
+class PushReport:
+    seconds: float  # the push as the pool saw it, begin to last commit
+    bytes: int  # the full weights' size (what every engine received)
+    buckets: int  # transfer units (object-store buckets; 0 where the transport chunks on its own)
+
+
+class WeightSync(Protocol):
+    def init(self, learner: Any, rollout: Any) -> None: ...
+    def push(self, version: int, rollback: bool = False) -> PushReport: ...
+    def shutdown(self) -> None: ...
+
+
+def make_weight_sync(rollout_cfg: Any) -> WeightSync:
+    """The implementation `rollout.weight_sync` names (config checks reject a GPU backend without GPUs)."""
+    kind = rollout_cfg.weight_sync
+    bucket_bytes = int(rollout_cfg.weight_bucket_mb * 2**20)
+    if kind == "object_store":
+        from zppo_ray.weights.object_store import ObjectStoreSync
+
+        return ObjectStoreSync(bucket_bytes)
+    if kind in ("nccl", "ipc"):
+        from zppo_ray.weights.vllm_transfer import VllmTransferSync
+
+        return VllmTransferSync(kind, bucket_bytes, rollout_cfg.request_timeout_s)
+    raise ValueError(f"rollout.weight_sync must be one of {', '.join(WEIGHT_SYNCS)}; got {kind!r}")

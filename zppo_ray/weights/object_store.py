@@ -1,0 +1,69 @@
+"""The CPU weight path: learner rank 0 → Ray object store → every rollout worker, one bucket at a time.
+
+Per push: every worker starts a layer-wise reload of the names the learner will send; the learner ranks
+stream the model bucket by bucket (a Ray streaming generator on each rank: ZeRO-3 gathers are collective,
+rank 0 serialises and yields, the object store holds at most two buckets because of the generator's
+backpressure); each bucket's reference goes to every worker, which fetches it from the learner's node and
+loads it; the reference is dropped before the next bucket is asked for. The pool then commits the version
+on every worker that finished (zppo_ray/actors/rollout.py `update_weights`).
+
+Memory per push, whatever the model size: learner rank 0 holds one gathered bucket and its serialised
+copy; the object store one to two buckets; each worker one bucket (plus the layers vLLM is processing);
+the driver nothing but references.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from zppo_ray.weights import PushReport
+
+
+class ObjectStoreSync:
+    name = "object_store"
+
+    def __init__(self, bucket_bytes: int):
+        if bucket_bytes <= 0:
+            raise ValueError(f"rollout.weight_bucket_mb must be positive, got {bucket_bytes} bytes")
+        self.bucket_bytes = bucket_bytes
+        self.learner: Any = None
+        self.rollout: Any = None
+        self.last_buckets = 0
+
+    def init(self, learner: Any, rollout: Any) -> None:
+        self.learner, self.rollout = learner, rollout
+        sizes = learner.weight_sizes()
+        self.names = [n for n, _ in sizes]
+        self.total_bytes = sum(b for _, b in sizes)
+        rollout.weight_source = self._reload
+
+    def push(self, version: int, rollback: bool = False) -> PushReport:
+        t0 = time.perf_counter()
+        self.rollout.update_weights(version, self._transfer, rollback=rollback)
+        self.learner.weights_version = version
+        return PushReport(time.perf_counter() - t0, self.total_bytes, self.last_buckets)
+
+    def _transfer(self, calls: Any) -> None:
+        """Begin on every worker, then each bucket to every worker still alive (the pool commits)."""
+        calls.each("begin_weights", self.names)
+        n = 0
+        try:
+            for ref in self.learner.stream_weights(self.bucket_bytes):
+                calls.each("load_bucket", ref)
+                n += 1
+        except Exception:
+            self.learner.raise_if_lost("a weight push")  # a dead rank is the learner's failure, not the pool's
+            raise
+        self.last_buckets = n
+
+    def _reload(self, slot: int) -> bool | None:
+        """A replacement worker: stream the learner's weights to it alone, if they are the pool's version."""
+        if self.learner is None or self.learner.weights_version != self.rollout.version:
+            return None
+        return self.rollout.reload_slot(slot, self._transfer)
+
+    def shutdown(self) -> None:
+        if self.rollout is not None:
+            self.rollout.weight_source = None
+        self.learner = self.rollout = None
