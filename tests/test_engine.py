@@ -291,7 +291,9 @@ def test_teacher_group(ray_session, models):
     from zppo_ray.config import ModelConfig, TeacherConfig
     from zppo_ray.rewards import grade_judged
 
-    cfg = TeacherConfig(model=ModelConfig(path=models["teacher"], max_model_len=MAX_LEN), num_replicas=1,
+    # the untrained tiny models' 300-token vocabulary spells the judge prompt in ~600 tokens
+    max_len = MAX_LEN if models["kind"] == "toy world" else 1024
+    cfg = TeacherConfig(model=ModelConfig(path=models["teacher"], max_model_len=max_len), num_replicas=1,
                         judge_max_tokens=32, request_timeout_s=120.0)
     group = TeacherGroup.create(cfg)
     try:

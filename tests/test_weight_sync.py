@@ -346,3 +346,72 @@ def test_gpu_transfer_failure_breaks_the_pool_and_membership_changes_reconnect(r
     finally:
         sync.shutdown()
         pool.shutdown(grace_s=1.0)
+
+
+# --------------------------------------------------------------- the real thing: learner → two engines
+
+
+@pytest.mark.slow
+def test_a_real_bucketed_push_with_a_worker_killed_mid_push_serves_only_the_new_weights(ray_cluster, tmp_path):
+    """A DeepSpeed learner group and two vLLM workers: one training step, then a push in three buckets
+    during which worker 1 is killed. Worker 0 commits; worker 1's replacement streams the learner's weights
+    before it serves; every sample then equals transformers' greedy decoding of the learner's weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from zppo_ray.actors.learner import LearnerGroup
+    from zppo_ray.config import AlgoConfig, LearnerConfig, ModelConfig, RolloutConfig
+    from zppo_ray.types import TrainItem
+    from zppo_ray.weights.object_store import ObjectStoreSync
+    from zppo_ray.worlds.toy.models import Arch, build_model
+    from zppo_ray.worlds.toy.tokenizer import build_tokenizer
+
+    corpus = [f"What is {a} + {b}? {a + b}" for a in range(30) for b in range(30)] + ["user assistant system"] * 30
+    tok = build_tokenizer(corpus, vocab_size=300)
+    build_model(Arch(64, 2, 2, 1, 128), tok, 512, seed=0).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    learner = LearnerGroup(str(tmp_path), LearnerConfig(lr=3e-3, weight_decay=0.0), AlgoConfig())
+    pool = RolloutPool.create(RolloutConfig(num_workers=2, max_restarts=1), ModelConfig(path=str(tmp_path), max_model_len=256))
+    sync = ObjectStoreSync(bucket_bytes=100_000)  # embeddings, layer 0, layer 1 with the head: three buckets
+    sync.init(learner, pool)
+    try:
+        probes = [GenRequest(f"What is {i} + {2 * i}?", n=1) for i in range(8)]
+        before = [g[0].completion_ids for g in pool.generate(probes, {"temperature": 0.0, "max_tokens": 12})]
+        prompts = [GenRequest(f"What is {i} + {i + 3}?", n=4) for i in range(4)]
+        groups = pool.generate(prompts, {"temperature": 1.0, "max_tokens": 12, "seed": 3})
+        learner.train_minibatch([TrainItem(prompt_ids=s.prompt_ids, completion_ids=s.completion_ids,
+                                           advantage=(-1.0) ** j, old_logprobs=s.logprobs)
+                                 for g in groups for j, s in enumerate(g)])
+        stream, streamed = learner.stream_weights, []
+
+        def killing_stream(max_bytes):  # worker 1 dies once the first bucket landed everywhere
+            for k, ref in enumerate(stream(max_bytes)):
+                streamed.append(k)
+                yield ref
+                if k == 0:
+                    _kill(pool.workers[1])
+
+        learner.stream_weights = killing_stream
+        report = sync.push(1)
+        learner.stream_weights = stream
+        assert streamed == [0, 1, 2] and report.buckets == 3 and pool.version == 1
+        assert pool.replicas.fleet[1].state is State.DEAD
+        _wait_healthy(pool, 2, timeout=300)
+        assert pool.versions() == [1, 1]
+
+        hf = AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32)
+        hf.load_state_dict(learner.export_weights())
+        greedy = pool.generate(probes, {"temperature": 0.0, "max_tokens": 12})
+        assert [g[0].completion_ids for g in greedy] != before  # the step changed what the engines say
+        with torch.no_grad():
+            for g in greedy:
+                s = g[0]
+                ids = torch.tensor([s.prompt_ids])
+                out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                assert s.version == 1 and s.completion_ids == out[0, ids.shape[1]:].tolist()
+        assert {h["name"] for h in pool.health()} == {"rollout-0", "rollout-1"}
+    finally:
+        sync.shutdown()
+        pool.shutdown()
+        learner.shutdown()
