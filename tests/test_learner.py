@@ -398,3 +398,17 @@ def test_two_ranks_equal_one_rank(model_dir, ray_group, tmp_path):
     weights_close(ray_group.export_weights(), saved, atol=0)
     ray_group.save_hf(str(tmp_path / "hf"))
     weights_close(load_file(str(tmp_path / "hf" / "model.safetensors")), saved, atol=0)
+
+
+def test_the_gpu_transfer_source_declares_exactly_what_it_yields(model_dir):
+    """vLLM sizes its receive buffers from `metadata()` and trusts iteration to match it element for element
+    (zppo_ray/weights/vllm_transfer.py): names, dtypes and shapes, bucket by bucket, in one order."""
+    from zppo_ray.weights.vllm_transfer import learner_source
+
+    learner = make_learner(model_dir)
+    source = learner_source(learner, bucket_bytes=50_000)
+    meta = source.metadata()
+    pairs = list(source)
+    assert [(m.name, m.dtype, tuple(m.shape)) for m in meta] == [(n, t.dtype, tuple(t.shape)) for n, t in pairs]
+    assert "lm_head.weight" in {m.name for m in meta}
+    assert [names for names, _ in source.iter_groups()] == [g for g in source.groups()]  # vLLM's own grouping agrees

@@ -98,7 +98,8 @@ def start_learner(cfg, student_path: str):
     from zppo_ray.actors.learner import LearnerGroup
 
     return LearnerGroup(student_path, cfg.learner, cfg.algo, seed=cfg.trainer.seed,
-                        trust_remote_code=cfg.student.trust_remote_code)
+                        trust_remote_code=cfg.student.trust_remote_code, resources=dict(cfg.placement.learner),
+                        strategy=cfg.placement.learner_strategy)
 
 
 def start_buffer(cfg, run_dir: Path):
@@ -109,7 +110,8 @@ def start_buffer(cfg, run_dir: Path):
 
     def start():
         # its own stream: sharing the trainer's seed would correlate replay draws with BCQ choices
-        return ReplayBufferActor.remote(cfg.buffer, derive_seed(cfg.trainer.seed, "buffer"), live)
+        return ReplayBufferActor.options(resources=dict(cfg.placement.buffer)).remote(
+            cfg.buffer, derive_seed(cfg.trainer.seed, "buffer"), live)
 
     def last_checkpoint_buffer() -> str | None:
         d = ckpt.latest(run_dir)
@@ -129,12 +131,14 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
         learner = start_learner(cfg, student_path)
         bar.update()
         bar.set_postfix_str("rollout (vLLM)")
-        rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path)
+        rollout = RolloutPool.create(cfg.rollout, cfg.student, model_path=student_path,
+                                     resources=dict(cfg.placement.rollout))
         bar.update()
         teacher = None
         if uses_teacher:
             bar.set_postfix_str("teacher (vLLM)")
-            teacher = TeacherGroup.create(cfg.teacher, model_path=teacher_path, templates=cfg.templates)
+            teacher = TeacherGroup.create(cfg.teacher, model_path=teacher_path, templates=cfg.templates,
+                                          resources=dict(cfg.placement.teacher))
             bar.update()
         buffer = start_buffer(cfg, run_dir) if cfg.algo.use_buffer else None
         bar.update(buffer is not None)

@@ -27,28 +27,40 @@ def engine_kwargs(model_cfg: Any, *, tp: int, seed: int, kv_cache_gib: float, gp
                 max_num_seqs=max_num_seqs, trust_remote_code=model_cfg.trust_remote_code, **extra)
 
 
-def actor_options(num_cpus: float, num_gpus: int, tp: int) -> tuple[dict, Any]:
+def actor_options(num_cpus: float, num_gpus: int, tp: int, resources: dict | None = None) -> tuple[dict, Any]:
     """Ray options for an engine actor, and the placement group it owns (None if none).
 
-    TP > 1 on GPU: vLLM's Ray executor (engine kwarg distributed_executor_backend="ray", see
-    `gpu_tp_engine_kwargs`) places its TP workers in the actor's *current* placement group, so the actor
-    reserves `tp` GPU bundles, sits in bundle 0 holding no GPU itself, and captures child tasks.
-    UNTESTED here (no GPU). On CPU, TP > 1 uses vLLM's own multiprocessing inside the actor.
+    `resources`: custom Ray resources every actor of the role (every bundle, for TP > 1) asks for: they pin
+    the role to the nodes that offer them (`placement` in the config; KubeRay worker groups declare them).
+
+    TP > 1 reserves one bundle per tensor-parallel shard and the actor sits in bundle 0, capturing child
+    tasks, on GPU and CPU alike:
+    * GPU: vLLM's Ray executor (`distributed_executor_backend="ray"`, see `tp_engine_kwargs`) places its TP
+      workers in the actor's *current* placement group, so the actor holds no GPU itself and the bundles may
+      sit on several nodes (PACK). UNTESTED here (no GPU).
+    * CPU: vLLM refuses its Ray executor there ("current platform cpu does not support ray."), so the TP
+      workers are the actor's own processes (`"mp"`): the bundles reserve their cores on the actor's node
+      (STRICT_PACK). Run here with TP = 2 (tests/test_cluster.py).
     """
-    if num_gpus and tp > 1:
+    extra = dict(resources or {})
+    if tp > 1:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        pg = placement_group([{"GPU": 1, "CPU": num_cpus}] * tp, strategy="PACK")
+        bundle = {"CPU": num_cpus, **({"GPU": 1} if num_gpus else {}), **extra}
+        pg = placement_group([dict(bundle) for _ in range(tp)], strategy="PACK" if num_gpus else "STRICT_PACK")
         strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0,
                                                     placement_group_capture_child_tasks=True)
-        return dict(num_cpus=num_cpus, num_gpus=0, scheduling_strategy=strategy), pg
-    return dict(num_cpus=num_cpus, num_gpus=num_gpus), None
+        return dict(num_cpus=num_cpus, num_gpus=0, resources=extra, scheduling_strategy=strategy), pg
+    return dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=extra), None
 
 
-def gpu_tp_engine_kwargs(num_gpus: int, tp: int) -> dict:
-    """Extra engine kwargs matching `actor_options`: Ray executor for TP > 1 on GPU."""
-    return {"distributed_executor_backend": "ray"} if num_gpus and tp > 1 else {}
+def tp_engine_kwargs(num_gpus: int, tp: int) -> dict:
+    """Extra engine kwargs matching `actor_options`: vLLM's Ray executor for TP > 1 on GPU, its process
+    executor on CPU (inside a Ray actor vLLM would otherwise pick Ray, which refuses the CPU platform)."""
+    if tp <= 1:
+        return {}
+    return {"distributed_executor_backend": "ray" if num_gpus else "mp"}
 
 
 class EngineActor:

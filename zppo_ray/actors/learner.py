@@ -121,11 +121,12 @@ class LearnerGroup:
     """`learner_cfg.num_ranks` data-parallel ranks; one method call = one collective call on every rank."""
 
     def __init__(self, model_path: str, learner_cfg, algo_cfg, seed: int = 0, ready_timeout_s: float = 600.0,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, resources: dict | None = None, strategy: str = "PACK"):
+        """`resources` / `strategy`: the config's placement.learner / placement.learner_strategy."""
         self.num_ranks = n = int(learner_cfg.num_ranks)
         cpus, gpus = float(learner_cfg.cpus_per_rank), float(learner_cfg.gpus_per_rank)
-        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-        self._pg = placement_group([dict(bundle) for _ in range(n)], strategy="PACK")
+        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {}), **(resources or {})}
+        self._pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
         ray.get(self._pg.ready(), timeout=ready_timeout_s)
         self.actors = [
             LearnerActor.options(

@@ -37,8 +37,8 @@ from zppo_ray.actors.engine_actor import (
     EngineActor,
     actor_options,
     engine_kwargs,
-    gpu_tp_engine_kwargs,
     sampling_kwargs,
+    tp_engine_kwargs,
 )
 from zppo_ray.actors.health import State
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet, balanced_split
@@ -172,21 +172,24 @@ class RolloutPool:
         self.replicas.reload = self._reload
 
     @classmethod
-    def create(cls, rollout_cfg: Any, model_cfg: Any, model_path: str | None = None) -> RolloutPool:
-        """Start `rollout_cfg.num_workers` workers (model_path overrides model_cfg.path, e.g. a resolved toy dir)."""
+    def create(cls, rollout_cfg: Any, model_cfg: Any, model_path: str | None = None,
+               resources: dict | None = None) -> RolloutPool:
+        """Start `rollout_cfg.num_workers` workers (model_path overrides model_cfg.path, e.g. a resolved toy dir;
+        `resources`: the config's placement.rollout)."""
         path = model_path or model_cfg.path
         if is_world_alias(path):
             raise ValueError(f"model path {path!r} is a world alias: pass the world's model directory as model_path")
 
         def start(i: int) -> tuple[Any, Any]:
-            opts, pg = actor_options(rollout_cfg.cpus_per_worker, rollout_cfg.gpus_per_worker, rollout_cfg.tp)
+            opts, pg = actor_options(rollout_cfg.cpus_per_worker, rollout_cfg.gpus_per_worker, rollout_cfg.tp,
+                                     resources)
             kw = engine_kwargs(model_cfg, tp=rollout_cfg.tp, seed=rollout_cfg.seed + i,
                                kv_cache_gib=rollout_cfg.kv_cache_gib,
                                gpu_memory_utilization=rollout_cfg.gpu_memory_utilization,
                                max_num_seqs=rollout_cfg.max_num_seqs,
                                enable_sleep_mode=bool(rollout_cfg.colocate_with_learner),
                                weight_transfer=None if rollout_cfg.weight_sync == "object_store" else rollout_cfg.weight_sync,
-                               **gpu_tp_engine_kwargs(rollout_cfg.gpus_per_worker, rollout_cfg.tp))
+                               **tp_engine_kwargs(rollout_cfg.gpus_per_worker, rollout_cfg.tp))
             return RolloutWorker.options(**opts).remote(str(path), kw, f"rollout-{i}"), pg
 
         started = [start(i) for i in range(rollout_cfg.num_workers)]

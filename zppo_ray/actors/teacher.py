@@ -23,7 +23,7 @@ from typing import Any, Callable
 import ray
 
 from zppo_ray import sampling
-from zppo_ray.actors.engine_actor import EngineActor, actor_options, engine_kwargs, gpu_tp_engine_kwargs
+from zppo_ray.actors.engine_actor import EngineActor, actor_options, engine_kwargs, tp_engine_kwargs
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet
 from zppo_ray.algo.compression import cap_candidate, summary_rejection
 from zppo_ray.algo.reformulate import Templates, build_compression_prompt, build_judge_prompt, summary_of
@@ -160,19 +160,21 @@ class TeacherGroup:
         self.request_timeout_s = float(request_timeout_s)
 
     @classmethod
-    def create(cls, teacher_cfg: Any, model_path: str | None = None,
-               templates: Templates | None = None) -> TeacherGroup:
+    def create(cls, teacher_cfg: Any, model_path: str | None = None, templates: Templates | None = None,
+               resources: dict | None = None) -> TeacherGroup:
+        """Start `teacher_cfg.num_replicas` replicas (`resources`: the config's placement.teacher)."""
         path = model_path or teacher_cfg.model.path
         if is_world_alias(path):
             raise ValueError(f"model path {path!r} is a world alias: pass the world's model directory as model_path")
 
         def start(i: int) -> tuple[Any, Any]:
-            opts, pg = actor_options(teacher_cfg.cpus_per_replica, teacher_cfg.gpus_per_replica, teacher_cfg.tp)
+            opts, pg = actor_options(teacher_cfg.cpus_per_replica, teacher_cfg.gpus_per_replica, teacher_cfg.tp,
+                                     resources)
             kw = engine_kwargs(teacher_cfg.model, tp=teacher_cfg.tp, seed=teacher_cfg.seed + i,
                                kv_cache_gib=teacher_cfg.kv_cache_gib,
                                gpu_memory_utilization=teacher_cfg.gpu_memory_utilization,
                                max_logprobs=max(20, teacher_cfg.topk_logprobs),
-                               **gpu_tp_engine_kwargs(teacher_cfg.gpus_per_replica, teacher_cfg.tp))
+                               **tp_engine_kwargs(teacher_cfg.gpus_per_replica, teacher_cfg.tp))
             return TeacherReplica.options(**opts).remote(str(path), kw, f"teacher-{i}", teacher_cfg.judge_max_tokens,
                                                            templates), pg
 

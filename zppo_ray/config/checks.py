@@ -332,6 +332,7 @@ def _check_gpus(cfg: RunConfig, p: list, available_gpus: int | None) -> None:
                   f"rollout.num_workers × rollout.gpus_per_worker = {rollout_gpus}, "
                   f"learner.num_ranks × learner.gpus_per_rank = {learner_gpus}"))
     _check_weight_sync(r, rollout_gpus, learner_gpus, p)
+    _check_placement(cfg.placement, p)
     total = gpus_required(cfg)
     if available_gpus is not None and total > available_gpus:
         join = "shared with" if r.colocate_with_learner else "+"
@@ -355,6 +356,16 @@ def _check_weight_sync(r, rollout_gpus: int, learner_gpus: int, p: list) -> None
     elif r.weight_sync == "ipc" and not r.colocate_with_learner:
         p.append(("rollout.weight_sync", "ipc shares GPU memory with colocated engines only: set "
                   "rollout.colocate_with_learner or use nccl"))
+
+
+def _check_placement(pl, p: list) -> None:
+    strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+    if pl.learner_strategy not in strategies:
+        p.append(("placement.learner_strategy", f"one of {', '.join(strategies)}, got {pl.learner_strategy!r}"))
+    for role in ("rollout", "teacher", "learner", "buffer"):
+        for name, amount in getattr(pl, role).items():
+            if not amount > 0:
+                p.append((f"placement.{role}.{name}", f"a resource amount > 0, got {amount}"))
 
 
 def gpus_required(cfg: RunConfig) -> int:

@@ -320,6 +320,20 @@ class RayConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Where each role's actors run: custom Ray resources they ask for. A node offers them with
+    `ray start --resources='{"name": n}'` (a KubeRay worker group: rayStartParams.resources), so a role
+    lands only on nodes that have them; empty means anywhere. TP > 1 engines ask in every bundle."""
+
+    rollout: dict[str, float] = field(default_factory=dict)
+    teacher: dict[str, float] = field(default_factory=dict)
+    learner: dict[str, float] = field(default_factory=dict)  # every rank
+    buffer: dict[str, float] = field(default_factory=dict)
+    # the learner ranks' placement group: PACK (fewest nodes), SPREAD, STRICT_PACK (one node), STRICT_SPREAD
+    learner_strategy: str = "PACK"
+
+
+@dataclass
 class RunConfig:
     student: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -336,6 +350,7 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     # Every prompt string (zppo_ray/algo/reformulate.py); defaults: the paper's exact strings (spec §9).
     templates: Templates = field(default_factory=Templates)
 
