@@ -4,12 +4,15 @@
 
 What it does, like a preemptible cluster would:
 
-* starts a Ray head (`ray start --head`) and runs the job as `python -m zppo_ray.main` against it, with
+* starts a Ray head (`ray start --head`; with `--nodes 3` two worker nodes too, each offering its own custom
+  resources that the roles' `placement` asks for) and runs the job as `python -m zppo_ray.main` against it, with
   `trainer.resume=auto`, under a supervisor that reruns the job when it exits (what a RayJob's
   `backoffLimit` or a Kubernetes restart policy does);
 * once the run makes progress, kills a target every few seconds (seeded): a rollout worker, a teacher
   replica, the replay-buffer actor or a learner rank (SIGKILL of the actor's process, found by its Ray
-  process title), or the driver itself (SIGTERM: the preemption notice, which must checkpoint; or SIGKILL).
+  process title), the driver itself (SIGTERM: the preemption notice, which must checkpoint; or SIGKILL),
+  or a whole worker node (`node:b`: its raylet is killed, and a node with the same resources joins 10 s
+  later, as KubeRay replaces a lost worker pod).
   Every target is hit at least once before any is hit twice. Before each kill it waits for a new step, so
   each kill lands on a run that recovered from the previous one;
 * when the run has finished, audits it (`zppo_ray.audit`: every question accounted for, the served stream
@@ -50,6 +53,17 @@ RECOVERY_PATTERNS = {
 }
 
 
+# Three Ray nodes on this machine (--nodes 3, tests/test_cluster.py): the head holds the buffer, node a the
+# tensor-parallel teacher and one learner rank, node b the rollout workers and the other learner rank (ZeRO-3
+# across the two), so losing node b takes a rollout worker and a learner rank with it.
+THREE_NODES = {"head": {"zppo_head": 1}, "a": {"zppo_a": 1, "zppo_learner": 1},
+               "b": {"zppo_b": 1, "zppo_learner": 1}}
+THREE_NODE_CONFIG = ("placement.buffer={zppo_head: 0.01}", "placement.teacher={zppo_a: 0.01}",
+                     "placement.rollout={zppo_b: 0.01}", "placement.learner={zppo_learner: 0.01}",
+                     "placement.learner_strategy=STRICT_SPREAD", "teacher.tp=2", "learner.num_ranks=2",
+                     "learner.zero_stage=3", "rollout.num_workers=2")
+
+
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=24)
@@ -61,6 +75,8 @@ def parse(argv):
     ap.add_argument("--max-reruns", type=int, default=6)
     ap.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     ap.add_argument("--out", default="benchmarks/results/chaos")
+    ap.add_argument("--nodes", type=int, choices=(1, 3), default=1,
+                    help="3: the three-node layout (THREE_NODES, THREE_NODE_CONFIG); targets may then name node:b")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides for the job")
     return ap.parse_args(argv)
 
@@ -71,43 +87,75 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def actor_pids(cls: str, head_pid: int) -> list[int]:
-    """Worker processes of actor class `cls` started by our Ray head (another cluster on the machine, e.g.
+def actor_pids(cls: str, node_pids: list[int]) -> list[int]:
+    """Worker processes of actor class `cls` started by our Ray nodes (another cluster on the machine, e.g.
     the test session's, is left alone)."""
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = p.info.get("cmdline") or []
         if cmd and re.match(rf"ray::{re.escape(cls)}(\.|$| )", cmd[0]):
             try:
-                if any(a.pid == head_pid for a in p.parents()):
+                if any(a.pid in node_pids for a in p.parents()):
                     out.append(p.info["pid"])
             except psutil.NoSuchProcess:
                 pass
     return sorted(out)
 
 
-class RayHead:
-    """`ray start --head --block` in its own process group: stopping it stops this cluster only (never
-    `ray stop`, which would stop every Ray cluster on the machine)."""
+class RayNode:
+    """`ray start [--head] --block` in its own process group, on the loopback address: stopping it stops this
+    node only (never `ray stop`, which would stop every Ray cluster on the machine). A worker node joins the
+    head at `head_port`; `resources` are its custom Ray resources (what a role's `placement` asks for)."""
 
-    def __init__(self, env: dict, log: Path):
-        self.port = _free_port()
+    def __init__(self, env: dict, log: Path, head_port: int | None = None, resources: dict | None = None,
+                 num_cpus: int = 8):
         ray_bin = str(Path(sys.executable).parent / "ray")
-        self.proc = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={self.port}", "--num-cpus=8",
-                                      "--include-dashboard=false", "--disable-usage-stats"],
-                                     env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [ray_bin, "start", "--block", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1",
+               "--disable-usage-stats", f"--resources={json.dumps(resources or {})}"]
+        if head_port is None:
+            self.port = _free_port()
+            cmd += ["--head", f"--port={self.port}", "--include-dashboard=false"]
+        else:
+            self.port = head_port
+            cmd += [f"--address=127.0.0.1:{head_port}"]
+        self.head = head_port is None
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.time() + 120
-        while True:  # the GCS port accepts connections once the head is up
+        while not self._up():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"ray start failed; see {log}")
+            time.sleep(0.5)
+
+    def _up(self) -> bool:
+        if self.raylet_pid() is None:
+            return False
+        if self.head:  # and the GCS port accepts connections
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
             except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"ray start --head failed; see {log}") from None
-                time.sleep(0.5)
+                return False
+        return True
+
+    def raylet_pid(self) -> int | None:
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        return next((c.pid for c in kids if c.name() == "raylet"), None)
+
+    def kill_raylet(self) -> int | None:
+        """What a lost machine looks like to the cluster: its raylet (and with it every worker) gone."""
+        pid = self.raylet_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        return pid
 
     def stop(self) -> None:
-        procs = [self.proc.pid] + [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        try:
+            procs = [self.proc.pid] + [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = [self.proc.pid]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in procs:
                 try:
@@ -120,6 +168,35 @@ class RayHead:
                 continue
             if sig == signal.SIGTERM:
                 time.sleep(2)  # let children exit before the SIGKILL sweep
+
+
+class RayCluster:
+    """A head and worker nodes on this machine. `nodes`: name -> custom resources; the first is the head."""
+
+    def __init__(self, env: dict, out: Path, nodes: dict[str, dict]):
+        self.env, self.out, self.layout = env, out, dict(nodes)
+        names = list(nodes)
+        self.nodes = {names[0]: RayNode(env, out / f"ray_{names[0]}.log", resources=nodes[names[0]])}
+        self.port = self.nodes[names[0]].port
+        for name in names[1:]:
+            self.nodes[name] = RayNode(env, out / f"ray_{name}.log", self.port, nodes[name])
+        self.head_pid = self.nodes[names[0]].proc.pid
+
+    def pids(self) -> list[int]:
+        return [n.proc.pid for n in self.nodes.values()]
+
+    def replace(self, name: str, after_s: float = 10.0) -> int | None:
+        """Kill node `name`'s raylet, then (as KubeRay does for a lost worker pod) start a node with the
+        same resources in its place; returns the killed raylet's pid."""
+        pid = self.nodes[name].kill_raylet()
+        time.sleep(after_s)
+        self.nodes[name].stop()
+        self.nodes[name] = RayNode(self.env, self.out / f"ray_{name}_2.log", self.port, self.layout[name])
+        return pid
+
+    def stop(self) -> None:
+        for node in reversed(list(self.nodes.values())):
+            node.stop()
 
 
 class Supervisor:
@@ -157,7 +234,7 @@ def steps_logged(run_dir: Path) -> int:
 
 
 def monkey(plan: list[str], sup: Supervisor, run_dir: Path, rng: random.Random, kills: list[dict],
-           done: threading.Event, head_pid: int) -> None:
+           done: threading.Event, cluster: RayCluster, checkpoint_every: int) -> None:
     last_driver = None
     for target in plan:
         # After a driver kill, the rerun must be up (a SIGTERM'd driver still finishes its step and
@@ -165,6 +242,8 @@ def monkey(plan: list[str], sup: Supervisor, run_dir: Path, rng: random.Random, 
         while not done.is_set() and sup.driver_pid() in (None, last_driver):
             time.sleep(0.5)
         seen = steps_logged(run_dir)
+        if target.startswith("node:"):  # a whole node: a learner rank goes with it, so a checkpoint must exist
+            seen = max(seen, checkpoint_every)
         while not done.is_set() and steps_logged(run_dir) <= seen:  # then a new step: the run recovered
             time.sleep(0.5)
         if done.is_set():
@@ -173,11 +252,19 @@ def monkey(plan: list[str], sup: Supervisor, run_dir: Path, rng: random.Random, 
         if done.is_set():
             return
         rec = {"target": target, "at_step_records": steps_logged(run_dir), "time": round(time.time(), 1)}
+        if target.startswith("node:"):
+            name = target.split(":", 1)[1]
+            pid = cluster.replace(name)
+            rec.update(pid=pid, signal="SIGKILL (raylet)", outcome=f"node {name} lost; a node with its resources "
+                       "joined 10 s later")
+            kills.append(rec)
+            print(f"[chaos] kill {len(kills)}/{len(plan)}: {rec}", flush=True)
+            continue
         if target.startswith("driver"):
             pid = last_driver = sup.driver_pid()
             sig = signal.SIGTERM if target == "driver-term" else signal.SIGKILL
         else:
-            pids = actor_pids(TARGETS[target], head_pid)
+            pids = actor_pids(TARGETS[target], cluster.pids())
             pid = rng.choice(pids) if pids else None
             sig = signal.SIGKILL
         if pid is None:
@@ -197,7 +284,10 @@ def recoveries(log_text: str) -> dict[str, int]:
 
 
 def run_chaos(steps: int, plan: list[str], out: Path, seed: int = 0, checkpoint_every: int = 3,
-              max_reruns: int = 6, timeout: float = 3600.0, overrides: tuple[str, ...] = ()) -> dict:
+              max_reruns: int = 6, timeout: float = 3600.0, overrides: tuple[str, ...] = (),
+              nodes: dict[str, dict] | None = None) -> dict:
+    """`nodes`: name -> custom resources of each Ray node (the first is the head); default one head.
+    Plan targets: a role (a process of it), driver-term / driver-kill, or node:NAME (its raylet)."""
     from zppo_ray.audit import audit_run
 
     out.mkdir(parents=True, exist_ok=True)
@@ -208,8 +298,8 @@ def run_chaos(steps: int, plan: list[str], out: Path, seed: int = 0, checkpoint_
         shutil.rmtree(run_dir)
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)
-    head = RayHead(env, out / "ray_head.log")
-    env["RAY_ADDRESS"] = f"127.0.0.1:{head.port}"
+    cluster = RayCluster(env, out, nodes or {"head": {}})
+    env["RAY_ADDRESS"] = f"127.0.0.1:{cluster.port}"
     cmd = [sys.executable, "-m", "zppo_ray.main", f"trainer.steps={steps}", f"trainer.run_dir={run_dir}",
            "trainer.resume=auto", f"checkpoint.every={checkpoint_every}", "checkpoint.keep_last=2",
            "trainer.eval_every=0", *overrides]
@@ -218,7 +308,8 @@ def run_chaos(steps: int, plan: list[str], out: Path, seed: int = 0, checkpoint_
     kills: list[dict] = []
     done = threading.Event()
     t0 = time.time()
-    chaos = threading.Thread(target=monkey, args=(plan, sup, run_dir, rng, kills, done, head.proc.pid), daemon=True)
+    chaos = threading.Thread(target=monkey, args=(plan, sup, run_dir, rng, kills, done, cluster, checkpoint_every),
+                             daemon=True)
     chaos.start()
     timer = threading.Timer(timeout, lambda: (done.set(), sup.driver_pid() and os.kill(sup.driver_pid(), 9)))
     timer.start()
@@ -227,7 +318,7 @@ def run_chaos(steps: int, plan: list[str], out: Path, seed: int = 0, checkpoint_
     finally:
         done.set()
         timer.cancel()
-        head.stop()
+        cluster.stop()
     wall = time.time() - t0
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     result = {"steps": steps, "plan": plan, "seed": seed, "kills": kills, "job_exits": sup.exits,
@@ -286,11 +377,14 @@ def main(argv: list[str]) -> int:
             rng.shuffle(targets)
             plan += targets
         plan = plan[:args.kills]
-    unknown = set(plan) - set(TARGETS)
+    nodes = THREE_NODES if args.nodes == 3 else {"head": {}}
+    known = set(TARGETS) | {f"node:{n}" for n in list(nodes)[1:]}
+    unknown = set(plan) - known
     if unknown:
-        raise SystemExit(f"unknown target(s) {sorted(unknown)}; known: {', '.join(TARGETS)}")
+        raise SystemExit(f"unknown target(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    overrides = (*(THREE_NODE_CONFIG if args.nodes == 3 else ()), *args.overrides)
     result = run_chaos(args.steps, plan, Path(args.out), args.seed, args.checkpoint_every, args.max_reruns,
-                       args.timeout, tuple(args.overrides))
+                       args.timeout, overrides, nodes)
     text = report(result, argv)
     (Path(args.out) / "README.md").write_text(text)
     print(text)

@@ -5,9 +5,10 @@
 For each model (Qwen3 architecture built from a config with random weights, bf16, plus the toy world's
 student in its own fp32): one DeepSpeed learner rank and one vLLM rollout worker as Ray actors, then
 `--pushes` pushes of the learner's weights into the worker, each timed end to end from the driver. While a
-push runs, a sampler reads every 10 ms the resident memory of the driver, the learner rank's process and the
-rollout worker's process with its vLLM engine-core children; the table reports each one's growth over its
-level just before the push (the push's extra memory) and the peak of the whole machine's used memory.
+push runs, a sampler reads every 10 ms the resident memory of the driver process, the learner rank's process
+and the rollout worker's process with its vLLM engine-core children; the table reports each one's growth over
+its level just before the push (the push's extra memory) and the growth of the whole machine's used memory
+(which includes the object store's shared memory).
 
 The same script measures the code before issue 16 (one safetensors blob of the whole model, put into the
 object store by the learner, loaded through /dev/shm above 512 MB): run it from a checkout of that commit
@@ -57,22 +58,23 @@ def build(size: str, root: Path, tokenizer_dir: str) -> tuple[str, int]:
 class PeakRSS:
     """Peak resident memory growth per named process group while the block runs (sampled every 10 ms)."""
 
-    def __init__(self, pids: dict[str, list[int]]):
+    def __init__(self, pids: dict[str, int], with_children: tuple[str, ...] = ("engine",)):
+        """`with_children`: groups whose child processes count too (the vLLM engine core under the rollout
+        actor); never the driver, whose children are the local Ray cluster itself."""
         import psutil
 
-        self.procs = {k: [psutil.Process(p) for p in v] for k, v in pids.items()}
+        self.procs = {k: psutil.Process(p) for k, p in pids.items()}
+        self.with_children = with_children
         self._vm = psutil.virtual_memory
 
     def _rss(self) -> dict[str, int]:
         out = {}
-        for name, procs in self.procs.items():
-            total = 0
-            for p in procs:
-                try:
-                    total += p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
-                except Exception:  # noqa: BLE001 - a child that just exited
-                    pass
-            out[name] = total
+        for name, p in self.procs.items():
+            try:
+                kids = p.children(recursive=True) if name in self.with_children else []
+                out[name] = p.memory_info().rss + sum(c.memory_info().rss for c in kids)
+            except Exception:  # noqa: BLE001 - a child that just exited
+                out[name] = out.get(name, 0)
         return out
 
     def __enter__(self):
@@ -125,9 +127,9 @@ def measure(path: str, params: int, dtype: str, pushes: int) -> dict:
     pool = RolloutPool.create(RolloutConfig(num_workers=1), ModelConfig(path=path, dtype=dtype, max_model_len=256))
     try:
         push, how = pusher(learner, pool)
-        pids = {"driver": [os.getpid()],
-                "learner": [ray.get(learner.actors[0].__ray_call__.remote(lambda self: os.getpid()))],
-                "engine": [ray.get(pool.workers[0].__ray_call__.remote(lambda self: os.getpid()))]}
+        pids = {"driver": os.getpid(),
+                "learner": ray.get(learner.actors[0].__ray_call__.remote(lambda self: os.getpid())),
+                "engine": ray.get(pool.workers[0].__ray_call__.remote(lambda self: os.getpid()))}
         runs = []
         for v in range(1, pushes + 1):
             with PeakRSS(pids) as mem:
@@ -146,15 +148,24 @@ def measure(path: str, params: int, dtype: str, pushes: int) -> dict:
 
 
 def compare(before: dict, after: dict) -> str:
-    rows = ["| model | params | before: push s | after: push s | before: extra MB driver / learner / engine | "
-            "after: extra MB driver / learner / engine |", "|---|---|---|---|---|---|"]
-    for name in after["models"]:
-        b, a = before["models"].get(name), after["models"][name]
+    """Markdown: push seconds (median) and each process's extra memory, first push / median of the others."""
+    def mem(r, who):
+        if not r:
+            return "-"
+        runs = r["pushes"]
+        later = statistics.median(p[f"{who}_mb"] for p in runs[1:]) if len(runs) > 1 else runs[0][f"{who}_mb"]
+        return f"{runs[0][f'{who}_mb']:.0f} / {later:.0f}"
 
-        def mem(r):
-            return f"{r['driver_mb_max']:.0f} / {r['learner_mb_max']:.0f} / {r['engine_mb_max']:.0f}" if r else "-"
-        rows.append(f"| {name} | {a['params'] / 1e6:.0f}M ({a['dtype']}) | {b['seconds_median'] if b else '-'} | "
-                    f"{a['seconds_median']} | {mem(b)} | {mem(a)} |")
+    who = ("driver", "learner", "engine")
+    rows = ["| model | push s before | push s after | " + " | ".join(f"{w} MB before | {w} MB after" for w in who) + " |",
+            "|---" * (3 + 2 * len(who)) + "|"]
+    for name, a in after["models"].items():
+        b = before["models"].get(name)
+        cells = [f"{name} ({a['params'] / 1e6:.1f}M, {a['dtype']})", str(b["seconds_median"] if b else "-"),
+                 str(a["seconds_median"])]
+        for w in who:
+            cells += [mem(b, w), mem(a, w)]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import ray
 
+from zppo_ray.actors import placement
 from zppo_ray.algo.methods import method, needs_teacher
 from zppo_ray.data.schema import Question
 from zppo_ray.errors import LearnerLost
@@ -147,7 +148,9 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
     log.info("roles up in %.0fs: %d rollout worker(s), %s teacher replica(s), %d learner rank(s), buffer %s, "
              "weights by %s", time.time() - t, cfg.rollout.num_workers, cfg.teacher.num_replicas if teacher else 0,
              cfg.learner.num_ranks, "on" if buffer else "off", cfg.rollout.weight_sync)
-    return Roles(rollout=rollout, learner=learner, weights=weights, teacher=teacher, buffer=buffer)
+    roles = Roles(rollout=rollout, learner=learner, weights=weights, teacher=teacher, buffer=buffer)
+    placement.record(run_dir, roles, "start")
+    return roles
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -226,6 +229,7 @@ def recover_learner(trainer: Trainer, roles: Roles, run_dir: Path, err: LearnerL
     roles.learner = new_learner()
     trainer.roles.learner = roles.learner
     roles.weights.init(roles.learner, roles.rollout)
+    placement.record(run_dir, roles, "learner rebuilt")
     resume(trainer, roles, d)
 
 

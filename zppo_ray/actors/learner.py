@@ -191,16 +191,27 @@ class LearnerGroup:
         """(name, bytes) of everything a push sends, in model order (no gather: shapes only)."""
         return ray.get(self.actors[0].weight_sizes.remote())
 
-    def stream_weights(self, max_bytes: int) -> Iterator[Any]:
+    def stream_weights(self, max_bytes: int, poll_s: float = 5.0) -> Iterator[Any]:
         """Object references to rank 0's safetensors buckets, one at a time (collective on all ranks). The
         caller must be done with each reference before asking for the next: rank 0 waits (generator
         backpressure) while two buckets are unclaimed, so the object store never holds the whole model."""
         gens = [a.stream_weights.options(_generator_backpressure_num_objects=2).remote(max_bytes)
                 for a in self.actors]
-        yield from gens[0]
-        for g in gens[1:]:
-            for ref in g:
-                ray.get(ref)  # ranks > 0 yield nothing: a reference from them carries their error
+        for rank, gen in enumerate(gens):
+            while True:
+                # fetch_local=False: the driver waits for a bucket, it never pulls one to its node
+                ready, _ = ray.wait([gen], timeout=poll_s, fetch_local=False)
+                if not ready:  # a dead rank leaves the others blocked in a gather: look, then wait again
+                    self.raise_if_lost("a weight push")
+                    continue
+                try:
+                    ref = next(gen)
+                except StopIteration:
+                    break
+                if rank:
+                    ray.get(ref)  # ranks > 0 yield nothing: a reference from them carries their error
+                else:
+                    yield ref
 
     def raise_if_lost(self, what: str, timeout_s: float = 2.0) -> None:
         """LearnerLost if any rank's process is gone (a rank busy in a collective just does not answer)."""

@@ -42,7 +42,7 @@ from zppo_ray.actors.engine_actor import (
 )
 from zppo_ray.actors.health import State
 from zppo_ray.actors.replicas import SKIPPED, Gather, ReplicaSet, balanced_split
-from zppo_ray.errors import boundary
+from zppo_ray.errors import LearnerLost, boundary
 from zppo_ray.observe import prometheus
 from zppo_ray.seeds import seeds_for_part
 from zppo_ray.types import GenRequest, Sample
@@ -297,6 +297,8 @@ class RolloutPool:
         try:
             transfer(calls)
             got = calls.each("commit_weights", self._version)
+        except LearnerLost:  # the source died, not the worker: the run rebuilds the learner, then pushes
+            raise
         except Exception as e:  # noqa: BLE001 - a replacement that cannot load is dead again
             log.warning("rollout %s could not load version %d: %s", self.replicas.names[i], self._version, e)
             return False

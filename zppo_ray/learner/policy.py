@@ -431,12 +431,13 @@ class PolicyLearner:
         return [(name, int(getattr(t, "ds_numel", t.numel())) * t.element_size())
                 for name, t in self.engine.module.state_dict(keep_vars=True).items()]
 
-    def weight_buckets(self, max_bytes: int, device: str | torch.device = "cpu"
+    def weight_buckets(self, max_bytes: int, device: str | torch.device = "cpu", every_rank: bool = False
                        ) -> Iterator[dict[str, torch.Tensor] | None]:
         """The full weights, one bucket (`zppo_ray.weights.buckets.plan_buckets`) at a time; collective
-        under ZeRO-3 (every rank must iterate to the end, in step). Rank 0 gets each bucket as its own
-        contiguous copies on `device` (so a later optimizer step cannot alias them); other ranks get None
-        and hold no copy. Only one bucket is gathered at a time: the transient memory is one bucket."""
+        under ZeRO-3 (every rank must iterate to the end, in step). Rank 0 (every rank with `every_rank`:
+        CUDA IPC hands each colocated engine its own GPU's copy) gets each bucket as its own contiguous
+        copies on `device`, so a later optimizer step cannot alias them; other ranks get None and hold no
+        copy. Only one bucket is gathered at a time: the transient memory is one bucket."""
         from zppo_ray.weights.buckets import plan_buckets
 
         named = self.engine.module.state_dict(keep_vars=True)
@@ -446,7 +447,7 @@ class PolicyLearner:
             gather = self.zero3 and params  # attribute access: `from deepspeed.zero import` fails in 0.19.8
             with self._ds.zero.GatheredParameters(params, modifier_rank=None) if gather else nullcontext():
                 out = ({n: named[n].detach().to(device, copy=True).contiguous() for n in names}
-                       if self.rank == 0 else None)
+                       if self.rank == 0 or every_rank else None)
             yield out
 
     def export_weights(self) -> dict[str, torch.Tensor] | None:

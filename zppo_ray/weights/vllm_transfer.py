@@ -79,9 +79,10 @@ class EngineFanout:
         self._each("finish_weight_update", [None] * len(self.engines))  # the pool commits our own version
 
 
-def learner_source(learner: Any, bucket_bytes: int):
+def learner_source(learner: Any, bucket_bytes: int, every_rank: bool = False):
     """vLLM's `WeightSource` over a PolicyLearner: metadata from shapes (no gather); iteration gathers one
-    bucket at a time on every rank, rank 0 yields the tensors on its device, the other ranks nothing."""
+    bucket at a time on every rank; rank 0 yields the tensors on its device (NCCL: it alone broadcasts),
+    or every rank does (`every_rank`, IPC: each rank exports the copy on its own GPU)."""
     from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
     class LearnerSource(WeightSource):
@@ -90,7 +91,7 @@ def learner_source(learner: Any, bucket_bytes: int):
             return [ParamMeta(n, t.dtype, tuple(getattr(t, "ds_shape", t.shape))) for n, t in named.items()]
 
         def __iter__(self) -> Iterator[tuple[str, Any]]:
-            for bucket in learner.weight_buckets(bucket_bytes, device=learner.device):
+            for bucket in learner.weight_buckets(bucket_bytes, device=learner.device, every_rank=every_rank):
                 if bucket is not None:
                     yield from bucket.items()
 
@@ -114,7 +115,8 @@ def connect(learner: Any, backend: str, engines: list, worlds: list[int], bucket
         info = IPCTrainerInitInfo(packed=True, packed_buffer_size_bytes=bucket_bytes, rank=learner.rank)
     else:
         raise ValueError(f"unknown weight transfer backend {backend!r} (nccl or ipc)")
-    return WeightTransferTrainerFactory.trainer_init(info, client=client, source=learner_source(learner, bucket_bytes))
+    source = learner_source(learner, bucket_bytes, every_rank=backend == "ipc")
+    return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)
 
 
 class VllmTransferSync:
