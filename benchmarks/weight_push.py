@@ -100,15 +100,14 @@ class PeakRSS:
 
 def pusher(learner, pool):
     """`push(version)` for whichever code this checkout has (the sync of issue 16, or the single blob)."""
-    try:
-        from zppo_ray.weights.object_store import ObjectStoreSync
-    except ImportError:
+    if hasattr(learner, "publish_weights"):  # the code before issue 16
         def push(v):
             ref, _ = learner.publish_weights()
             pool.push_weights(ref, v)
             del ref
         return push, "single blob (before issue 16)"
     from zppo_ray.config import RolloutConfig
+    from zppo_ray.weights.object_store import ObjectStoreSync
 
     sync = ObjectStoreSync(int(RolloutConfig().weight_bucket_mb * 2**20))
     sync.init(learner, pool)
