@@ -74,7 +74,7 @@ class _LearnerShell:
         store from this process; the other ranks yield nothing but take part in every ZeRO-3 gather."""
         from safetensors.torch import save
 
-        for bucket in self.learner.weight_buckets(max_bytes):
+        for bucket in self.learner.weight_buckets(max_bytes, copy=False):  # serialised at once: no copy first
             if bucket is not None:
                 yield save(bucket)
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import ray
 
+from zppo_ray.actors.health import State
+
 log = logging.getLogger(__name__)
 
 # Resources every Ray node has; what is left are the custom ones a placement can ask for.
@@ -40,9 +42,8 @@ def where(roles: Any) -> dict[str, list[dict]]:
         if group is None:
             continue
         rs = group.replicas
-        serving = rs.fleet.serving()
-        out[role] = [entry(rs.names[i], node, rs.pgs[i])
-                     for i, node in zip(serving, _node_of([rs.handles[i] for i in serving]))]
+        up = rs.fleet.in_state(State.HEALTHY, State.STALE)  # stale: up, waiting for the current weights
+        out[role] = [entry(rs.names[i], node, rs.pgs[i]) for i, node in zip(up, _node_of([rs.handles[i] for i in up]))]
     learner = roles.learner
     out["learner"] = [entry(f"rank-{r}", node) for r, node in enumerate(_node_of(learner.actors))]
     if roles.buffer is not None:

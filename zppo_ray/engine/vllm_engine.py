@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -119,6 +120,8 @@ class VLLMEngine:
         self.max_model_len = max_model_len
         self.sleep_enabled = enable_sleep_mode
         self.transfer_backend = weight_transfer
+        # vLLM's Ray executor may put TP workers on other nodes, which do not see this host's /dev/shm
+        self.shm_buckets = os.path.isdir("/dev/shm") and distributed_executor_backend != "ray"
         self.is_multimodal = bool(self.llm.llm_engine.model_config.is_multimodal_model)
         self._version = 0
         log.info("vLLM engine for %s up in %.1fs (%s, tp=%d)", model_path, self.start_seconds,
@@ -282,11 +285,20 @@ class VLLMEngine:
         self._timed(self.llm.collective_rpc, "zppo_begin_reload", args=(list(names),))
 
     def load_bucket(self, blob: bytes) -> int:
-        """One bucket of safetensors bytes into every worker; returns the tensors per worker."""
+        """One bucket of safetensors bytes into every worker; returns the tensors per worker. Through one
+        /dev/shm file that the workers read tensor by tensor when they share this host (vLLM's RPC channel
+        would copy the whole bucket into each worker's process first), else as bytes through the RPC."""
         if not blob:
             raise ValueError("empty weight bucket")
-        counts = self._timed(self.llm.collective_rpc, "zppo_load_bucket", args=(blob,))
-        return int(counts[0])
+        if not self.shm_buckets:
+            return int(self._timed(self.llm.collective_rpc, "zppo_load_bucket", args=(blob,))[0])
+        fd, path = tempfile.mkstemp(prefix="zppo_bucket_", suffix=".safetensors", dir="/dev/shm")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            return int(self._timed(self.llm.collective_rpc, "zppo_load_bucket_file", args=(path,))[0])
+        finally:
+            os.unlink(path)
 
     def commit_weights(self, version: int) -> float:
         """Finish the push on every worker, then serve `version`; returns the push's engine-side seconds.

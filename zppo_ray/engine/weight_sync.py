@@ -9,8 +9,10 @@ engine, whose worker methods have the same shape):
 1. `zppo_begin_reload(names)`: the full list of names this push will deliver. Refuses the tied-embedding
    trap (below), then starts vLLM's layer-wise reload (`initialize_layerwise_reload`): every layer's
    tensors move to the meta device and its loaders buffer what arrives.
-2. `zppo_load_bucket(blob)` per bucket: safetensors bytes (tensors cannot be pickled through
-   collective_rpc, "cannot pickle memoryview"; bytes travel fine) fed to `model.load_weights`. A layer is
+2. `zppo_load_bucket_file(path)` per bucket: a safetensors file the engine wrote to /dev/shm, read tensor
+   by tensor (or `zppo_load_bucket(blob)`, the bytes themselves through collective_rpc, where the workers
+   do not share the engine's /dev/shm; tensors cannot be pickled there, "cannot pickle memoryview"),
+   fed to `model.load_weights`. A layer is
    processed, the CPU backend's repacking of linear weights included, and copied back into its original
    storage as soon as all its weights arrived; each TP rank shards the full tensors itself. A plain
    `model.load_weights` outside this lifecycle skips the repacking and leaves stale packed weights.
@@ -31,7 +33,7 @@ push without `lm_head.weight` for a tied model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 EXTENSION_QUALNAME = "zppo_ray.engine.weight_sync.WeightSyncExtension"
@@ -65,19 +67,31 @@ class WeightSyncExtension:
     def zppo_load_bucket(self, blob: bytes) -> int:
         """Load one bucket of safetensors bytes; returns the number of tensors in it."""
         from safetensors.torch import load
+
+        tensors = load(bytes(blob))
+        return self._zppo_load(list(tensors), iter(tensors.items()))
+
+    def zppo_load_bucket_file(self, path: str) -> int:
+        """Load one bucket from a safetensors file (under /dev/shm), tensor by tensor; returns how many."""
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt", device="cpu") as f:
+            names = list(f.keys())
+            return self._zppo_load(names, ((n, f.get_tensor(n)) for n in names))
+
+    def _zppo_load(self, names: list[str], tensors: Iterator[tuple[str, Any]]) -> int:
         from vllm.config import set_current_vllm_config
 
         expected = getattr(self, "_zppo_expected", None)
         if expected is None:
             raise RuntimeError("weight bucket without a zppo_begin_reload: the push protocol was not followed")
-        tensors = load(bytes(blob))
-        stray = sorted(set(tensors) - expected)
+        stray = sorted(set(names) - expected)
         if stray:
             raise ValueError(f"weight bucket names {stray[:3]} that the push did not announce")
         with set_current_vllm_config(self.vllm_config):  # type: ignore[attr-defined]
-            self.model_runner.get_model().load_weights(iter(tensors.items()))  # type: ignore[attr-defined]
-        self._zppo_received.update(tensors)
-        return len(tensors)
+            self.model_runner.get_model().load_weights(tensors)  # type: ignore[attr-defined]
+        self._zppo_received.update(names)
+        return len(names)
 
     def zppo_finish_reload(self) -> int:
         """Finish the push; refuses one that did not deliver every announced name. Returns tensors loaded."""

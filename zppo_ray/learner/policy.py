@@ -431,13 +431,14 @@ class PolicyLearner:
         return [(name, int(getattr(t, "ds_numel", t.numel())) * t.element_size())
                 for name, t in self.engine.module.state_dict(keep_vars=True).items()]
 
-    def weight_buckets(self, max_bytes: int, device: str | torch.device = "cpu", every_rank: bool = False
-                       ) -> Iterator[dict[str, torch.Tensor] | None]:
+    def weight_buckets(self, max_bytes: int, device: str | torch.device = "cpu", every_rank: bool = False,
+                       copy: bool = True) -> Iterator[dict[str, torch.Tensor] | None]:
         """The full weights, one bucket (`zppo_ray.weights.buckets.plan_buckets`) at a time; collective
         under ZeRO-3 (every rank must iterate to the end, in step). Rank 0 (every rank with `every_rank`:
         CUDA IPC hands each colocated engine its own GPU's copy) gets each bucket as its own contiguous
-        copies on `device`, so a later optimizer step cannot alias them; other ranks get None and hold no
-        copy. Only one bucket is gathered at a time: the transient memory is one bucket."""
+        copies on `device`, so a later optimizer step cannot alias them (`copy=False`, for a caller that
+        serialises each bucket at once: the parameters themselves where they are already whole on `device`);
+        other ranks get None and hold no copy. Only one bucket is gathered at a time."""
         from zppo_ray.weights.buckets import plan_buckets
 
         named = self.engine.module.state_dict(keep_vars=True)
@@ -445,9 +446,16 @@ class PolicyLearner:
             unique = list({id(named[n]): named[n] for n in names}.values())
             params = [t for t in unique if hasattr(t, "ds_id")]
             gather = self.zero3 and params  # attribute access: `from deepspeed.zero import` fails in 0.19.8
+            out: dict[str, torch.Tensor] | None = None
             with self._ds.zero.GatheredParameters(params, modifier_rank=None) if gather else nullcontext():
-                out = ({n: named[n].detach().to(device, copy=True).contiguous() for n in names}
-                       if self.rank == 0 or every_rank else None)
+                if self.rank == 0 or every_rank:
+                    out, seen = {}, set()
+                    for n in names:
+                        t = named[n]
+                        # a gathered ZeRO-3 tensor is re-partitioned when the block ends, and safetensors
+                        # refuses two names on one storage (a tied head): both are copied out
+                        out[n] = t.detach().to(device, copy=copy or bool(gather) or id(t) in seen).contiguous()
+                        seen.add(id(t))
             yield out
 
     def export_weights(self) -> dict[str, torch.Tensor] | None:
