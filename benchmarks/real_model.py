@@ -7,9 +7,10 @@
    settings. Rounds alternate (raw, pool, raw, pool, ...) so machine noise hits both; the ratio of the medians
    is the pool's efficiency (target >= 0.95). A second raw engine in float32 gives the dtype choice's ratio
    (configs/smollm2.yaml serves bfloat16).
-2. Weight push: a DeepSpeed learner in this process (the config's precision) exports its weights, puts them in
-   the object store and the pool loads them: seconds per push, blob size, and the machine's peak memory growth
-   during the push (all processes, sampled every 10 ms).
+2. Weight push: a DeepSpeed learner group of the config (one rank) pushes its weights into the pool through the
+   config's weight sync (zppo_ray/weights): seconds per push, weight size, and the machine's peak memory growth
+   during the push (all processes, sampled every 10 ms). Results committed before issue 16 measured the single
+   blob that preceded the bucketed sync.
 3. Learner: tokens/s of one optimizer step (forward + backward + AdamW over the minibatch) and of the forward
    pass alone (the old-logprob recompute), on the pool's own rollouts of the config's lengths.
 Needs the real-model extra (make setup-real). Ratios are what compare across machines; seconds are this machine's.
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import threading
 import time
@@ -57,12 +57,6 @@ def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else ""
     return f"{os.cpu_count()} cores, {model}, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 def rollout_ratio(cfg, student: str, questions, rounds: int) -> tuple[dict, object, list]:
@@ -122,43 +116,40 @@ def rollout_ratio(cfg, student: str, questions, rounds: int) -> tuple[dict, obje
 
 
 def push_and_learn(cfg, student: str, pool, requests, pushes: int) -> dict:
-    import ray
-
-    from zppo_ray.learner.policy import PolicyLearner
+    from zppo_ray.actors.learner import LearnerGroup
     from zppo_ray.types import TrainItem
+    from zppo_ray.weights import make_weight_sync
 
-    learner = PolicyLearner(student, cfg.learner, cfg.algo, rank=0, world_size=1, master_addr="127.0.0.1",
-                            master_port=_free_port(), seed=0)
-    groups = pool.generate(requests, {"temperature": cfg.rollout.temperature, "max_tokens": cfg.rollout.max_new_tokens,
-                                      "seed": 7})
-    items = [TrainItem(prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=(-1.0) ** j,
-                       old_logprobs=s.logprobs) for g in groups for j, s in enumerate(g)]
-    tokens = sum(len(it.prompt_ids) + len(it.completion_ids) for it in items)
-    t0 = time.perf_counter()
-    learner.compute_logprobs(items)
-    fwd_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    learner.train_minibatch(items)
-    step_s = time.perf_counter() - t0
-    push = []
-    for v in range(1, pushes + 1):
-        with PeakMemory() as mem:
-            t0 = time.perf_counter()
-            blob = learner.export_safetensors()
-            export_s = time.perf_counter() - t0
-            ref = ray.put(blob)
-            del blob
-            load_s = pool.push_weights(ref, v)
-            del ref
-        push.append({"export_s": round(export_s, 2), "push_s": round(load_s, 2),
-                     "total_s": round(time.perf_counter() - t0, 2), "peak_memory_growth_mb": mem.growth_mb})
-        print(f"push {v}: {push[-1]}", flush=True)
-    size = len(learner.export_safetensors())
+    learner = LearnerGroup(student, cfg.learner, cfg.algo)
+    sync = make_weight_sync(cfg.rollout)
+    sync.init(learner, pool)
+    try:
+        groups = pool.generate(requests, {"temperature": cfg.rollout.temperature,
+                                          "max_tokens": cfg.rollout.max_new_tokens, "seed": 7})
+        items = [TrainItem(prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, advantage=(-1.0) ** j,
+                           old_logprobs=s.logprobs) for g in groups for j, s in enumerate(g)]
+        tokens = sum(len(it.prompt_ids) + len(it.completion_ids) for it in items)
+        t0 = time.perf_counter()
+        learner.compute_logprobs(items)
+        fwd_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        learner.train_minibatch(items)
+        step_s = time.perf_counter() - t0
+        push = []
+        for v in range(1, pushes + 1):
+            with PeakMemory() as mem:
+                report = sync.push(v)
+            push.append({"push_s": round(report.seconds, 2), "buckets": report.buckets,
+                         "peak_memory_growth_mb": mem.growth_mb})
+            print(f"push {v}: {push[-1]}", flush=True)
+    finally:
+        sync.shutdown()
+        learner.shutdown()
     return {"learner": {"precision": cfg.learner.precision, "micro_batch_size": cfg.learner.micro_batch_size,
                         "rollouts": len(items), "tokens": tokens,
                         "train_step_s": round(step_s, 2), "train_tokens_per_s": round(tokens / step_s, 1),
                         "forward_s": round(fwd_s, 2), "forward_tokens_per_s": round(tokens / fwd_s, 1)},
-            "push": {"blob_mb": round(size / 2**20, 1), "pushes": push}}
+            "push": {"weights_mb": round(report.bytes / 2**20, 1), "pushes": push}}
 
 
 def main() -> None:

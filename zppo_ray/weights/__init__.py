@@ -23,6 +23,7 @@ learner still holds the version the pool serves, and otherwise waits (stale, not
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +41,43 @@ class WeightSync(Protocol):
     def init(self, learner: Any, rollout: Any) -> None: ...
     def push(self, version: int, rollback: bool = False) -> PushReport: ...
     def shutdown(self) -> None: ...
+
+
+class PoolSync:
+    """What both transports share: the pool commits each push (zppo_ray/actors/rollout.py
+    `update_weights`), the learner records which version its weights are, and a replacement worker loads
+    through the same transfer while that is the pool's version. Subclasses move the bytes (`_transfer`)."""
+
+    learner: Any = None
+    rollout: Any = None
+    last_buckets = 0
+
+    def init(self, learner: Any, rollout: Any) -> None:
+        self.learner, self.rollout = learner, rollout
+        sizes = learner.weight_sizes()
+        self.names = [n for n, _ in sizes]
+        self.total_bytes = sum(b for _, b in sizes)
+        rollout.weight_source = self._reload
+
+    def push(self, version: int, rollback: bool = False) -> PushReport:
+        t0 = time.perf_counter()
+        self.rollout.update_weights(version, self._transfer, rollback=rollback)
+        self.learner.weights_version = version
+        return PushReport(time.perf_counter() - t0, self.total_bytes, self.last_buckets)
+
+    def _transfer(self, calls: Any) -> None:
+        raise NotImplementedError
+
+    def _reload(self, slot: int) -> bool | None:
+        """A replacement worker: the learner's weights to it alone, if they are the pool's version."""
+        if self.learner is None or self.learner.weights_version != self.rollout.version:
+            return None
+        return self.rollout.reload_slot(slot, self._transfer)
+
+    def shutdown(self) -> None:
+        if self.rollout is not None:
+            self.rollout.weight_source = None
+        self.learner = self.rollout = None
 
 
 def make_weight_sync(rollout_cfg: Any) -> WeightSync:

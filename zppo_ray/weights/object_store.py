@@ -14,35 +14,18 @@ the driver nothing but references.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from zppo_ray.weights import PushReport
+from zppo_ray.weights import PoolSync
 
 
-class ObjectStoreSync:
+class ObjectStoreSync(PoolSync):
     name = "object_store"
 
     def __init__(self, bucket_bytes: int):
         if bucket_bytes <= 0:
             raise ValueError(f"rollout.weight_bucket_mb must be positive, got {bucket_bytes} bytes")
         self.bucket_bytes = bucket_bytes
-        self.learner: Any = None
-        self.rollout: Any = None
-        self.last_buckets = 0
-
-    def init(self, learner: Any, rollout: Any) -> None:
-        self.learner, self.rollout = learner, rollout
-        sizes = learner.weight_sizes()
-        self.names = [n for n, _ in sizes]
-        self.total_bytes = sum(b for _, b in sizes)
-        rollout.weight_source = self._reload
-
-    def push(self, version: int, rollback: bool = False) -> PushReport:
-        t0 = time.perf_counter()
-        self.rollout.update_weights(version, self._transfer, rollback=rollback)
-        self.learner.weights_version = version
-        return PushReport(time.perf_counter() - t0, self.total_bytes, self.last_buckets)
 
     def _transfer(self, calls: Any) -> None:
         """Begin on every worker, then each bucket to every worker still alive (the pool commits)."""
@@ -56,14 +39,3 @@ class ObjectStoreSync:
             self.learner.raise_if_lost("a weight push")  # a dead rank is the learner's failure, not the pool's
             raise
         self.last_buckets = n
-
-    def _reload(self, slot: int) -> bool | None:
-        """A replacement worker: stream the learner's weights to it alone, if they are the pool's version."""
-        if self.learner is None or self.learner.weights_version != self.rollout.version:
-            return None
-        return self.rollout.reload_slot(slot, self._transfer)
-
-    def shutdown(self) -> None:
-        if self.rollout is not None:
-            self.rollout.weight_source = None
-        self.learner = self.rollout = None

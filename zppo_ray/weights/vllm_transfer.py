@@ -21,13 +21,12 @@ reconnects, failures, fan-out to every engine) is tested on CPU with fake engine
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import ray
 
-from zppo_ray.weights import PushReport
+from zppo_ray.weights import PoolSync
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ def connect(learner: Any, backend: str, engines: list, worlds: list[int], bucket
     return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)
 
 
-class VllmTransferSync:
+class VllmTransferSync(PoolSync):
     """The driver's side of the GPU path (module doc); a `zppo_ray.weights.WeightSync`."""
 
     def __init__(self, backend: str, bucket_bytes: int, timeout_s: float):
@@ -127,21 +126,8 @@ class VllmTransferSync:
             raise ValueError(f"unknown weight transfer backend {backend!r} (nccl or ipc)")
         self.name = self.backend = backend
         self.bucket_bytes, self.timeout_s = bucket_bytes, timeout_s
-        self.learner: Any = None
-        self.rollout: Any = None
         self._connected: tuple = ()  # (slot, generation) of every engine in the current transfer group
         self._engines: list = []
-
-    def init(self, learner: Any, rollout: Any) -> None:
-        self.learner, self.rollout = learner, rollout
-        self.total_bytes = sum(b for _, b in learner.weight_sizes())
-        rollout.weight_source = self._reload
-
-    def push(self, version: int, rollback: bool = False) -> PushReport:
-        t0 = time.perf_counter()
-        self.rollout.update_weights(version, self._transfer, rollback=rollback)
-        self.learner.weights_version = version
-        return PushReport(time.perf_counter() - t0, self.total_bytes, 0)
 
     def _transfer(self, calls: Any) -> None:
         key = calls.identity()
@@ -156,11 +142,6 @@ class VllmTransferSync:
         except Exception:
             self._disconnect()  # a failed broadcast leaves the group unusable: the next push reconnects
             raise
-
-    def _reload(self, slot: int) -> bool | None:
-        if self.learner is None or self.learner.weights_version != self.rollout.version:
-            return None
-        return self.rollout.reload_slot(slot, self._transfer)
 
     def _disconnect(self) -> None:
         if not self._connected:
@@ -177,6 +158,4 @@ class VllmTransferSync:
     def shutdown(self) -> None:
         if self.learner is not None:
             self._disconnect()
-        if self.rollout is not None:
-            self.rollout.weight_source = None
-        self.learner = self.rollout = None
+        super().shutdown()
