@@ -197,6 +197,22 @@ def test_a_worker_killed_mid_push_is_replaced_and_loads_the_weights_before_it_se
         pool.shutdown(grace_s=1.0)
 
 
+def test_a_push_whose_every_worker_died_starts_over_on_their_replacements(ray_cluster):
+    pool, made = _pool(2)
+    learner = FakeLearner()
+    sync = _object_store(pool, learner)
+    try:
+        learner.between = lambda k: [_kill(h) for h in made[:2]] if k == 0 and learner.streams == 1 else None
+        learner.train()
+        sync.push(1)  # a lost node: both die after the first bucket; the push waits for two replacements
+        assert learner.streams == 2 and pool.version == 1 and pool.versions() == [1, 1]
+        for h in made[2:]:
+            assert ray.get(h.calls.remote()) == [*PUSH_CALLS, ("commit", 1)]
+    finally:
+        sync.shutdown()
+        pool.shutdown(grace_s=1.0)
+
+
 def test_a_replacement_waits_for_the_next_push_once_the_learner_moved_on(ray_cluster):
     pool, made = _pool(2)
     learner = FakeLearner()
@@ -414,4 +430,29 @@ def test_a_real_bucketed_push_with_a_worker_killed_mid_push_serves_only_the_new_
     finally:
         sync.shutdown()
         pool.shutdown()
+        learner.shutdown()
+
+
+@pytest.mark.slow
+def test_an_abandoned_stream_does_not_hold_up_the_next_one(ray_cluster, tmp_path):
+    """A push that fails half-way drops the learner's stream after one bucket; the learner's actor must still
+    serve the next push in full (Ray releases an out-of-scope generator's backpressure, so the old one ends)."""
+    from zppo_ray.actors.learner import LearnerGroup
+    from zppo_ray.config import AlgoConfig, LearnerConfig
+    from zppo_ray.worlds.toy.models import Arch, build_model
+    from zppo_ray.worlds.toy.tokenizer import build_tokenizer
+
+    tok = build_tokenizer([f"{a} + {b} = {a + b}" for a in range(20) for b in range(20)], vocab_size=200)
+    build_model(Arch(64, 2, 2, 1, 128), tok, 256, seed=0).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    learner = LearnerGroup(str(tmp_path), LearnerConfig(), AlgoConfig())
+    try:
+        first = learner.stream_weights(60_000)
+        next(first)
+        first.close()  # what an exception in the consumer's loop does to it
+        del first
+        t0 = time.monotonic()
+        blobs = [ray.get(ref) for ref in learner.stream_weights(60_000)]
+        assert len(blobs) >= 3 and time.monotonic() - t0 < 60
+    finally:
         learner.shutdown()

@@ -57,6 +57,10 @@ class WeightPushError(RuntimeError):
     """A weight push did not reach every worker; the pool does not serve until a push succeeds."""
 
 
+class WorkersLost(WeightPushError):
+    """Every worker a push went to died during it: the push can start over on their replacements."""
+
+
 class MixedVersionError(RuntimeError):
     """One generate call came back with samples of more than one policy version (never trained on)."""
 
@@ -145,7 +149,7 @@ class SlotCalls:
             except Exception as e:
                 raise WeightPushError(f"{verb} failed on {self.replicas.names[i]}: {e}") from e
         if not self.slots:
-            raise WeightPushError(f"every rollout worker died during the weight push ({verb})")
+            raise WorkersLost(f"every rollout worker died during the weight push ({verb})")
         return out
 
 
@@ -260,11 +264,9 @@ class RolloutPool:
             if version <= self._version and not self._broken and not rollback:
                 raise ValueError(f"new version {version} must exceed the current version {self._version}")
             t0 = time.perf_counter()
-            calls = SlotCalls(self.replicas, self.replicas.serving(stale_too=True), self.timeout_s)
             self._broken = f"weight push to version {version} did not finish"  # until it did
             try:
-                transfer(calls)
-                got = calls.each("commit_weights", version)
+                got = self._push_until_taken(version, transfer)
             except WeightPushError as e:
                 self._broken = str(e)
                 raise
@@ -288,6 +290,18 @@ class RolloutPool:
         if self._version == 0 and not self._broken:
             return True  # still the checkpoint every worker starts from
         return self.weight_source(i) if self.weight_source is not None else None
+
+    def _push_until_taken(self, version: int, transfer: Callable[[SlotCalls], None]) -> dict[int, Any]:
+        """One push to every serving or stale slot; if every one of them died during it (a lost node), the
+        push starts over on their replacements (`serving` waits for them, and raises once no slot can come
+        back)."""
+        while True:
+            calls = SlotCalls(self.replicas, self.replicas.serving(stale_too=True), self.timeout_s)
+            try:
+                transfer(calls)
+                return calls.each("commit_weights", version)
+            except WorkersLost as e:
+                log.warning("%s; pushing version %d again to their replacements", e, version)
 
     def reload_slot(self, i: int, transfer: Callable[[SlotCalls], None]) -> bool:
         """A replacement worker in slot `i` gets the pool's current weights through `transfer` and commits

@@ -122,6 +122,7 @@ class VLLMEngine:
         self.transfer_backend = weight_transfer
         # vLLM's Ray executor may put TP workers on other nodes, which do not see this host's /dev/shm
         self.shm_buckets = os.path.isdir("/dev/shm") and distributed_executor_backend != "ray"
+        self._push_seconds = 0.0  # engine-side time of the push in progress (begin/start to commit)
         self.is_multimodal = bool(self.llm.llm_engine.model_config.is_multimodal_model)
         self._version = 0
         log.info("vLLM engine for %s up in %.1fs (%s, tp=%d)", model_path, self.start_seconds,
@@ -281,7 +282,7 @@ class VLLMEngine:
         """Start a push of exactly `names` on every worker (zppo_ray/engine/weight_sync.py lifecycle)."""
         if not names:
             raise ValueError("a weight push must name at least one tensor")
-        self._loaded_seconds = 0.0
+        self._push_seconds = 0.0
         self._timed(self.llm.collective_rpc, "zppo_begin_reload", args=(list(names),))
 
     def load_bucket(self, blob: bytes) -> int:
@@ -302,12 +303,12 @@ class VLLMEngine:
 
     def commit_weights(self, version: int) -> float:
         """Finish the push on every worker, then serve `version`; returns the push's engine-side seconds.
-        The prefix cache is reset first: cached KV blocks were computed by the old weights."""
+        The prefix cache is reset before the version changes: cached KV blocks belong to the old weights."""
         if self.transfer_backend is None:  # vLLM's own finish_weight_update already finished a GPU transfer
             self._timed(self.llm.collective_rpc, "zppo_finish_reload")
         self.llm.reset_prefix_cache()
         self._version = int(version)
-        return self._loaded_seconds
+        return self._push_seconds
 
     def load_weights(self, blobs: Sequence[bytes], version: int) -> float:
         """A whole push from safetensors buckets held in memory (tests, tools); returns seconds."""
@@ -326,6 +327,8 @@ class VLLMEngine:
             raise ValueError(f"unknown weight-transfer call {method!r}; expected one of {sorted(_TRANSFER_METHODS)}")
         if self.transfer_backend is None:
             raise RuntimeError("this engine was started without a weight-transfer backend (rollout.weight_sync)")
+        if method == "start_weight_update":
+            self._push_seconds = 0.0
         self._timed(self.llm.collective_rpc, method, args=() if payload is None else (payload,))
 
     def _timed(self, fn, *args, **kwargs):
@@ -333,7 +336,7 @@ class VLLMEngine:
         try:
             return fn(*args, **kwargs)
         finally:
-            self._loaded_seconds = getattr(self, "_loaded_seconds", 0.0) + time.perf_counter() - t0
+            self._push_seconds += time.perf_counter() - t0
 
     def param_checksum(self) -> float:
         return float(self.llm.collective_rpc("zppo_param_checksum")[0])

@@ -10,8 +10,9 @@
 
 Lifecycle of a `WeightSync` (the trainer and zppo_ray/launch.py follow it):
     1. `make_weight_sync(rollout_cfg)` builds it; nothing is connected yet.
-    2. `init(learner, rollout)` once both groups are up: connects the transport (the NCCL rendezvous on
-       GPU) and registers itself with the pool as the source a replacement worker loads from.
+    2. `init(learner, rollout)` once both groups are up: registers itself with the pool as the source a
+       replacement worker loads from (the GPU transports open their group on the first push, and again
+       whenever the set of engines changed).
     3. `push(version)` after every learner phase, with no generate in flight; returns when every serving
        engine committed `version` (`PushReport`), or raises and leaves the pool refusing to serve until a
        push succeeds. `rollback=True` allows an older version (resuming from a checkpoint).
