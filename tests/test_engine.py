@@ -96,14 +96,15 @@ def greedy(engine, max_new: int = 32):
 
 def push(engine, model, version: int, drop: tuple = ()) -> float:
     """The model's full state dict in about four buckets of whole layers, as the learner streams them."""
-    from zppo_ray.engine.weight_sync import state_dict_to_safetensors_bytes
+    from push_helpers import push_buckets, safetensors_bytes
+
     from zppo_ray.weights.buckets import plan_buckets
 
     sd = {k: v for k, v in model.state_dict().items() if k not in drop}
     sizes = [(k, v.numel() * v.element_size()) for k, v in sd.items()]
     buckets = plan_buckets(sizes, sum(b for _, b in sizes) // 4)
     assert len(buckets) >= 3
-    return engine.load_weights([state_dict_to_safetensors_bytes({k: sd[k] for k in b}) for b in buckets], version)
+    return push_buckets(engine, [safetensors_bytes({k: sd[k] for k in b}) for b in buckets], version)
 
 
 # ------------------------------------------------------------------------------------------- the engine
@@ -235,11 +236,11 @@ def ray_session(ray_cluster):
 
 def test_rollout_pool_push_is_atomic(ray_session, models):
     import ray
+    from push_helpers import safetensors_bytes
     from transformers import AutoModelForCausalLM
 
     from zppo_ray.actors.rollout import RolloutPool, WeightPushError
     from zppo_ray.config import ModelConfig, RolloutConfig
-    from zppo_ray.engine.weight_sync import state_dict_to_safetensors_bytes
 
     pool = RolloutPool.create(RolloutConfig(num_workers=1, kv_cache_gib=1.0),
                               ModelConfig(path=models["student"], max_model_len=MAX_LEN))
@@ -253,7 +254,7 @@ def test_rollout_pool_push_is_atomic(ray_session, models):
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(1.01)
-        blob = state_dict_to_safetensors_bytes(model.state_dict())
+        blob = safetensors_bytes(model.state_dict())
 
         def transfer(calls):  # one bucket from the object store, as ObjectStoreSync sends many
             calls.each("begin_weights", list(model.state_dict()))

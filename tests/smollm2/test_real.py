@@ -80,11 +80,11 @@ def test_after_a_learner_update_and_push_the_engine_decodes_as_the_learner(stude
                            old_logprobs=s.logprobs) for g in groups for j, s in enumerate(g)]
         before_sum = engine.param_checksum()
         learner.train_minibatch(items)
-        from zppo_ray.engine.weight_sync import state_dict_to_safetensors_bytes
+        from push_helpers import push_buckets, safetensors_bytes
 
-        buckets = [state_dict_to_safetensors_bytes(b) for b in learner.weight_buckets(64 * 2**20)]
+        buckets = [safetensors_bytes(b) for b in learner.weight_buckets(64 * 2**20)]
         assert len(buckets) >= 3  # embeddings (= the tied head, 113 MB in fp32) alone, then groups of layers
-        engine.load_weights(buckets, 1)
+        push_buckets(engine, buckets, 1)
         assert engine.version == 1 and engine.param_checksum() != before_sum
         greedy = [g[0] for g in engine.generate([GenRequest(p, n=1) for p in PROMPTS], temperature=0.0,
                                                 max_tokens=24)]

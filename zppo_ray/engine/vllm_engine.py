@@ -310,15 +310,6 @@ class VLLMEngine:
         self._version = int(version)
         return self._push_seconds
 
-    def load_weights(self, blobs: Sequence[bytes], version: int) -> float:
-        """A whole push from safetensors buckets held in memory (tests, tools); returns seconds."""
-        from safetensors import deserialize
-
-        self.begin_weights([name for blob in blobs for name, _ in deserialize(blob)])
-        for blob in blobs:
-            self.load_bucket(blob)
-        return self.commit_weights(version)
-
     def weight_transfer(self, method: str, payload: Any = None) -> None:
         """GPU path: one call of vLLM's weight-transfer protocol on every worker (`init_weight_transfer_engine`,
         `start_weight_update`, `update_weights`, `finish_weight_update`), driven by the learner's sender

@@ -33,20 +33,10 @@ push without `lm_head.weight` for a tied model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 EXTENSION_QUALNAME = "zppo_ray.engine.weight_sync.WeightSyncExtension"
-
-
-def state_dict_to_safetensors_bytes(state_dict: Mapping[str, Any]) -> bytes:
-    """A state dict (HF names) → safetensors bytes of contiguous CPU copies (tied tensors duplicated)."""
-    import torch
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()
-               if isinstance(v, torch.Tensor)}
-    return save(tensors)
 
 
 class WeightSyncExtension:
