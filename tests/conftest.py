@@ -1,8 +1,11 @@
 """Shared fixtures: the toy world is built once per machine (cached) and reused by every test."""
 
 import os
+import sys
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # helper modules next to the tests (push_helpers)
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
