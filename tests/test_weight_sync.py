@@ -4,9 +4,11 @@ The real learner and engines stream buckets in tests/test_learner.py, test_engin
 test at the bottom of this file."""
 
 import time
+from contextlib import contextmanager
 
 import pytest
 import ray
+from ray_helpers import kill as _kill
 
 from zppo_ray.actors.health import State
 from zppo_ray.actors.rollout import RolloutPool, WeightPushError
@@ -103,18 +105,6 @@ def _pool(n, fail=None, tp=1):
     return RolloutPool([start(i)[0] for i in range(n)], factory=start, max_restarts=2, tp=tp), made
 
 
-def _kill(handle):
-    ray.kill(handle, no_restart=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            ray.get(handle.__ray_ready__.remote(), timeout=5)
-        except ray.exceptions.RayActorError:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the killed actor is still answering")
-
-
 def _wait_healthy(pool, n, timeout=30.0):
     deadline = time.monotonic() + timeout
     while len(pool.replicas.fleet.serving()) < n:
@@ -147,22 +137,36 @@ class FakeLearner:
         self.weights_version = None
 
 
-def _object_store(pool, learner):
+def _object_store():
     from zppo_ray.weights.object_store import ObjectStoreSync
 
-    sync = ObjectStoreSync(bucket_bytes=8)
+    return ObjectStoreSync(bucket_bytes=8)
+
+
+def _nccl():
+    from zppo_ray.weights.vllm_transfer import VllmTransferSync
+
+    return VllmTransferSync("nccl", bucket_bytes=8, timeout_s=30)
+
+
+@contextmanager
+def _synced(learner, make_sync, n, **pool_kw):
+    """A pool of `n` fake engines with `make_sync()` attached to it and `learner`; both shut down after."""
+    pool, made = _pool(n, **pool_kw)
+    sync = make_sync()
     sync.init(learner, pool)
-    return sync
+    try:
+        yield pool, made, learner, sync
+    finally:
+        sync.shutdown()
+        pool.shutdown(grace_s=1.0)
 
 
 PUSH_CALLS = [("begin", 3), ("bucket", "b0"), ("bucket", "b1"), ("bucket", "b2")]
 
 
 def test_object_store_push_begins_streams_every_bucket_then_commits_on_every_worker(ray_cluster):
-    pool, made = _pool(2)
-    learner = FakeLearner()
-    sync = _object_store(pool, learner)
-    try:
+    with _synced(FakeLearner(), _object_store, 2) as (pool, made, learner, sync):
         learner.train()
         report = sync.push(1)
         assert report.bytes == 12 and report.buckets == 3 and pool.version == 1 and learner.weights_version == 1
@@ -172,16 +176,10 @@ def test_object_store_push_begins_streams_every_bucket_then_commits_on_every_wor
             sync.push(1)
         assert {s.version for g in pool.generate([GenRequest("p", n=2)], {}) for s in g} == {1}
         sync.push(1, rollback=True)  # resuming from a checkpoint may repeat or lower the version
-    finally:
-        sync.shutdown()
-        pool.shutdown(grace_s=1.0)
 
 
 def test_a_worker_killed_mid_push_is_replaced_and_loads_the_weights_before_it_serves(ray_cluster):
-    pool, made = _pool(2)
-    learner = FakeLearner()
-    sync = _object_store(pool, learner)
-    try:
+    with _synced(FakeLearner(), _object_store, 2) as (pool, made, learner, sync):
         learner.between = lambda k: _kill(made[1]) if k == 1 else None
         learner.train()
         sync.push(1)  # worker 1 died after two of three buckets: written off, worker 0 commits alone
@@ -192,32 +190,20 @@ def test_a_worker_killed_mid_push_is_replaced_and_loads_the_weights_before_it_se
         assert ray.get(made[2].calls.remote()) == [*PUSH_CALLS, ("commit", 1)]
         out = pool.generate([GenRequest(f"p{i}", n=1) for i in range(4)], {})
         assert {s.version for g in out for s in g} == {1} and {g[0].text for g in out} == {"w0-0", "w1-2"}
-    finally:
-        sync.shutdown()
-        pool.shutdown(grace_s=1.0)
 
 
 def test_a_push_whose_every_worker_died_starts_over_on_their_replacements(ray_cluster):
-    pool, made = _pool(2)
-    learner = FakeLearner()
-    sync = _object_store(pool, learner)
-    try:
+    with _synced(FakeLearner(), _object_store, 2) as (pool, made, learner, sync):
         learner.between = lambda k: [_kill(h) for h in made[:2]] if k == 0 and learner.streams == 1 else None
         learner.train()
         sync.push(1)  # a lost node: both die after the first bucket; the push waits for two replacements
         assert learner.streams == 2 and pool.version == 1 and pool.versions() == [1, 1]
         for h in made[2:]:
             assert ray.get(h.calls.remote()) == [*PUSH_CALLS, ("commit", 1)]
-    finally:
-        sync.shutdown()
-        pool.shutdown(grace_s=1.0)
 
 
 def test_a_replacement_waits_for_the_next_push_once_the_learner_moved_on(ray_cluster):
-    pool, made = _pool(2)
-    learner = FakeLearner()
-    sync = _object_store(pool, learner)
-    try:
+    with _synced(FakeLearner(), _object_store, 2) as (pool, made, learner, sync):
         learner.train()
         sync.push(1)
         learner.train()  # the learner holds unpushed weights: they are not version 1
@@ -231,16 +217,10 @@ def test_a_replacement_waits_for_the_next_push_once_the_learner_moved_on(ray_clu
         sync.push(2)  # the push includes the stale slot
         assert ray.get(made[2].calls.remote()) == [*PUSH_CALLS, ("commit", 2)]
         assert pool.replicas.fleet[1].state is State.HEALTHY
-    finally:
-        sync.shutdown()
-        pool.shutdown(grace_s=1.0)
 
 
 def test_a_failed_bucket_leaves_the_pool_refusing_to_serve_until_a_push_succeeds(ray_cluster):
-    pool, made = _pool(2, fail="bucket")
-    learner = FakeLearner()
-    sync = _object_store(pool, learner)
-    try:
+    with _synced(FakeLearner(), _object_store, 2, fail="bucket") as (pool, made, learner, sync):
         with pytest.raises(WeightPushError, match="load_bucket failed on rollout-"):
             sync.push(1)
         assert pool.version == 0 and learner.weights_version == 0
@@ -249,9 +229,6 @@ def test_a_failed_bucket_leaves_the_pool_refusing_to_serve_until_a_push_succeeds
             pool.generate([GenRequest("p", n=1)], {})
         sync.push(1)  # the same push again, now without an error
         assert pool.version == 1 and {s.version for g in pool.generate([GenRequest("p", n=2)], {}) for s in g} == {1}
-    finally:
-        sync.shutdown()
-        pool.shutdown(grace_s=1.0)
 
 
 # ------------------------------------------------------------------- the GPU path's control plane
@@ -315,13 +292,7 @@ ONE_PUSH = ["start_weight_update", "update_weights", "finish_weight_update", "co
 
 
 def test_gpu_transfer_connects_once_with_a_rank_range_per_engine_then_pushes_in_vllms_order(ray_cluster):
-    from zppo_ray.weights.vllm_transfer import VllmTransferSync
-
-    pool, made = _pool(2, tp=2)
-    learner = TransferLearner()
-    sync = VllmTransferSync("nccl", bucket_bytes=8, timeout_s=30)
-    sync.init(learner, pool)
-    try:
+    with _synced(TransferLearner(), _nccl, 2, tp=2) as (pool, made, learner, sync):
         sync.push(1)
         sync.push(2)
         init = [p for h in made for m, p in ray.get(h.calls.remote()) if m == "init_weight_transfer_engine"]
@@ -331,19 +302,10 @@ def test_gpu_transfer_connects_once_with_a_rank_range_per_engine_then_pushes_in_
             assert [p for m, p in ray.get(h.calls.remote()) if m == "commit"] == [1, 2]
         names = [p["names"] for m, p in ray.get(made[0].calls.remote()) if m == "update_weights"]
         assert names == [["lm_head.weight"]] * 2 and pool.version == 2 and learner.events == [("connect", 2)]
-    finally:
-        sync.shutdown()
-        pool.shutdown(grace_s=1.0)
 
 
 def test_gpu_transfer_failure_breaks_the_pool_and_membership_changes_reconnect(ray_cluster):
-    from zppo_ray.weights.vllm_transfer import VllmTransferSync
-
-    pool, made = _pool(2, fail="update_weights")
-    learner = TransferLearner()
-    sync = VllmTransferSync("nccl", bucket_bytes=8, timeout_s=30)
-    sync.init(learner, pool)
-    try:
+    with _synced(TransferLearner(), _nccl, 2, fail="update_weights") as (pool, made, learner, sync):
         with pytest.raises(RuntimeError, match="update_weights failed on engine 0"):
             sync.push(1)
         assert pool.version == 0 and learner.events == [("connect", 2), ("close",)]
@@ -359,9 +321,6 @@ def test_gpu_transfer_failure_breaks_the_pool_and_membership_changes_reconnect(r
         assert _methods(made[2]) == ["init_weight_transfer_engine", *ONE_PUSH]
         sync.push(2)
         assert learner.events[-2:] == [("close",), ("connect", 2)] and pool.versions() == [2, 2]
-    finally:
-        sync.shutdown()
-        pool.shutdown(grace_s=1.0)
 
 
 # --------------------------------------------------------------- the real thing: learner → two engines

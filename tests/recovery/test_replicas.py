@@ -6,6 +6,7 @@ import time
 
 import pytest
 import ray
+from ray_helpers import kill as _kill
 
 from zppo_ray.actors.buffer import BufferClient, ReplayBufferActor
 from zppo_ray.actors.health import State
@@ -70,19 +71,6 @@ def _factory(made):
         made.append(h)
         return h, None
     return start
-
-
-def _kill(handle):
-    """ray.kill returns before the actor is gone: wait until it is, so the next call meets a dead actor."""
-    ray.kill(handle, no_restart=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            ray.get(handle.__ray_ready__.remote(), timeout=5)
-        except ray.exceptions.RayActorError:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the killed actor is still answering")
 
 
 def _reqs(prompts):

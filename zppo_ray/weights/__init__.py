@@ -25,6 +25,7 @@ learner still holds the version the pool serves, and otherwise waits (stale, not
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,7 +45,7 @@ class WeightSync(Protocol):
     def shutdown(self) -> None: ...
 
 
-class PoolSync:
+class PoolSync(ABC):
     """What both transports share: the pool commits each push (zppo_ray/actors/rollout.py
     `update_weights`), the learner records which version its weights are, and a replacement worker loads
     through the same transfer while that is the pool's version. Subclasses move the bytes (`_transfer`)."""
@@ -66,8 +67,9 @@ class PoolSync:
         self.learner.weights_version = version
         return PushReport(time.perf_counter() - t0, self.total_bytes, self.last_buckets)
 
+    @abstractmethod
     def _transfer(self, calls: Any) -> None:
-        raise NotImplementedError
+        """Move the learner's current weights to the workers in `calls` (a `SlotCalls`)."""
 
     def _reload(self, slot: int) -> bool | None:
         """A replacement worker: the learner's weights to it alone, if they are the pool's version."""
