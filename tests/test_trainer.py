@@ -6,6 +6,9 @@ the n samples are correct. That makes every corner case of spec §2 reachable in
 
 from __future__ import annotations
 
+import math
+import threading
+
 import pytest
 
 from zppo_ray.actors.buffer import ReplayBufferShell
@@ -467,10 +470,9 @@ def test_no_two_samples_of_a_run_share_a_seed(tmp_path):
     assert len(calls) >= 6 and len(per_sample) == len(set(per_sample))
     # a resumed step draws what the uninterrupted one drew: seeds depend on (step, role, request) only
     again, _ = make(tmp_path, hard_q0_q1)
-    again.step = 2
     reqs = again._plain_requests(again.data.questions[:2], 4)
-    trainer.step = 2
-    assert again._seeds("student", reqs) == trainer._seeds("student", reqs)
+    assert again._seeds("student", reqs, 2) == trainer._seeds("student", reqs, 2)
+    assert again._seeds("student", reqs, 2) != trainer._seeds("student", reqs, 1)
 
 
 def test_replay_buffer_uses_its_own_random_stream():
@@ -522,13 +524,13 @@ def test_images_travel_with_every_train_item_and_to_the_teacher_scorer(tmp_path)
 
 def test_mixed_versions_in_one_generate_call_are_a_real_error():
     """It was an `assert`, which `python -O` removes."""
-    import threading
     from types import SimpleNamespace
 
     from zppo_ray.actors.rollout import MixedVersionError, PendingGenerate, RolloutPool
 
     pool = RolloutPool.__new__(RolloutPool)
     pool._lock, pool._pending = threading.Lock(), []
+    pool._changed = threading.Condition(pool._lock)
     mixed = [[Sample([1], [2], [0.0], "a", "stop", version=1)], [Sample([1], [2], [0.0], "b", "stop", version=2)]]
     pool.replicas = SimpleNamespace(gather=lambda g: mixed)
     with pytest.raises(MixedVersionError, match=r"versions \[1, 2\]"):
@@ -600,3 +602,146 @@ def test_evaluation_breaks_down_by_the_skill_group_a_world_tags(tmp_path):
     trainer.eval_questions = [dataclasses.replace(q, extra={"skill_group": g})
                               for q, g in zip(trainer.data.questions[:3], ["known", "missing", "missing"])]
     assert trainer.evaluate("before") == {"1": 1 / 3, "all": 1 / 3, "skill:known": 1.0, "skill:missing": 0.0}
+
+
+# ------------------------------------------------------------------------- asynchronous rollouts
+
+
+class GatedLearner(FakeLearner):
+    """Holds every update until the background thread asked the rollout pool for the next step's rollouts,
+    so the overlap (and with it the samples' lag) does not depend on thread timing."""
+
+    def __init__(self, rollout):
+        super().__init__()
+        self.rollout, self.next_step_sampling, self.ages = rollout, threading.Event(), []
+
+    def compute_logprobs(self, items):
+        self.ages.append([self.rollout.version - it.version for it in items])
+        return super().compute_logprobs(items)
+
+
+def make_async(tmp_path, script=None, steps=4, extra=(), n_questions=8):
+    trainer, roles = make(tmp_path, script or hard_q0_q1, overrides=[
+        "trainer.max_staleness=1", "algo.tis_cap=2", f"trainer.steps={steps}", *extra], n_questions=n_questions)
+    learner = GatedLearner(roles.rollout)
+    roles.learner = trainer.roles.learner = learner
+    rollout, plain_async, train = roles.rollout, roles.rollout.generate_async, learner.train_minibatch
+
+    def generate_async(requests, sampling):
+        if threading.current_thread() is not threading.main_thread():
+            learner.next_step_sampling.set()
+        return plain_async(requests, sampling)
+
+    def gated(items, loss_fn=None):
+        if trainer.ahead.in_flight:
+            assert learner.next_step_sampling.wait(timeout=10), "the next step's rollouts never started"
+        return train(items, loss_fn)
+
+    def push(version, rollback=False):
+        learner.next_step_sampling.clear()
+        return weights_push(version, rollback)
+
+    rollout.generate_async, learner.train_minibatch = generate_async, gated
+    weights_push, roles.weights.push = roles.weights.push, push
+    return trainer, roles, learner
+
+
+def test_async_rollouts_train_one_version_behind_with_versions_and_weights_recorded(tmp_path):
+    trainer, roles, learner = make_async(tmp_path)
+    try:
+        metrics = [trainer.train_step() for _ in range(4)]
+    finally:
+        trainer.close()
+    assert roles.weights.pushed == [1, 2, 3, 4]
+    # step 1 sampled with version 0 and trained at 0; every later step's plain rollouts ran while the step
+    # before trained, on the weights before its push: one version behind, never more
+    assert set(learner.ages[0]) == {0}
+    assert all(max(a) == 1 for a in learner.ages[1:]) and max(max(a) for a in learner.ages) == 1
+    assert [m["learn"]["sample_age_max"] for m in metrics] == [0, 1, 1, 1]
+    assert all(m["learn"]["n_stale"] == 0 for m in metrics)
+    items = [it for mb in learner.minibatches for it in mb]
+    assert all(it.is_weights is not None and len(it.is_weights) == len(it.completion_ids) for it in items)
+    # the fake engine's logprobs are -0.1/-0.2, the fake learner's -0.1: w = min(exp(-0.1 + 0.2), 2) on token 2
+    assert items[0].is_weights == pytest.approx([1.0, math.exp(0.1)])
+    assert all(m["time"]["idle_learner"] >= 0 and "idle_rollout" in m["time"] for m in metrics)
+    assert trainer.ledger.counts()["in_flight"] == 0 and not trainer.ahead.in_flight
+
+
+def test_async_mode_never_produces_past_the_last_step_nor_replays_a_question_in_flight(tmp_path):
+    """q0 and q1 stay hard and keep being replayed; each step is drawn while the step before (maybe replaying
+    them) trains. The draw may return a question in flight; it must not be served twice at once."""
+    trainer, roles, learner = make_async(tmp_path, steps=4, n_questions=16)
+    draws, replays = [], []
+    sample, produce = roles.buffer.sample, trainer._produce
+
+    def spy_sample(k):
+        drawn = sample(k)
+        draws.append(({q.id for q in drawn}, trainer.ledger.in_flight()))
+        return drawn
+
+    def spy_produce(at):
+        s = produce(at)
+        replays.append((at + 1, {q.id for q in s.replay}))
+        return s
+
+    roles.buffer.sample, trainer._produce = spy_sample, spy_produce
+    try:
+        for _ in range(4):
+            trainer.train_step()
+    finally:
+        trainer.close()
+    assert [n for n, _ in replays] == [1, 2, 3, 4]  # nothing produced for a fifth step
+    assert trainer.data.epoch * 16 + trainer.data.cursor == 16  # 4 steps of 4 new questions
+    # the draws for steps 2-4 happen while the step before is in flight; at least one returned a question of it
+    assert any(drawn & busy for drawn, busy in draws)
+    assert all(not (replayed & busy) for (_, replayed), (_, busy) in zip(replays, draws))
+    assert dict(replays)[4]  # the buffer still served what was not in flight
+
+
+def test_a_checkpoint_taken_with_a_step_in_flight_resumes_by_drawing_that_step_again(tmp_path):
+    """What launch.save_checkpoint saves while step 3 is being produced, then a fresh controller resumed
+    from it: step 3 is drawn again and the run ends where the uninterrupted one did, nothing lost or doubled."""
+    from zppo_ray.state.ledger import Ledger
+
+    trainer, roles, learner = make_async(tmp_path, steps=4)
+    try:
+        for _ in range(2):
+            trainer.train_step()
+        assert trainer.ahead.in_flight  # step 3 is being produced
+        trainer.ahead.wait()
+        state, ledger, in_flight = trainer.state(), trainer.ledger.settled(), trainer.ledger.in_flight()
+        roles.buffer.snapshot(str(tmp_path / "buffer"))
+        trainer.train_step()
+        trainer.train_step()
+    finally:
+        trainer.close()
+    # the checkpoint: two steps trained, the data cursor and the ledger as before step 3 drew anything
+    assert (state.step, state.version, state.cursor, state.epoch) == (2, 2, 8, 0)
+    assert in_flight and all(st != "in_flight" for st in ledger.values())
+    again, roles2, _ = make_async(tmp_path, steps=4)
+    try:
+        again.load_state(state)
+        again.ledger = Ledger(again.ledger.state.keys(), {q: st for q, st in ledger.items() if st != "not_served"})
+        roles2.buffer.restore(str(tmp_path / "buffer"))
+        roles2.rollout.version = state.version  # launch.resume pushes the checkpoint's weights
+        again.train_step()  # step 3, drawn again
+        redrawn = {q for _, kind, q, _ in roles2.rollout.requests if kind == "plain"}
+        again.train_step()
+    finally:
+        again.close()
+    assert in_flight <= redrawn
+    assert again.step == 4 and again.ledger.counts()["in_flight"] == 0
+    assert (again.data.cursor, again.data.epoch) == (trainer.data.cursor, trainer.data.epoch)
+    assert again.ledger.state == trainer.ledger.state
+    assert sorted(roles2.buffer.ids()) == sorted(roles.buffer.ids())
+
+
+def test_async_rollouts_are_refused_without_the_importance_correction_or_with_sleeping_engines():
+    from zppo_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="algo.tis_cap"):
+        load_config(None, ["trainer.max_staleness=1"])
+    with pytest.raises(ConfigError, match="colocate"):
+        load_config(None, ["trainer.max_staleness=1", "algo.tis_cap=2", "rollout.colocate_with_learner=true"])
+    with pytest.raises(ConfigError, match="step shape"):
+        load_config(None, ["trainer.max_staleness=1", "algo.tis_cap=2", "algo.name=onpolicy_distill"])

@@ -289,10 +289,11 @@ class PreemptionNotice:
 def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer, preempt=None,
            new_learner=None, phases: dict | None = None) -> dict:
     run_log = RunLog(run_dir, cfg.metrics.jsonl, sinks_for(cfg, run_dir))
+    trainer = Trainer(cfg, roles, train_qs, eval_qs, tokenizer, run_log)
     try:
-        return _loop(cfg, run_dir, roles, Trainer(cfg, roles, train_qs, eval_qs, tokenizer, run_log), run_log,
-                     preempt, new_learner, dict(phases or {}))
+        return _loop(cfg, run_dir, roles, trainer, run_log, preempt, new_learner, dict(phases or {}))
     finally:
+        trainer.close()  # a step produced ahead (asynchronous rollouts) ends before the roles stop
         run_log.close()  # idempotent; also flushes TensorBoard / W&B when the run stops on an error
 
 

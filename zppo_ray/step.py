@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from zppo_ray.algo.zppo import Group
@@ -12,6 +14,7 @@ from zppo_ray.observe.runlog import timed
 from zppo_ray.types import Sample
 
 TIMERS = ("generate", "grade", "teacher", "compress", "learn", "push", "buffer")
+ROLES = ("rollout", "teacher", "learner")
 
 
 @dataclass
@@ -32,11 +35,66 @@ class StepTimer:
         return out
 
 
+class RoleClock:
+    """When each role (rollout, teacher, learner) had work from this controller, across threads, so each step
+    can report how long each role sat idle during it. A role is busy from the moment a call is dispatched to
+    it until its result is collected: for the rollout and teacher pools that is an upper bound on their real
+    work (a result may wait a little before the controller collects it)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._open: dict[int, tuple[str, float]] = {}
+        self._next = 0
+
+    def start(self, role: str) -> int:
+        with self._lock:
+            self._next += 1
+            self._open[self._next] = (role, time.perf_counter())
+            return self._next
+
+    def stop(self, key: int) -> None:
+        with self._lock:
+            role, t0 = self._open.pop(key)
+            self._done[role].append((t0, time.perf_counter()))
+
+    @contextmanager
+    def busy(self, role: str):
+        key = self.start(role)
+        try:
+            yield
+        finally:
+            self.stop(key)
+
+    def idle(self, a: float, b: float) -> dict[str, float]:
+        """Per role, the seconds of [a, b] during which it had nothing to do; forgets what ended before a."""
+        with self._lock:
+            spans = {r: [x for x in self._done[r] if x[1] > a] for r in ROLES}
+            self._done = defaultdict(list, spans)
+            for role, t0 in self._open.values():
+                spans[role] = spans[role] + [(t0, b)]
+        return {r: (b - a) - _union(spans[r], a, b) for r in ROLES}
+
+
+def _union(spans: list[tuple[float, float]], a: float, b: float) -> float:
+    """Length of the union of `spans` clipped to [a, b]."""
+    total, end = 0.0, a
+    for t0, t1 in sorted((max(t0, a), min(t1, b)) for t0, t1 in spans):
+        if t1 > end:
+            total += t1 - max(t0, end)
+            end = t1
+    return total
+
+
 @dataclass
 class Step:
     """What one step has produced so far (filled in by the named calls of `Trainer.train_step`)."""
 
     timer: StepTimer
+    at: int = 0  # steps completed before this one: its number is at + 1 (seeds and logs use it)
+    before: object = None  # the controller's TrainerState before this step drew anything (checkpoints in flight)
+    epoch: int = 0
+    items: list = field(default_factory=list)  # the learner's batch (step 8)
     new: list[Question] = field(default_factory=list)
     replay: list[Question] = field(default_factory=list)
     batch: list[Question] = field(default_factory=list)

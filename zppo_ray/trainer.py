@@ -9,11 +9,14 @@ engines and the real run with the Ray-backed groups.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+import time
 from collections import defaultdict
 
 from zppo_ray import sampling
+from zppo_ray.algo import offpolicy
 from zppo_ray.algo.compression import cap_candidate, uniform_form
 from zppo_ray.algo.guidance import Guidance, choose_guidance, inject
 from zppo_ray.algo.methods import method
@@ -35,6 +38,7 @@ from zppo_ray.data.schema import Question
 from zppo_ray.engine.prompts import chat_prompt_ids
 from zppo_ray.eval.harness import score_questions
 from zppo_ray.learner.policy import reduce_metrics
+from zppo_ray.lookahead import Lookahead
 from zppo_ray.observe import progress, prometheus
 from zppo_ray.observe.runlog import RunLog, eval_line, step_line
 from zppo_ray.observe.step_metrics import step_metrics
@@ -43,7 +47,7 @@ from zppo_ray.roles import Roles
 from zppo_ray.seeds import derive_seed
 from zppo_ray.state.checkpoint import TrainerState, rng_to_json
 from zppo_ray.state.ledger import Ledger
-from zppo_ray.step import Step, StepTimer
+from zppo_ray.step import RoleClock, Step, StepTimer
 from zppo_ray.types import GenRequest, Sample, TrainItem
 
 log = logging.getLogger("zppo_ray.trainer")
@@ -71,20 +75,24 @@ class Trainer:
         self.step = 0
         self.version = 0
         self.last_push_bytes = 0
+        self.clock = RoleClock()  # when each role had work: the idle seconds of every step
+        # trainer.max_staleness >= 1: the next step's rollouts are produced while this one trains
+        self.ahead = Lookahead() if cfg.trainer.max_staleness > 0 else None
 
     # ------------------------------------------------------------------------------------ sampling
 
-    def _seeds(self, role: str, requests: list[GenRequest]) -> list[int]:
+    def _seeds(self, role: str, requests: list[GenRequest], at: int) -> list[int]:
         """One seed per request from (run seed, step, role, request id): no two samples of a run share
-        noise, and a resumed step draws what the uninterrupted one drew (zppo_ray/seeds.py)."""
+        noise, and a resumed step draws what the uninterrupted one drew (zppo_ray/seeds.py). `at`: the
+        step's position (Step.at), which runs ahead of `self.step` with asynchronous rollouts."""
         base = self.cfg.rollout.seed if role == "student" else self.cfg.teacher.seed
-        return [derive_seed(base, self.step, role, r.tag) for r in requests]
+        return [derive_seed(base, at, role, r.tag) for r in requests]
 
-    def _student_sampling(self, requests: list[GenRequest]) -> dict:
-        return sampling.student(self.cfg.rollout, self._seeds("student", requests))
+    def _student_sampling(self, requests: list[GenRequest], at: int) -> dict:
+        return sampling.student(self.cfg.rollout, self._seeds("student", requests, at))
 
-    def _teacher_sampling(self, requests: list[GenRequest]) -> dict:
-        return sampling.teacher(self.cfg.teacher, self._seeds("teacher", requests))
+    def _teacher_sampling(self, requests: list[GenRequest], at: int) -> dict:
+        return sampling.teacher(self.cfg.teacher, self._seeds("teacher", requests, at))
 
     def _plain_requests(self, qs: list[Question], n: int, kind: str = "plain") -> list[GenRequest]:
         return [GenRequest(question_prompt(q.text, self.templates), n=n, images=tuple(q.images),
@@ -118,31 +126,51 @@ class Trainer:
         """One step of spec §2 as named calls (the numbers are the spec's); distillation has its own shape."""
         if self.method.step == "distill":
             return self._distill_step()
-        s = Step(StepTimer())
+        window = time.perf_counter()
+        s = self._next_step()  # 1-8 below: produced now, or (asynchronous) while the last step trained
+        learn, push_s = self._update(s.items, s.timer, s.at)  # 9. I mini-batch PPO updates, then the weight push
+        refresh = self._refresh(s)  # 10. the buffer sees PLAIN accuracies only
+        return self._end_step(s, s.items, learn, push_s, refresh, window)
+
+    def _produce(self, at: int) -> Step:
+        """Steps 1-8 of step number at+1: everything up to the learner's batch (`Step.items`)."""
+        s = Step(StepTimer(), at=at)
         self._prompts(s)  # 1. the next new questions + a uniform draw from the buffer
         self._plain_rollouts(s)  # 2. G_S samples each, graded per chunk; the teacher starts on each chunk's hard ones
         s.hard = hard_questions(s.plain, self.cfg.algo.tau, self.rng)  # 3. hard set, hardest first, random ties
         self._teacher_pool(s)  # 4. the teacher's samples, graded: its correct ones are the positive pool
         self._help(s)  # 5-6. keep the hardest that can get help; BCQ then NCQ, or a baseline's help
         self._extra_rollouts(s)  # 7. rollouts on the new prompts, graded against the ORIGINAL gold answer
-        items = self._advantages(s)  # 8. plain and extra groups of a question are separate groups
-        learn, push_s = self._update(items, s.timer)  # 9. I mini-batch PPO updates, then the weight push
-        refresh = self._refresh(s)  # 10. the buffer sees PLAIN accuracies only
-        return self._end_step(s, items, learn, push_s, refresh)
+        s.items = self._advantages(s)  # 8. plain and extra groups of a question are separate groups
+        return s
+
+    def _next_step(self) -> Step:
+        """The step to train on now. Synchronous (the paper): produced here. Asynchronous: the one produced
+        in the background (the first one here), and the production of the next one starts before this one
+        trains, so its rollouts overlap the learner (zppo_ray/lookahead.py)."""
+        if self.ahead is None:
+            return self._produce(self.step)
+        s = self.ahead.take() or self._produce(self.step)
+        if s.at + 2 <= self.cfg.trainer.steps:
+            self.ahead.start(self._produce, s.at + 1, self._state_now())
+        return s
 
     def _prompts(self, s: Step) -> None:
         """Step 1: X_new (the data cursor) and X_replay (a uniform draw from the buffer, when it is on)."""
         a, n_new = self.cfg.algo, self.cfg.trainer.prompts_per_step
-        s.new = self.data.next(n_new)
+        s.new, s.epoch = self.data.next(n_new), self.data.epoch
+        busy = self.ledger.in_flight()  # asynchronous: the step still training holds these (replay them later)
         if a.use_buffer:
             with s.timer("buffer"):
                 size = self.roles.buffer.size()
-                s.replay = self.roles.buffer.sample(replay_count(a.rho_replay, n_new, size))
+                want = replay_count(a.rho_replay, n_new, size)
+                drawn = self.roles.buffer.sample(want + len(busy) if busy else want)
+            s.replay = [q for q in drawn if q.id not in busy][:want]
         new_ids = {q.id for q in s.new}
         s.replay = [q for q in s.replay if q.id not in new_ids]  # after a wrap-around a question can be both
         s.batch = s.new + s.replay
         s.by_id = {q.id: q for q in s.batch}
-        self.ledger.serve(s.by_id)
+        self.ledger.serve(s.by_id, s.at + 1)
 
     def _plain_rollouts(self, s: Step) -> None:
         """Steps 2-4 overlapped: plain rollouts in chunks; each chunk is graded as soon as it arrives and the
@@ -153,10 +181,13 @@ class Trainer:
             pending = []
             for qs in self._chunks(s.batch):
                 reqs = self._plain_requests(qs, cfg.rollout.group_size)
-                pending.append((qs, self.roles.rollout.generate_async(reqs, self._student_sampling(reqs))))
-        for qs, p in pending:
+                pending.append((qs, self.clock.start("rollout"),
+                                self.roles.rollout.generate_async(reqs, self._student_sampling(reqs, s.at))))
+        for qs, busy, p in pending:
             with s.timer("generate"):
-                qs, samples = self._drop_skipped(qs, self.roles.rollout.collect(p), s.skipped)
+                samples = self.roles.rollout.collect(p)
+                self.clock.stop(busy)
+                qs, samples = self._drop_skipped(qs, samples, s.skipped, s.at)
             with s.timer("grade"):
                 groups = self.grade_groups(qs, samples)
             for q, g, ss in zip(qs, groups, samples):
@@ -165,13 +196,15 @@ class Trainer:
             if want_teacher and hard_here:
                 with s.timer("teacher"):
                     reqs = self._plain_requests(hard_here, cfg.teacher.group_size, "teacher")
-                    s.teacher_calls.append((hard_here, self.roles.teacher.generate_async(
-                        reqs, self._teacher_sampling(reqs))))
+                    s.teacher_calls.append((hard_here, self.clock.start("teacher"), self.roles.teacher.generate_async(
+                        reqs, self._teacher_sampling(reqs, s.at))))
 
     def _teacher_pool(self, s: Step) -> None:
         with s.timer("teacher"):
-            for qs, call in s.teacher_calls:
-                for q, g in zip(qs, self.grade_groups(qs, self.roles.teacher.result(call))):
+            for qs, busy, call in s.teacher_calls:
+                samples = self.roles.teacher.result(call)
+                self.clock.stop(busy)
+                for q, g in zip(qs, self.grade_groups(qs, samples)):
                     s.teacher[q.id] = g
 
     def _help(self, s: Step) -> None:
@@ -183,18 +216,18 @@ class Trainer:
         if self.method.guidance is None:
             s.kept = pre_cap(s.hard, lambda q: can_reformulate(q, s.plain, s.teacher, a.enable_bcq, a.enable_ncq),
                              cap)
-            s.requests = self._reformulations(s.kept, s.plain, s.teacher, cap, s.by_id, s.timer, s.compress)
+            s.requests = self._reformulations(s, cap)
         else:
             s.kept = pre_cap(s.hard, lambda q: has_teacher_positive(q, s.teacher), cap)
             guides = choose_guidance(s.kept, s.teacher, cap, self.method.guidance, self.rng)
-            s.requests, s.injected = self._guided(guides, s.by_id, s.plain_samples, s.timer)
+            s.requests, s.injected = self._guided(guides, s)
 
     def _extra_rollouts(self, s: Step) -> None:
         if not s.requests:
             return
-        with s.timer("generate"):
+        with s.timer("generate"), self.clock.busy("rollout"):
             reqs = [r for _, _, r in s.requests]
-            samples = self.roles.rollout.generate(reqs, self._student_sampling(reqs))
+            samples = self.roles.rollout.generate(reqs, self._student_sampling(reqs, s.at))
         done = [(r, ss) for r, ss in zip(s.requests, samples) if ss]  # a skipped request trains nothing
         with s.timer("grade"):
             groups = self.grade_groups([q for (_, q, _), _ in done], [ss for _, ss in done])
@@ -211,11 +244,17 @@ class Trainer:
             s.dropped, groups = len(groups) - len(informative), informative
         return train_items(groups, s.by_id, a.advantage, a.adv_eps, a.overlong_filter)
 
-    def _end_step(self, s: Step, items: list[TrainItem], learn: dict, push_s: float, refresh: dict) -> dict:
+    def _end_step(self, s: Step, items: list[TrainItem], learn: dict, push_s: float, refresh: dict,
+                  window: float) -> dict:
         self.step += 1
         self._settle(s.new, s.replay, s.plain, s.skipped, refresh)
-        metrics = step_metrics(self.step, self.version, self.data.epoch, s.batch, s.replay, s.plain, s.hard,
-                               s.teacher, s.reform, refresh, learn, s.timer.seconds_of_step(), push_s)
+        seconds = s.timer.seconds_of_step()
+        if self.ahead is not None:  # produced while the last step trained: its wall time is this call's
+            seconds["total"] = time.perf_counter() - window
+            seconds["idle"] = 0.0
+        seconds.update({f"idle_{r}": v for r, v in self.clock.idle(window, time.perf_counter()).items()})
+        metrics = step_metrics(self.step, self.version, s.epoch, s.batch, s.replay, s.plain, s.hard,
+                               s.teacher, s.reform, refresh, learn, seconds, push_s)
         n_extra = sum(len(ss) for _, _, ss in s.reform)
         replay_ids = {q.id for q in s.replay}
         metrics.update(n_injected=len(s.injected), dropped_groups=s.dropped, n_skipped=len(s.skipped),
@@ -239,15 +278,14 @@ class Trainer:
             self.log.write("fate", step=self.step, **fate)
         return metrics
 
-    def _drop_skipped(self, qs: list[Question], samples: list[list[Sample]], skipped: list[str]):
+    def _drop_skipped(self, qs: list[Question], samples: list[list[Sample]], skipped: list[str], at: int):
         """Questions whose rollouts came back empty (the pool skipped a request it could not process after a
         retry on its own) leave the step: an empty group would read as accuracy 0 and be admitted as hard."""
         keep = [(q, ss) for q, ss in zip(qs, samples) if ss]
         for q, ss in zip(qs, samples):
             if not ss:
                 skipped.append(q.id)
-                log.warning("step %d: question %s skipped: the rollout pool could not process it", self.step + 1,
-                            q.id)
+                log.warning("step %d: question %s skipped: the rollout pool could not process it", at + 1, q.id)
                 prometheus.record("zppo_questions_skipped", 1, reason="rollout")
         return [q for q, _ in keep], [ss for _, ss in keep]
 
@@ -255,7 +293,7 @@ class Trainer:
         """The ledger's end of step (zppo_ray/state/ledger.py), logged so the chaos audit can replay it."""
         # A replayed question that was skipped stays in the buffer (the refresh did not see it).
         buffered = [*refresh.get("buffered", ()), *(q.id for q in replay if q.id in skipped)]
-        self.ledger.settle(plain, [q for q in skipped if q not in buffered], buffered, refresh["fates"])
+        self.ledger.settle(plain, [q for q in skipped if q not in buffered], buffered, refresh["fates"], self.step)
         self.log.write("served", step=self.step, new=[q.id for q in new], replay=[q.id for q in replay],
                        skipped=skipped)
         for state, n in self.ledger.counts().items():
@@ -273,16 +311,16 @@ class Trainer:
         trained on (our choice: the paper does not say how its Off-Distill† measured accuracy).
         """
         cfg, a = self.cfg, self.cfg.algo
-        s = Step(StepTimer())
+        s = Step(StepTimer(), at=self.step)
         self._prompts(s)
-        timer, batch, skipped = s.timer, s.batch, s.skipped
+        timer, batch, skipped, at = s.timer, s.batch, s.skipped, s.at
         plain: dict[str, Group] = {}
         teacher: dict[str, Group] = {}
         if a.name == "offpolicy_distill":
             with timer("teacher"):
                 reqs = self._plain_requests(batch, cfg.teacher.group_size)
-                samples = self.roles.teacher.generate(reqs, self._teacher_sampling(reqs))
-            qs, samples = self._drop_skipped(batch, samples, skipped)
+                samples = self.roles.teacher.generate(reqs, self._teacher_sampling(reqs, at))
+            qs, samples = self._drop_skipped(batch, samples, skipped, at)
             with timer("grade"):
                 groups = self.grade_groups(qs, samples)
             teacher = {q.id: g for q, g in zip(qs, groups)}
@@ -292,15 +330,15 @@ class Trainer:
             if a.use_buffer:  # the buffer needs the student's own plain accuracy (see the docstring)
                 with timer("generate"):
                     reqs = self._plain_requests(qs, cfg.rollout.group_size)
-                    student = self.roles.rollout.generate(reqs, self._student_sampling(reqs))
-                qs, student = self._drop_skipped(qs, student, skipped)
+                    student = self.roles.rollout.generate(reqs, self._student_sampling(reqs, at))
+                qs, student = self._drop_skipped(qs, student, skipped, at)
                 with timer("grade"):
                     plain = {q.id: g for q, g in zip(qs, self.grade_groups(qs, student))}
         else:
             with timer("generate"):
                 reqs = self._plain_requests(batch, cfg.rollout.group_size)
-                samples = self.roles.rollout.generate(reqs, self._student_sampling(reqs))
-            qs, samples = self._drop_skipped(batch, samples, skipped)
+                samples = self.roles.rollout.generate(reqs, self._student_sampling(reqs, at))
+            qs, samples = self._drop_skipped(batch, samples, skipped, at)
             with timer("grade"):  # for the log and the buffer: on-policy distillation does not filter by reward
                 groups = self.grade_groups(qs, samples)
             plain = {q.id: g for q, g in zip(qs, groups)}
@@ -312,7 +350,7 @@ class Trainer:
                                                      cfg.teacher.topk_logprobs, [tuple(q.images) for q, _, _ in seqs])
             items = [TrainItem(p, c, 0.0, teacher_topk_ids=r["topk_ids"], teacher_topk_logprobs=r["topk_logprobs"],
                                images=tuple(q.images)) for (q, p, c), r in zip(seqs, rows)]
-        learn, push_s = self._update(items, timer, loss_fn=a.divergence)
+        learn, push_s = self._update(items, timer, at, loss_fn=a.divergence)
         s.plain = plain
         refresh = self._refresh(s)
         self.step += 1
@@ -344,16 +382,15 @@ class Trainer:
         return cap_candidate(candidate, t.compress_max_lines, t.compress_max_tokens,
                              lambda x: tok(x, add_special_tokens=False)["input_ids"], tok.decode)
 
-    def _reformulations(self, kept, plain, teacher, cap, by_id, timer,
-                        stats: dict) -> list[tuple[str, Question, GenRequest]]:
+    def _reformulations(self, s: Step, cap: int) -> list[tuple[str, Question, GenRequest]]:
         """ZPPO step 6: BCQ then NCQ instances for the kept questions, as (uid, question, request).
 
         Candidates are shown as the teacher's summaries only when every candidate of the instance got one;
         otherwise all of them are shown raw-truncated (`stats` counts both), so the two candidates of a BCQ
         never differ in form (a clean summary next to a raw fragment would give the answer away)."""
-        a = self.cfg.algo
-        instances = choose_instances(kept, plain, teacher, cap, a.enable_bcq, a.enable_ncq, self.rng)
-        with timer("compress"):
+        a, stats = self.cfg.algo, s.compress
+        instances = choose_instances(s.kept, s.plain, s.teacher, cap, a.enable_bcq, a.enable_ncq, self.rng)
+        with s.timer("compress"), self.clock.busy("teacher"):
             summaries = self._compress([c for i in instances for c in i.candidates])
         out, k = [], 0
         for inst in instances:
@@ -363,28 +400,29 @@ class Trainer:
             if not uniform_form(part):
                 stats["raw_instances"] += 1
                 part = [self._truncate(c) for c in inst.candidates]
-            q = by_id[inst.qid]
+            q = s.by_id[inst.qid]
             prompt = render_instance(inst, q.text, part, self.rng, self.templates, a.ncq_list_unparseable)
             out.append((f"{inst.kind}:{q.id}", q, GenRequest(prompt, n=self.cfg.rollout.group_size,
                                                              images=tuple(q.images), tag=f"{inst.kind}:{q.id}")))
         return out
 
-    def _guided(self, guides: list[Guidance], by_id, plain_samples, timer):
+    def _guided(self, guides: list[Guidance], s: Step):
         """The baselines' step 6: Hint / Prefix requests (uid, question, request), or teacher samples to
         inject into plain groups ({qid: Sample}, in student tokens)."""
         g_s, requests, injected = self.cfg.rollout.group_size, [], {}
+        by_id, plain_samples = s.by_id, s.plain_samples
         hints: list[list[Sample]] = []
         if guides and guides[0].kind == "hint":
-            with timer("teacher"):  # greedy: a hint is a rewrite, not an exploration
+            with s.timer("teacher"), self.clock.busy("teacher"):  # greedy: a hint is a rewrite, not an exploration
                 reqs = [GenRequest(build_hint_prompt(g.teacher_text, self.templates), n=1, tag=f"hint:{g.qid}",
                                    thinking=False) for g in guides]
                 hints = self.roles.teacher.generate(
-                    reqs, sampling.greedy(self.cfg.teacher.max_new_tokens, self._seeds("teacher", reqs)))
+                    reqs, sampling.greedy(self.cfg.teacher.max_new_tokens, self._seeds("teacher", reqs, s.at)))
         for i, g in enumerate(guides):
             q = by_id[g.qid]
             if g.kind == "hint":
                 if not hints[i]:  # the teacher group skipped this item (it failed twice): no hint, no group
-                    log.warning("step %d: no hint for %s: the teacher could not process it", self.step + 1, q.id)
+                    log.warning("step %d: no hint for %s: the teacher could not process it", s.at + 1, q.id)
                     continue
                 prompt = build_hinted_question(q.text, hints[i][0].text, self.templates)
                 requests.append((f"hint:{q.id}", q, GenRequest(prompt, n=g_s, images=tuple(q.images),
@@ -414,24 +452,37 @@ class Trainer:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return ids + [self.tokenizer.eos_token_id] if eos else ids
 
-    def _update(self, items: list[TrainItem], timer: StepTimer, loss_fn: str | None = None) -> tuple[dict, float]:
+    def _update(self, items: list[TrainItem], timer: StepTimer, at: int,
+                loss_fn: str | None = None) -> tuple[dict, float]:
         """Step 9 and the weight push. A batch without a single loss token (every group dropped, every
         sample overlong, no correct teacher sample to distill) changes nothing: no update, no new version.
 
+        Asynchronous rollouts: samples more than `trainer.max_staleness` versions behind the learner are
+        left out (counted in `n_stale`).
+
         Colocated rollout engines (`rollout.colocate_with_learner`) sleep during the learner phase and wake
         in vLLM's order: weights first, the new weights pushed into them, then the KV cache."""
+        stale = {}
+        if self.ahead is not None:
+            items, n = offpolicy.split_stale(items, self.version, self.cfg.trainer.max_staleness)
+            stale = {"n_stale": float(n)}
+            if n:
+                log.warning("step %d: %d sample(s) more than %d version(s) behind the learner left out", at + 1, n,
+                            self.cfg.trainer.max_staleness)
         units = sum(sum(it.loss_mask) if it.loss_mask is not None else len(it.completion_ids) for it in items)
         if units == 0:
-            log.info("step %d: no loss tokens in the batch; no update this step", self.step + 1)
-            return {}, 0.0
+            log.info("step %d: no loss tokens in the batch; no update this step", at + 1)
+            return stale, 0.0
         colocated = self.cfg.rollout.colocate_with_learner
-        with timer("learn"):
+        with timer("learn"), self.clock.busy("learner"):
             if colocated:
                 self.roles.rollout.sleep()
-            learn = self._learn(items, loss_fn)
-        # Every rollout worker moves to the new version before anything is generated again. The weights go
-        # from the learner to the workers (zppo_ray/weights); this process passes only versions and handles.
-        with timer("push"):
+            learn = self._learn(items, at, loss_fn)
+        # Synchronous: every rollout worker moves to the new version before anything is generated again.
+        # Asynchronous: the pool takes the push between two generate calls of the step being produced, never
+        # inside one. The weights go from the learner to the workers (zppo_ray/weights); this process passes
+        # only versions and handles.
+        with timer("push"), self.clock.busy("learner"):
             self.version += 1
             if colocated:
                 self.roles.rollout.wake_up(["weights"])
@@ -439,22 +490,30 @@ class Trainer:
             self.last_push_bytes = push.bytes
             if colocated:
                 self.roles.rollout.wake_up(["kv_cache"])
-        return learn, push.seconds
+        return {**learn, **stale}, push.seconds
 
-    def _learn(self, items: list[TrainItem], loss_fn: str | None = None) -> dict:
+    def _learn(self, items: list[TrainItem], at: int, loss_fn: str | None = None) -> dict:
         a = self.cfg.algo
         learner = self.roles.learner
+        off = {}
         if loss_fn is None:  # PPO: the ratio is against the step-start policy
             for it, lp in zip(items, learner.compute_logprobs(items)):
                 it.old_logprobs = lp
+            if a.tis_cap:  # the engine sampled from mu, not pi_old: weight each token by min(pi_old / mu, cap)
+                for it in items:
+                    it.is_weights = offpolicy.tis_weights(it, a.tis_cap)
+            off = offpolicy.mismatch(items, self.version, a.tis_cap or None)
         order = list(range(len(items)))
         if a.minibatch_split == "shuffle":
-            self.rng.shuffle(order)
+            # Asynchronous: this runs beside the producer thread, which owns self.rng; a stream of its own
+            # per step keeps both reproducible.
+            rng = self.rng if self.ahead is None else random.Random(derive_seed(self.cfg.trainer.seed, at, "minibatch"))
+            rng.shuffle(order)
         n_mb = min(a.updates_per_step, len(items))
         bounds = [round(i * len(order) / n_mb) for i in range(n_mb + 1)]
         per_mb = [learner.train_minibatch([items[j] for j in order[lo:hi]], loss_fn)
                   for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
-        return reduce_metrics(per_mb)
+        return {**reduce_metrics(per_mb), **off}
 
     # ------------------------------------------------------------------------------------ eval
 
@@ -463,6 +522,8 @@ class Trainer:
         (extra["skill_group"]), through the evaluation harness's scoring (zppo_ray/eval/harness.py: the
         paper's decoding; free-form answers judged by the teacher). The same seed at every evaluation, so
         the numbers are comparable across steps."""
+        if self.ahead is not None:  # a step being produced finishes first: the evaluation has the pool to itself
+            self.ahead.wait()
         e, qs = self.cfg.eval, self.eval_questions
         by_tier: dict[str, list[Question]] = defaultdict(list)
         for q in qs:
@@ -492,13 +553,27 @@ class Trainer:
     # ------------------------------------------------------------------------------------ state
 
     def state(self) -> TrainerState:
+        """What a checkpoint saves. With a step being produced in the background: the state before it drew
+        anything, so a resumed run draws it again (its questions are in flight, not yet settled)."""
+        if self.ahead is not None and self.ahead.in_flight:  # its draws undone; the steps trained so far kept
+            return dataclasses.replace(self.ahead.before, step=self.step, version=self.version)
+        return self._state_now()
+
+    def _state_now(self) -> TrainerState:
         return TrainerState(step=self.step, version=self.version, cursor=self.data.cursor,
                             epoch=self.data.epoch, rng_state=rng_to_json(self.rng))
 
     def load_state(self, state: TrainerState) -> None:
+        if self.ahead is not None:
+            self.ahead.discard()  # its rollouts were drawn from the state being replaced
         self.step, self.version = state.step, state.version
         self.data = DataCursor(self.data.questions, self.cfg.data.shuffle_seed, state.cursor, state.epoch)
         state.restore_rng(self.rng)
+
+    def close(self) -> None:
+        """Stop producing ahead (waits for the calls in flight; their step is dropped)."""
+        if self.ahead is not None:
+            self.ahead.close()
 
     def print_step(self, metrics: dict) -> None:
         if self.cfg.metrics.log_every and metrics["step"] % self.cfg.metrics.log_every == 0:

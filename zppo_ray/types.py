@@ -49,6 +49,8 @@ class TrainItem:
     completion_ids: list[int]
     advantage: float
     old_logprobs: list[float] | None = None  # filled by the learner's recompute at step start
+    behaviour_logprobs: list[float] | None = None  # the rollout engine's, at sampling time (Sample.logprobs)
+    is_weights: list[float] | None = None  # truncated importance weights per token (zppo_ray/algo/offpolicy.py)
     loss_mask: list[int] | None = None
     group: str = ""  # uid of the group it was normalised in
     version: int = 0

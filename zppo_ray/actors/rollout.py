@@ -10,8 +10,10 @@ loop), and every call it makes is synchronous from the controller's point of vie
   dies during the push is written off (and replaced, below); any other failure, a worker that answers with
   another version, or a push no worker took, leaves the pool broken (WeightPushError or the transfer's own
   error): it refuses to generate until a push succeeds, so a mixed-version pool never serves.
-* a lock serialises `generate` dispatch and `update_weights`, and `update_weights` refuses to start while an
-  async generate (`generate_async`) is still uncollected: no generate runs while weights change.
+* a lock serialises `generate` dispatch and `update_weights`, and no generate runs while weights change: a
+  push waits until the generate calls other threads have in flight are collected (asynchronous rollouts:
+  the producer thread's calls), holding back new ones meanwhile, and refuses to start while its own thread
+  has one uncollected (it would wait for itself).
 * every generate call checks that all returned samples carry the pool's current version.
 
 Failures (`zppo_ray.actors.replicas`, `zppo_ray.actors.health`): a worker that dies mid-call has its requests
@@ -106,6 +108,7 @@ class PendingGenerate:
     gather: Gather
     version: int
     done: bool = field(default=False)
+    thread: int = field(default_factory=threading.get_ident)
 
     def refs(self) -> list:
         return self.gather.refs()
@@ -166,6 +169,8 @@ class RolloutPool:
         self.timeout_s = timeout_s
         self.tp = tp  # vLLM workers per engine (the GPU weight transfer's group size)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a generate call collected, or a push ended
+        self._pushing = False
         self._version = 0
         self._broken: str | None = None
         self._pending: list[PendingGenerate] = []
@@ -220,6 +225,8 @@ class RolloutPool:
             return worker.generate.remote(chunk, seeds_for_part(sampling, idx))
 
         with self._lock:
+            while self._pushing:  # a push waits for the calls in flight: new ones wait for the push
+                self._changed.wait()
             if self._broken:
                 raise WeightPushError(f"pool not serving: {self._broken}")
             g = self.replicas.dispatch("generate", requests, [r.n for r in requests], call, self.timeout_s)
@@ -235,6 +242,7 @@ class RolloutPool:
             with self._lock:
                 pending.done = True
                 self._pending = [p for p in self._pending if not p.done]
+                self._changed.notify_all()
         versions = {s.version for group in out if group is not SKIPPED for s in group}
         if not versions <= {pending.version}:  # a real check, not an assert: `python -O` must not drop it
             raise MixedVersionError(f"one generate call returned samples of policy versions {sorted(versions)}, "
@@ -258,33 +266,47 @@ class RolloutPool:
         the pool broken: it refuses to generate until a push succeeds, so mixed weights never serve.
         Versions only grow, except when a run rolls back to a checkpoint (`rollback=True`)."""
         with self._lock:
-            if self._pending:
-                raise WeightPushError(f"{len(self._pending)} generate call(s) still in flight: collect them "
+            mine = [p for p in self._pending if p.thread == threading.get_ident()]
+            if mine:
+                raise WeightPushError(f"{len(mine)} generate call(s) of this thread still in flight: collect them "
                                       "before pushing weights")
             if version <= self._version and not self._broken and not rollback:
                 raise ValueError(f"new version {version} must exceed the current version {self._version}")
-            t0 = time.perf_counter()
-            self._broken = f"weight push to version {version} did not finish"  # until it did
+            self._pushing = True
             try:
-                got = self._push_until_taken(version, transfer)
-            except WeightPushError as e:
-                self._broken = str(e)
-                raise
-            except Exception as e:
-                self._broken = f"weight push to version {version} failed: {type(e).__name__}: {e}"
-                raise
-            wrong = {self.replicas.names[i]: v for i, v in got.items() if v != version}
-            if wrong or not got:
-                self._broken = (f"workers report versions {wrong} after pushing {version}" if wrong else
-                                f"no rollout worker took version {version}")
-                raise WeightPushError(self._broken)
-            for i in got:
-                if self.replicas.fleet[i].state is State.STALE:  # a replacement that waited for this push
-                    self.replicas.fleet[i].weights()
-            self._broken = None
-            self._version = version
-            self.last_push_seconds = time.perf_counter() - t0
-            return self.last_push_seconds
+                while self._pending:  # another thread's calls (asynchronous rollouts) end on the old version
+                    if not self._changed.wait(timeout=self.timeout_s):
+                        raise WeightPushError(f"{len(self._pending)} generate call(s) of another thread did not "
+                                              f"finish within {self.timeout_s}s; the push did not start")
+                return self._push(version, transfer)
+            finally:
+                self._pushing = False
+                self._changed.notify_all()
+
+    def _push(self, version: int, transfer: Callable[[SlotCalls], None]) -> float:
+        """The push itself, under the pool's lock with nothing in flight."""
+        t0 = time.perf_counter()
+        self._broken = f"weight push to version {version} did not finish"  # until it did
+        try:
+            got = self._push_until_taken(version, transfer)
+        except WeightPushError as e:
+            self._broken = str(e)
+            raise
+        except Exception as e:
+            self._broken = f"weight push to version {version} failed: {type(e).__name__}: {e}"
+            raise
+        wrong = {self.replicas.names[i]: v for i, v in got.items() if v != version}
+        if wrong or not got:
+            self._broken = (f"workers report versions {wrong} after pushing {version}" if wrong else
+                            f"no rollout worker took version {version}")
+            raise WeightPushError(self._broken)
+        for i in got:
+            if self.replicas.fleet[i].state is State.STALE:  # a replacement that waited for this push
+                self.replicas.fleet[i].weights()
+        self._broken = None
+        self._version = version
+        self.last_push_seconds = time.perf_counter() - t0
+        return self.last_push_seconds
 
     def _reload(self, i: int) -> bool | None:
         if self._version == 0 and not self._broken:

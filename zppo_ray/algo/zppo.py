@@ -157,7 +157,8 @@ def train_items(groups: list[tuple[str, Group, list]], questions: dict, advantag
         if overlong_filter and s.finish_reason == "length":  # a cut-off answer is not a wrong one
             mask = [0] * len(s.completion_ids)
         items.append(TrainItem(s.prompt_ids, s.completion_ids, 0.0, loss_mask=mask, group=uid,
-                               version=s.version, images=tuple(questions[g.qid].images)))
+                               behaviour_logprobs=list(s.logprobs), version=s.version,
+                               images=tuple(questions[g.qid].images)))
     for it, v in zip(items, adv):
         it.advantage = v
     return items

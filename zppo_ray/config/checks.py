@@ -94,7 +94,7 @@ _AT_LEAST_0 = [
     "algo.kl_coef", "algo.entropy_coef", "algo.eps_high", "teacher.temperature", "eval.temperature",
     "rollout.cpus_per_worker", "teacher.cpus_per_replica", "learner.cpus_per_rank",
     "rollout.kv_cache_gib", "teacher.kv_cache_gib",
-    "rollout.max_restarts", "teacher.max_restarts", "trainer.learner_restarts",
+    "rollout.max_restarts", "teacher.max_restarts", "trainer.learner_restarts", "trainer.max_staleness",
 ]
 _POSITIVE = ["rollout.temperature", "learner.lr", "learner.eps", "algo.adv_eps", "teacher.request_timeout_s",
              "rollout.request_timeout_s", "rollout.weight_bucket_mb"]
@@ -206,6 +206,18 @@ def _check_algo(cfg: RunConfig, p: list) -> None:
             if getattr(a, key):
                 p.append((f"algo.{key}", f"{a.name!r} builds no BCQ/NCQ prompts; set it false or use a "
                           "zppo/grpo_* method"))
+    if a.tis_cap != 0 and a.tis_cap < 1:
+        p.append(("algo.tis_cap", f"0 (off) or >= 1 (a cap below 1 would shrink on-policy tokens), got {a.tis_cap}"))
+    if cfg.trainer.max_staleness > 0:
+        if a.tis_cap == 0:
+            p.append(("algo.tis_cap", "asynchronous rollouts (trainer.max_staleness >= 1) train on samples of an "
+                      "older policy: set algo.tis_cap (e.g. 2) to correct for it"))
+        if m.step != "group":
+            p.append(("trainer.max_staleness", f"asynchronous rollouts apply to the group methods; {a.name!r} "
+                      "has its own step shape: use 0"))
+        if cfg.rollout.colocate_with_learner:
+            p.append(("trainer.max_staleness", "colocated engines sleep while the learner trains, so nothing can "
+                      "be sampled meanwhile: use 0 or rollout.colocate_with_learner=false"))
     rollouts = cfg.trainer.prompts_per_step * cfg.rollout.group_size
     needed = a.updates_per_step * cfg.learner.num_ranks
     if a.updates_per_step >= 1 and rollouts < needed:

@@ -256,6 +256,10 @@ class AlgoConfig:
     # a question's plain, BCQ and NCQ groups go only when all of them are degenerate; method zppo_ds)
     dynamic_sampling_by: Literal["group", "question"] = "group"
     overlong_filter: bool = False  # samples cut at max_new_tokens keep their group but lose their loss
+    # Truncated importance sampling between the rollout engine's policy and the learner's step-start policy
+    # (zppo_ray/algo/offpolicy.py): each token's loss is weighted by min(pi_old / mu, tis_cap). 0: off (the
+    # paper's on-policy loss); asynchronous rollouts (trainer.max_staleness >= 1) need it (2 is the usual cap).
+    tis_cap: float = 0.0
 
 
 @dataclass
@@ -287,6 +291,10 @@ class TrainerConfig:
     # checkpoint with a new learner group, at most this many times; then (or with no checkpoint yet) it stops
     # with a message to rerun with trainer.resume=auto (README "Recovery").
     learner_restarts: int = 2
+    # Asynchronous rollouts: 0 (the paper, on-policy) samples, learns, pushes, in that order. k >= 1 produces
+    # step t+1's rollouts (plain, teacher, BCQ/NCQ) while the learner trains on step t; no sample more than k
+    # policy versions behind the learner is trained on, and algo.tis_cap corrects for the lag.
+    max_staleness: int = 0
 
 
 @dataclass

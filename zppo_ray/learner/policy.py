@@ -116,6 +116,9 @@ def check_items(items: Sequence[TrainItem], max_len: int | None, train: bool, di
                         "(the ratio must be against the step-start policy, not the current one)")
             if len(it.old_logprobs) != c:
                 return f"item {i}: old_logprobs has {len(it.old_logprobs)} entries for {c} completion tokens"
+            if it.is_weights is not None and (len(it.is_weights) != c or
+                                              not all(w >= 0 and math.isfinite(w) for w in it.is_weights)):
+                return f"item {i}: is_weights must be {c} finite weights >= 0, got {len(it.is_weights)} entries"
             if not math.isfinite(it.advantage):
                 return f"item {i}: advantage {it.advantage} is not finite"
     return None
@@ -168,6 +171,14 @@ def collate(items: Sequence[TrainItem], pad_id: int, device, train: bool,
     if train:
         out["old_logprobs"] = old
         out["advantages"] = torch.tensor([it.advantage for it in items], dtype=torch.float32)
+        if any(it.is_weights is not None for it in items):
+            # Truncated importance weights (zppo_ray/algo/offpolicy.py) as per-token advantages A·w: w > 0
+            # commutes with the clipped surrogate's max, so this is w times each token's PPO loss.
+            w = torch.ones((b, t_max), dtype=torch.float32)
+            for row, it in enumerate(items):
+                if it.is_weights is not None:
+                    w[row, :len(it.is_weights)] = torch.tensor(it.is_weights, dtype=torch.float32)
+            out["advantages"] = out["advantages"].unsqueeze(-1) * w
     if train and items[0].teacher_topk_ids is not None:
         out.update(_collate_topk(items, t_max))
     return {k: v.to(device) for k, v in out.items()}

@@ -39,7 +39,10 @@ def count_states(states: Iterable[str]) -> dict[str, int]:
 class Ledger:
     def __init__(self, ids: Iterable[str], states: Mapping[str, str] | None = None):
         self.state = {qid: "not_served" for qid in ids}
-        self._served: list[str] = []  # this step's questions: settle checks these, not the whole set
+        # step -> its questions: settle checks these, not the whole set. With asynchronous rollouts the next
+        # step is served while this one is still being trained on, so each step settles its own.
+        self._served: dict[int, list[str]] = {}
+        self._before: dict[int, dict[str, str]] = {}  # step -> the states its questions had when served
         if states:
             unknown = set(states) - set(self.state)
             if unknown:
@@ -53,30 +56,53 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         return count_states(self.state.values())
 
-    def serve(self, ids: Iterable[str]) -> None:
+    def serve(self, ids: Iterable[str], step: int = 0) -> None:
         for qid in ids:
-            self.state[self._known(qid)] = "in_flight"
-            self._served.append(qid)
+            self._before.setdefault(step, {})[qid] = self.state[self._known(qid)]
+            self.state[qid] = "in_flight"
+            self._served.setdefault(step, []).append(qid)
+
+    def settled(self) -> dict[str, str]:
+        """Every question's state as of the last settled step: one served by a step still in flight shows the
+        state it had before (what a checkpoint saves: resuming serves that step again)."""
+        out = dict(self.state)
+        for before in self._before.values():
+            out.update(before)
+        return out
+
+    def in_flight(self) -> set[str]:
+        """Questions served and not settled yet (of every step in progress)."""
+        return {q for qs in self._served.values() for q in qs}
 
     def settle(self, plain_ids: Iterable[str], skipped: Iterable[str], buffered: Iterable[str],
-               fates: Iterable[Mapping]) -> None:
+               fates: Iterable[Mapping], step: int = 0) -> None:
         """End of a step: every in-flight question gets its outcome.
 
         `plain_ids`: questions whose plain group was graded (trained on); `skipped`: served but not
         processable; `buffered`: questions of this step in the buffer after its refresh (admitted or still
         hard); `fates`: buffer exits of this step (a capacity eviction can hit a question not served now).
         Later outcomes override earlier ones: trained, then buffered, then left the buffer."""
+        outcome: dict[str, str] = {}
         for qid in plain_ids:
-            self.state[self._known(qid)] = "trained"
+            outcome[self._known(qid)] = "trained"
         for qid in buffered:
-            self.state[self._known(qid)] = "in_buffer"
+            outcome[self._known(qid)] = "in_buffer"
         for f in fates:
-            self.state[self._known(f["qid"])] = f["fate"]
+            outcome[self._known(f["qid"])] = f["fate"]
         for qid in skipped:
-            if self.state[self._known(qid)] == "in_flight":
-                self.state[qid] = "skipped"
-        stuck = [q for q in self._served if self.state[q] == "in_flight"]
-        self._served = []
+            outcome.setdefault(self._known(qid), "skipped")
+        served = self._served.pop(step, [])
+        self._before.pop(step, None)
+        # Asynchronous rollouts: a question of this step may already be in flight again in the next one (a
+        # new question after the data wrapped around, a buffer exit the next step had drawn). It stays in
+        # flight; its outcome here is what it returns to should that step be dropped (settled()).
+        later = {q: k for k, qs in self._served.items() for q in qs}
+        for qid, state in outcome.items():
+            if qid in later:
+                self._before[later[qid]][qid] = state
+            else:
+                self.state[qid] = state
+        stuck = [q for q in served if q not in outcome]
         if stuck:
             raise RuntimeError(f"{len(stuck)} question(s) served this step have no outcome, e.g. {stuck[:3]}")
 
@@ -87,7 +113,7 @@ class Ledger:
 
     def save(self, path: str | os.PathLike) -> None:
         tmp = Path(f"{path}.tmp")
-        tmp.write_text(json.dumps({q: s for q, s in self.state.items() if s != "not_served"}))
+        tmp.write_text(json.dumps({q: s for q, s in self.settled().items() if s != "not_served"}))
         os.replace(tmp, path)
 
     @classmethod
