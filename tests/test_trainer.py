@@ -93,6 +93,10 @@ class FakeTeacher:
     def result(self, call):
         return call
 
+    def compress_async(self, items, max_tokens, max_lines):
+        self.early = getattr(self, "early", []) + [list(items)]
+        return self.compress(items, max_tokens, max_lines)
+
     def compress(self, items, max_tokens, max_lines):
         """A summary per candidate, or None (a fallback) where `self.refuse(candidate)` says so."""
         self.compressed += items
@@ -417,6 +421,16 @@ def test_the_two_candidates_of_a_bcq_always_have_the_same_form(tmp_path, refused
             assert all("\\boxed{" in b for b in blocks)  # raw truncation keeps the final-answer line
     assert m["raw_instances"] == (2 if refused else 0)
     assert m["compress_fallbacks"] == 2 * len(refused)
+
+
+def test_compression_starts_per_chunk_and_nothing_is_compressed_twice(tmp_path):
+    trainer, roles = make(tmp_path, hard_q0_q1, overrides=["trainer.plain_chunks=2"])
+    m = trainer.train_step()
+    t = roles.teacher
+    early = [x for call in t.early for x in call]
+    assert m["n_bcq"] and m["n_ncq"] and early and all(x.endswith("{wrong}") for x in early)  # wrong rollouts
+    later = t.compressed[len(early):]  # asked for at step 6: what the chunks could not know (teacher candidates)
+    assert later and not set(later) & set(early) and not any(x.endswith("{wrong}") for x in later)
 
 
 def test_compression_off_shows_every_candidate_raw_truncated(tmp_path):

@@ -178,6 +178,41 @@ def test_object_store_push_begins_streams_every_bucket_then_commits_on_every_wor
         sync.push(1, rollback=True)  # resuming from a checkpoint may repeat or lower the version
 
 
+def test_a_push_waits_for_another_threads_generate_call_and_never_splits_it(ray_cluster):
+    """Asynchronous rollouts: the producer thread has a generate call in flight when the controller pushes.
+    The push waits for it (its samples stay on the old version), then runs; a call of the pushing thread
+    itself would never be collected while it waits, so that is refused at once."""
+    import threading
+
+    with _synced(FakeLearner(), _object_store, 2) as (pool, made, learner, sync):
+        learner.train()
+        dispatched, release, out = threading.Event(), threading.Event(), {}
+
+        def producer():
+            pending = pool.generate_async([GenRequest("p", n=2)], {})
+            dispatched.set()
+            release.wait(10)
+            out["samples"] = pool.collect(pending)
+
+        t = threading.Thread(target=producer)
+        t.start()
+        assert dispatched.wait(10)
+        pushing = threading.Thread(target=lambda: out.setdefault("report", sync.push(1)))
+        pushing.start()
+        pushing.join(0.5)
+        assert pushing.is_alive() and pool.version == 0  # waiting for the producer's call
+        release.set()
+        t.join(10)
+        pushing.join(30)
+        assert not pushing.is_alive() and pool.version == 1 and out["report"].buckets == 3
+        assert {s.version for g in out["samples"] for s in g} == {0}
+        assert {s.version for g in pool.generate([GenRequest("p", n=2)], {}) for s in g} == {1}
+        mine = pool.generate_async([GenRequest("p", n=1)], {})
+        with pytest.raises(WeightPushError, match="this thread"):
+            sync.push(2)
+        pool.collect(mine)
+
+
 def test_a_worker_killed_mid_push_is_replaced_and_loads_the_weights_before_it_serves(ray_cluster):
     with _synced(FakeLearner(), _object_store, 2) as (pool, made, learner, sync):
         learner.between = lambda k: _kill(made[1]) if k == 1 else None

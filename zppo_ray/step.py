@@ -103,6 +103,7 @@ class Step:
     plain: dict[str, Group] = field(default_factory=dict)
     plain_samples: dict[str, list[Sample]] = field(default_factory=dict)
     teacher_calls: list = field(default_factory=list)
+    early: list = field(default_factory=list)  # (texts, clock key, teacher call): compressions started per chunk
     teacher: dict[str, Group] = field(default_factory=dict)
     hard: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)

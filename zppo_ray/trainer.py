@@ -177,6 +177,8 @@ class Trainer:
         teacher starts on its hard questions while the student is still sampling the next chunk."""
         cfg, a = self.cfg, self.cfg.algo
         want_teacher = (a.enable_bcq or self.method.guidance is not None) and self.roles.teacher is not None
+        early = (self.method.guidance is None and (a.enable_bcq or a.enable_ncq) and self.roles.teacher is not None
+                 and cfg.teacher.compress)
         with s.timer("generate"):
             pending = []
             for qs in self._chunks(s.batch):
@@ -198,6 +200,23 @@ class Trainer:
                     reqs = self._plain_requests(hard_here, cfg.teacher.group_size, "teacher")
                     s.teacher_calls.append((hard_here, self.clock.start("teacher"), self.roles.teacher.generate_async(
                         reqs, self._teacher_sampling(reqs, s.at))))
+            if early and hard_here:
+                self._compress_early(s, hard_here)
+
+    def _compress_early(self, s: Step, hard: list[Question]) -> None:
+        """Start compressing a chunk's likely candidates while the student samples the next chunk: every wrong
+        rollout of the chunk's hardest questions, at most the cap's worth of questions (the NCQ candidates and
+        the BCQ student candidate are among them). `_compress` takes the summaries from here and asks only
+        for what is missing (the teacher's BCQ candidates, which arrive after the last chunk). Summaries are
+        greedy, so starting early changes when, not what."""
+        t = self.cfg.teacher
+        cap = aug_cap(self.cfg.algo.rho_aug, self.cfg.trainer.prompts_per_step)
+        started = {x for texts, _, _ in s.early for x in texts}
+        texts = list(dict.fromkeys(g.texts[i] for g in sorted((s.plain[q.id] for q in hard), key=lambda g: g.mean)[:cap]
+                                   for i in g.wrong() if g.texts[i] not in started))
+        if texts:
+            s.early.append((texts, self.clock.start("teacher"),
+                            self.roles.teacher.compress_async(texts, t.compress_max_tokens, t.compress_max_lines)))
 
     def _teacher_pool(self, s: Step) -> None:
         with s.timer("teacher"):
@@ -369,12 +388,21 @@ class Trainer:
         size = -(-len(batch) // n)
         return [batch[i:i + size] for i in range(0, len(batch), size)]
 
-    def _compress(self, candidates: list[str]) -> list[str | None]:
-        """The teacher's summary of each candidate, or None where it fell back (or compression is off)."""
+    def _compress(self, candidates: list[str], s: Step) -> list[str | None]:
+        """The teacher's summary of each candidate, or None where it fell back (or compression is off): those
+        started per chunk (`_compress_early`), the rest asked for now."""
         t = self.cfg.teacher
+        known: dict[str, str | None] = {}
+        for texts, busy, call in s.early:
+            known.update(zip(texts, self.roles.teacher.result(call)))
+            self.clock.stop(busy)
+        s.early = []
         if not candidates or not t.compress:
             return [None] * len(candidates)
-        return self.roles.teacher.compress(candidates, t.compress_max_tokens, t.compress_max_lines)
+        missing = list(dict.fromkeys(c for c in candidates if c not in known))
+        if missing:
+            known.update(zip(missing, self.roles.teacher.compress(missing, t.compress_max_tokens, t.compress_max_lines)))
+        return [known[c] for c in candidates]
 
     def _truncate(self, candidate: str) -> str:
         """Raw truncation (compression off, or a fallback) to the same caps, in the student's tokens."""
@@ -391,7 +419,7 @@ class Trainer:
         a, stats = self.cfg.algo, s.compress
         instances = choose_instances(s.kept, s.plain, s.teacher, cap, a.enable_bcq, a.enable_ncq, self.rng)
         with s.timer("compress"), self.clock.busy("teacher"):
-            summaries = self._compress([c for i in instances for c in i.candidates])
+            summaries = self._compress([c for i in instances for c in i.candidates], s)
         out, k = [], 0
         for inst in instances:
             part = summaries[k:k + len(inst.candidates)]

@@ -192,6 +192,8 @@ class RolloutPool:
         def start(i: int) -> tuple[Any, Any]:
             opts, pg = actor_options(rollout_cfg.cpus_per_worker, rollout_cfg.gpus_per_worker, rollout_cfg.tp,
                                      resources)
+            if rollout_cfg.omp_threads:  # else Ray sets OMP_NUM_THREADS to num_cpus (see RolloutConfig)
+                opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(rollout_cfg.omp_threads)}}
             kw = engine_kwargs(model_cfg, tp=rollout_cfg.tp, seed=rollout_cfg.seed + i,
                                kv_cache_gib=rollout_cfg.kv_cache_gib,
                                gpu_memory_utilization=rollout_cfg.gpu_memory_utilization,

@@ -95,6 +95,7 @@ _AT_LEAST_0 = [
     "rollout.cpus_per_worker", "teacher.cpus_per_replica", "learner.cpus_per_rank",
     "rollout.kv_cache_gib", "teacher.kv_cache_gib",
     "rollout.max_restarts", "teacher.max_restarts", "trainer.learner_restarts", "trainer.max_staleness",
+    "rollout.omp_threads",
 ]
 _POSITIVE = ["rollout.temperature", "learner.lr", "learner.eps", "algo.adv_eps", "teacher.request_timeout_s",
              "rollout.request_timeout_s", "rollout.weight_bucket_mb"]

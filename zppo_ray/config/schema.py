@@ -155,6 +155,9 @@ class RolloutConfig:
     tp: int = 1
     gpus_per_worker: int = 0
     cpus_per_worker: float = 1.0
+    # Threads of the engine's CPU kernels. 0: Ray's default, OMP_NUM_THREADS = the actor's num_cpus (a
+    # scheduling unit: 1 leaves every other core idle while the engine generates; benchmarks/perf.py).
+    omp_threads: int = 0
     group_size: int = 8  # G_S
     temperature: float = 1.0
     top_p: float = 1.0

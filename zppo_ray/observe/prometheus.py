@@ -89,7 +89,13 @@ CATALOG: dict[str, Spec] = {
                                                               "advantage (ratio 0-1)."),
     "zppo_learner_tokens": Spec("counter", "Loss tokens trained on (tokens)."),
     "zppo_step_seconds": Spec("gauge", "Duration of the last step (seconds), by phase (total, generate, grade, "
-                                       "teacher, compress, learn, push, buffer, idle).", ("phase",)),
+                                       "teacher, compress, learn, push, buffer, idle), and how long each role "
+                                       "sat idle during it (idle_rollout, idle_teacher, idle_learner).", ("phase",)),
+    "zppo_rollout_mismatch_kl": Spec("gauge", "KL(rollout engine || learner at step start) on the step's own "
+                                              "sampled tokens (k3 estimate, nats): staleness or numeric drift."),
+    "zppo_tis_truncated_fraction": Spec("gauge", "Share of the step's sampled tokens whose importance weight hit "
+                                                 "algo.tis_cap (ratio 0-1)."),
+    "zppo_sample_age_versions": Spec("gauge", "Mean policy versions between the step's samples and the learner."),
     "zppo_steps": Spec("counter", "Training steps completed (count)."),
     "zppo_weight_push_seconds": Spec("gauge", "Duration of the last weight push to every rollout worker (seconds)."),
     "zppo_weight_push_bytes": Spec("gauge", "Size of the last weight push (bytes)."),
@@ -222,6 +228,11 @@ def record_step(m: dict, push_bytes: int) -> None:
         record("zppo_learner_grad_norm", learn.get("grad_norm", 0.0))
         record("zppo_learner_entropy", learn.get("entropy", 0.0))
         record("zppo_learner_tokens", learn.get("tokens", 0.0))
+        for name, key in (("zppo_rollout_mismatch_kl", "rollout_kl"), ("zppo_tis_truncated_fraction",
+                                                                        "tis_truncated_frac"),
+                          ("zppo_sample_age_versions", "sample_age_mean")):
+            if key in learn:
+                record(name, learn[key])
         for side, key in (("low", "clipfrac_low"), ("high", "clipfrac_high"), ("dual", "dualclip_frac")):
             if key in learn:
                 record("zppo_learner_clip_fraction", learn[key], side=side)
