@@ -10,7 +10,7 @@ PROFILE ?= cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: setup setup-real run test bootstrap bench bench-zone prometheus clean
+.PHONY: setup setup-real run test bootstrap bench bench-zone bench-perf bench-trl prometheus clean
 
 # The PyPI builds of these are CUDA-linked and make `import vllm` fail on CPU machines
 # ("operator torchvision::nms does not exist"); triton is unused on CPU.
@@ -74,5 +74,19 @@ bench-zone: setup
 	$(PY) benchmarks/compare_methods.py --config configs/zone_depth.yaml --methods $(ZONE_DEPTH_METHODS) \
 	    --seeds 0,1,2 --steps 20 --eval-every 5 --out benchmarks/results/zone/depth buffer.capacity=24 $(ARGS)
 
+# Throughput (benchmarks/perf.py; README "Throughput"): the rollout pool against raw vLLM on the toy model and
+# SmolLM2-135M (fp32: a CPU without AVX-512 BF16 emulates bf16), then ZPPO and GRPO† step times, synchronous and
+# asynchronous, 3 seeds of 20 steps. About 1 h on 2 cores.
+bench-perf: setup-real
+	$(PY) benchmarks/perf.py --sections rollout,rollout_real,steps --real-dtype float32 --steps 20 --seeds 0,1,2 $(ARGS)
+
+# The peer: TRL's GRPOTrainer on the same task and budget, installed into a side folder (.venv-trl/) so its pins
+# never touch the project's environment.
+TRL_SIDE := .venv-trl
+bench-trl: setup
+	test -f $(TRL_SIDE)/.installed || { $(PY) -m pip install -q --target $(TRL_SIDE) --no-deps trl==1.16.0 \
+	    'datasets>=4.7,<5' multiprocess pandas && touch $(TRL_SIDE)/.installed; }
+	PYTHONPATH=$(TRL_SIDE) $(PY) benchmarks/trl_peer.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TRL_SIDE) .pytest_cache

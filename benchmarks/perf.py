@@ -47,13 +47,14 @@ def toy_setup(config: str | None, overrides: list[str]):
     return cfg, student, load_split(cfg, "train", tokenizer, world)
 
 
-def real_setup():
-    """SmolLM2-135M-Instruct as packaged (no fine-tune: throughput does not depend on it) and its world's sums."""
+def real_setup(dtype: str | None):
+    """SmolLM2-135M-Instruct as packaged (no fine-tune: throughput does not depend on it) and its world's sums.
+    `dtype`: overrides the config's bfloat16 (a CPU without AVX-512 BF16 emulates it, about 10x slower)."""
     from zppo_ray.config import load_config
     from zppo_ray.worlds.smollm2 import Smollm2World
     from zppo_ray.worlds.smollm2.acquire import ensure_smollm2
 
-    cfg = load_config("configs/smollm2.yaml", [])
+    cfg = load_config("configs/smollm2.yaml", [f"student.dtype={dtype}"] if dtype else [])
     return cfg, str(ensure_smollm2(cfg.smollm2.cache_dir)), Smollm2World(cfg.smollm2, cfg.templates).questions("train")[::37]
 
 
@@ -126,13 +127,14 @@ PHASES = ("generate", "grade", "teacher", "compress", "learn", "push", "buffer")
 IDLE = ("idle_rollout", "idle_teacher", "idle_learner")
 
 
-def steps(config: str | None, n_steps: int, seeds: list[int], out: Path, overrides: list[str]) -> dict:
+def steps(config: str | None, n_steps: int, seeds: list[int], out: Path, overrides: list[str],
+          variants=VARIANTS) -> dict:
     """One ordinary run per (method, mode, seed), one after the other in this process (one Ray session)."""
     from zppo_ray.eval.compare import read_run
     from zppo_ray.main import run
 
     runs: dict[str, list[dict]] = {}
-    for method, k in VARIANTS:
+    for method, k in variants:
         name = f"{method} {'async' if k else 'sync'}"
         for seed in seeds:
             run_dir = out / "runs" / f"{method}-{'async' if k else 'sync'}-s{seed}"
@@ -228,6 +230,8 @@ def main(argv=None) -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--methods", default="grpo_buffer,zppo", help="steps: each runs synchronous and asynchronous")
+    ap.add_argument("--real-dtype", default=None, help="rollout_real: the engine's dtype (default: the config's)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/perf"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
@@ -241,12 +245,14 @@ def main(argv=None) -> None:
         report["rollout"] = rollout(cfg, student, questions, args.rounds, args.prompts)
         path.write_text(json.dumps(report, indent=2) + "\n")
     if "rollout_real" in sections:  # needs make setup-real
-        cfg, student, questions = real_setup()
-        report["rollout_real"] = rollout(cfg, student, questions, args.rounds, min(args.prompts, 16))
+        cfg, student, questions = real_setup(args.real_dtype)
+        report["rollout_real"] = {"dtype": cfg.student.dtype,
+                                  **rollout(cfg, student, questions, args.rounds, min(args.prompts, 16))}
         path.write_text(json.dumps(report, indent=2) + "\n")
     if "steps" in sections:
+        variants = [(m, k) for k in (0, 1) for m in args.methods.split(",")]
         report["steps"] = steps(args.config, args.steps, [int(x) for x in args.seeds.split(",")], args.out,
-                                args.overrides)
+                                args.overrides, variants)
         report["ratios"] = ratios(report["steps"])
         path.write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "table.md").write_text(table(report))

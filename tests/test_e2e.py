@@ -90,6 +90,39 @@ def test_resume_equals_uninterrupted(run_a, tmp_path, toy_world, ray_cluster):
     assert buf_b == buf_a
 
 
+def test_async_rollouts_resume_a_checkpoint_taken_with_a_step_in_flight(tmp_path, toy_world, ray_cluster):
+    """trainer.max_staleness=1 on the real actors: every checkpoint is written while the next step's rollouts
+    are being produced. A run resumed from step 2's checkpoint draws step 3 again and ends where the
+    uninterrupted run did (step, version, data position), and the audit accounts for every question in both."""
+    from zppo_ray.audit import audit_run
+    from zppo_ray.config import save_resolved
+    from zppo_ray.launch import train
+    from zppo_ray.state.checkpoint import checkpoint_dir, read_trainer_state
+    from zppo_ray.worlds import for_config
+
+    a_dir = tmp_path / "async_a"
+    cfg_a = _cfg(a_dir, "trainer.max_staleness=1", "algo.tis_cap=2")
+    save_resolved(cfg_a, a_dir)  # the audit reads the run's config, as `python -m zppo_ray.main` saves it
+    train(cfg_a, a_dir, for_config(cfg_a))
+    steps = [json.loads(x) for x in (a_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in steps if x["kind"] == "step"]
+    assert [x["learn"]["sample_age_max"] for x in steps] == [0, 1, 1]  # steps 2-3 sampled while one trained
+    assert all(x["learn"]["n_stale"] == 0 and x["learn"]["rollout_kl"] >= 0 for x in steps)
+    assert read_trainer_state(checkpoint_dir(a_dir, 2)).cursor == 8  # step 3's draw is not in it
+    b_dir = tmp_path / "async_b"
+    shutil.copytree(a_dir, b_dir)
+    for later in ("final", "buffer", "summary.json", checkpoint_dir(b_dir, 3).relative_to(b_dir)):
+        path = b_dir / later
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    cfg_b = _cfg(b_dir, "trainer.max_staleness=1", "algo.tis_cap=2", "trainer.resume=auto")
+    train(cfg_b, b_dir, for_config(cfg_b))
+    sa, sb = read_trainer_state(checkpoint_dir(a_dir, 3)), read_trainer_state(checkpoint_dir(b_dir, 3))
+    assert (sb.step, sb.cursor, sb.epoch, sb.version) == (sa.step, sa.cursor, sa.epoch, sa.version) == (3, 12, 0, 3)
+    for run_dir in (a_dir, b_dir):
+        report = audit_run(run_dir)
+        assert report.ok, report.problems
+
+
 @pytest.fixture(scope="module")
 def shared_roles(toy_world, ray_cluster, tmp_path_factory):
     """One set of real actors (teacher, buffer and all) that every method below drives in turn, and the
