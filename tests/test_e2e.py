@@ -106,7 +106,8 @@ def test_async_rollouts_resume_a_checkpoint_taken_with_a_step_in_flight(tmp_path
     train(cfg_a, a_dir, for_config(cfg_a))
     steps = [json.loads(x) for x in (a_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in steps if x["kind"] == "step"]
-    assert [x["learn"]["sample_age_max"] for x in steps] == [0, 1, 1]  # steps 2-3 sampled while one trained
+    ages = [x["learn"]["sample_age_max"] for x in steps]
+    assert ages[0] == 0 and max(ages[1:]) <= 1  # one step ahead at most (the exact lag: tests/test_trainer.py)
     assert all(x["learn"]["n_stale"] == 0 and x["learn"]["rollout_kl"] >= 0 for x in steps)
     assert read_trainer_state(checkpoint_dir(a_dir, 2)).cursor == 8  # step 3's draw is not in it
     b_dir = tmp_path / "async_b"

@@ -48,6 +48,9 @@ class FakeRollout:
     def collect(self, pending):
         return pending
 
+    def abandon(self, pending):
+        pass
+
     def generate(self, requests, sampling):
         return [self._one(r) for r in requests]
 
@@ -686,19 +689,19 @@ def test_async_mode_never_produces_past_the_last_step_nor_replays_a_question_in_
     them) trains. The draw may return a question in flight; it must not be served twice at once."""
     trainer, roles, learner = make_async(tmp_path, steps=4, n_questions=16)
     draws, replays = [], []
-    sample, produce = roles.buffer.sample, trainer._produce
+    sample, produce = roles.buffer.sample, trainer._rollouts
 
     def spy_sample(k):
         drawn = sample(k)
         draws.append(({q.id for q in drawn}, trainer.ledger.in_flight()))
         return drawn
 
-    def spy_produce(at):
-        s = produce(at)
-        replays.append((at + 1, {q.id for q in s.replay}))
+    def spy_produce(step):
+        s = produce(step)
+        replays.append((s.at + 1, {q.id for q in s.replay}))
         return s
 
-    roles.buffer.sample, trainer._produce = spy_sample, spy_produce
+    roles.buffer.sample, trainer._rollouts = spy_sample, spy_produce
     try:
         for _ in range(4):
             trainer.train_step()

@@ -450,3 +450,22 @@ def test_an_abandoned_stream_does_not_hold_up_the_next_one(ray_cluster, tmp_path
         assert len(blobs) >= 3 and time.monotonic() - t0 < 60
     finally:
         learner.shutdown()
+
+
+def test_with_async_rollouts_a_replacement_waits_for_the_next_push_instead_of_streaming():
+    """The learner may be training when a replacement comes up: checking its version and streaming would
+    race with the update (new weights under the old version), so the slot waits for the next push."""
+    from types import SimpleNamespace
+
+    from zppo_ray.weights import make_weight_sync
+
+    cfg = SimpleNamespace(weight_sync="object_store", weight_bucket_mb=1.0, request_timeout_s=30.0)
+    streamed = []
+    sync = make_weight_sync(cfg, reload_replacements=False)
+    sync.learner = SimpleNamespace(weights_version=3)
+    sync.rollout = SimpleNamespace(version=3, reload_slot=lambda slot, transfer: streamed.append(slot) or True)
+    assert sync._reload(0) is None and streamed == []
+    sync = make_weight_sync(cfg)
+    sync.learner, sync.rollout = SimpleNamespace(weights_version=3), SimpleNamespace(
+        version=3, reload_slot=lambda slot, transfer: streamed.append(slot) or True)
+    assert sync._reload(1) is True and streamed == [1]

@@ -143,7 +143,7 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
             bar.update()
         buffer = start_buffer(cfg, run_dir) if cfg.algo.use_buffer else None
         bar.update(buffer is not None)
-        weights = make_weight_sync(cfg.rollout)
+        weights = make_weight_sync(cfg.rollout, reload_replacements=cfg.trainer.max_staleness == 0)
         weights.init(learner, rollout)
     log.info("roles up in %.0fs: %d rollout worker(s), %s teacher replica(s), %d learner rank(s), buffer %s, "
              "weights by %s", time.time() - t, cfg.rollout.num_workers, cfg.teacher.num_replicas if teacher else 0,
@@ -289,11 +289,13 @@ class PreemptionNotice:
 def _train(cfg, run_dir: Path, roles: Roles, train_qs, eval_qs, tokenizer, preempt=None,
            new_learner=None, phases: dict | None = None) -> dict:
     run_log = RunLog(run_dir, cfg.metrics.jsonl, sinks_for(cfg, run_dir))
-    trainer = Trainer(cfg, roles, train_qs, eval_qs, tokenizer, run_log)
+    trainer = None
     try:
+        trainer = Trainer(cfg, roles, train_qs, eval_qs, tokenizer, run_log)
         return _loop(cfg, run_dir, roles, trainer, run_log, preempt, new_learner, dict(phases or {}))
     finally:
-        trainer.close()  # a step produced ahead (asynchronous rollouts) ends before the roles stop
+        if trainer is not None:
+            trainer.close()  # a step produced ahead (asynchronous rollouts) ends before the roles stop
         run_log.close()  # idempotent; also flushes TensorBoard / W&B when the run stops on an error
 
 

@@ -3,8 +3,10 @@ the controller trains on step t (zppo_ray/trainer.py).
 
 One step ahead, never more: the controller starts producing step t+1 only after step t-1 was trained and
 its buffer refresh done, so every replay draw sees every refresh but the one still being trained (the
-issue's rule "step t's refresh happens before step t+2 draws"). A producer's error (a teacher timeout, a
-broken pool) is raised in the controller when it takes the step.
+issue's rule "step t's refresh happens before step t+2 draws"). The controller draws the prompts itself
+(`Trainer._prompts`) and hands the step over; this thread samples, grades and asks the teacher. A
+producer's error (a teacher timeout, a broken pool) is raised in the controller when it takes the step;
+its uncollected generate calls are abandoned first, so they never hold back a weight push.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ class Lookahead:
     def in_flight(self) -> bool:
         return self._future is not None
 
-    def start(self, produce: Callable, at: int, before) -> None:
-        """Produce step number at+1 in the background; `before` is what a checkpoint taken meanwhile saves
-        (resuming from it draws that step again: nothing is lost or doubled)."""
+    def start(self, produce: Callable, step, before) -> None:
+        """`produce(step)` in the background; `before` is what a checkpoint taken meanwhile saves (resuming
+        from it draws that step again: nothing is lost or doubled)."""
         if self._future is not None:
             raise RuntimeError("a step is already being produced")
         self.before = before
-        self._future = self._executor.submit(produce, at)
+        self._future = self._executor.submit(produce, step)
 
     def take(self):
         """The step produced in the background (waiting for it), or None when none was started."""
@@ -47,7 +49,7 @@ class Lookahead:
             wait([self._future])
 
     def discard(self) -> None:
-        """Drop the step in flight (a rollback or a stop): wait for its calls to end, then forget it."""
+        """Drop the step in flight (a rollback or a stop): wait until it is produced, then forget it."""
         f, self._future, self.before = self._future, None, None
         if f is not None:
             try:

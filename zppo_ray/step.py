@@ -54,9 +54,11 @@ class RoleClock:
             return self._next
 
     def stop(self, key: int) -> None:
+        """End a span (again: a no-op, so failure paths may stop what a success path stopped already)."""
         with self._lock:
-            role, t0 = self._open.pop(key)
-            self._done[role].append((t0, time.perf_counter()))
+            span = self._open.pop(key, None)
+            if span is not None:
+                self._done[span[0]].append((span[1], time.perf_counter()))
 
     @contextmanager
     def busy(self, role: str):
@@ -79,7 +81,7 @@ class RoleClock:
 def _union(spans: list[tuple[float, float]], a: float, b: float) -> float:
     """Length of the union of `spans` clipped to [a, b]."""
     total, end = 0.0, a
-    for t0, t1 in sorted((max(t0, a), min(t1, b)) for t0, t1 in spans):
+    for t0, t1 in sorted((min(max(t0, a), b), min(t1, b)) for t0, t1 in spans):
         if t1 > end:
             total += t1 - max(t0, end)
             end = t1
@@ -92,7 +94,6 @@ class Step:
 
     timer: StepTimer
     at: int = 0  # steps completed before this one: its number is at + 1 (seeds and logs use it)
-    before: object = None  # the controller's TrainerState before this step drew anything (checkpoints in flight)
     epoch: int = 0
     items: list = field(default_factory=list)  # the learner's batch (step 8)
     new: list[Question] = field(default_factory=list)

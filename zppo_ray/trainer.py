@@ -136,6 +136,10 @@ class Trainer:
         """Steps 1-8 of step number at+1: everything up to the learner's batch (`Step.items`)."""
         s = Step(StepTimer(), at=at)
         self._prompts(s)  # 1. the next new questions + a uniform draw from the buffer
+        return self._rollouts(s)
+
+    def _rollouts(self, s: Step) -> Step:
+        """Steps 2-8 for prompts drawn by `_prompts` (on a background thread with asynchronous rollouts)."""
         self._plain_rollouts(s)  # 2. G_S samples each, graded per chunk; the teacher starts on each chunk's hard ones
         s.hard = hard_questions(s.plain, self.cfg.algo.tau, self.rng)  # 3. hard set, hardest first, random ties
         self._teacher_pool(s)  # 4. the teacher's samples, graded: its correct ones are the positive pool
@@ -152,7 +156,12 @@ class Trainer:
             return self._produce(self.step)
         s = self.ahead.take() or self._produce(self.step)
         if s.at + 2 <= self.cfg.trainer.steps:
-            self.ahead.start(self._produce, s.at + 1, self._state_now())
+            # The next step's prompts are drawn here, on the controller's thread: the ledger, the data cursor
+            # and the buffer are only ever touched by this thread; the background thread samples and grades.
+            before = self._state_now()
+            nxt = Step(StepTimer(), at=s.at + 1)
+            self._prompts(nxt)
+            self.ahead.start(self._rollouts, nxt, before)
         return s
 
     def _prompts(self, s: Step) -> None:
@@ -177,14 +186,24 @@ class Trainer:
         teacher starts on its hard questions while the student is still sampling the next chunk."""
         cfg, a = self.cfg, self.cfg.algo
         want_teacher = (a.enable_bcq or self.method.guidance is not None) and self.roles.teacher is not None
-        early = (self.method.guidance is None and (a.enable_bcq or a.enable_ncq) and self.roles.teacher is not None
-                 and cfg.teacher.compress)
-        with s.timer("generate"):
-            pending = []
-            for qs in self._chunks(s.batch):
-                reqs = self._plain_requests(qs, cfg.rollout.group_size)
-                pending.append((qs, self.clock.start("rollout"),
-                                self.roles.rollout.generate_async(reqs, self._student_sampling(reqs, s.at))))
+        # NCQ shows every wrong rollout, so they are worth compressing early; BCQ alone picks one at random later
+        early = self.method.guidance is None and a.enable_ncq and self.roles.teacher is not None and cfg.teacher.compress
+        pending = []
+        try:
+            with s.timer("generate"):
+                for qs in self._chunks(s.batch):
+                    reqs = self._plain_requests(qs, cfg.rollout.group_size)
+                    pending.append((qs, self.clock.start("rollout"),
+                                    self.roles.rollout.generate_async(reqs, self._student_sampling(reqs, s.at))))
+            self._collect_plain(s, pending, want_teacher, early)
+        except BaseException:  # the calls not collected must not hold back the next weight push
+            for _, busy, p in pending:
+                self.roles.rollout.abandon(p)
+                self.clock.stop(busy)
+            raise
+
+    def _collect_plain(self, s: Step, pending: list, want_teacher: bool, early: bool) -> None:
+        cfg, a = self.cfg, self.cfg.algo
         for qs, busy, p in pending:
             with s.timer("generate"):
                 samples = self.roles.rollout.collect(p)
@@ -205,8 +224,8 @@ class Trainer:
 
     def _compress_early(self, s: Step, hard: list[Question]) -> None:
         """Start compressing a chunk's likely candidates while the student samples the next chunk: every wrong
-        rollout of the chunk's hardest questions, at most the cap's worth of questions (the NCQ candidates and
-        the BCQ student candidate are among them). `_compress` takes the summaries from here and asks only
+        rollout of the chunk's hardest questions, at most the cap's worth of questions per chunk (the NCQ
+        candidates and the BCQ student candidate are among them; a question that misses the cap wastes them). `_compress` takes the summaries from here and asks only
         for what is missing (the teacher's BCQ candidates, which arrive after the last chunk). Summaries are
         greedy, so starting early changes when, not what."""
         t = self.cfg.teacher
@@ -594,12 +613,13 @@ class Trainer:
     def load_state(self, state: TrainerState) -> None:
         if self.ahead is not None:
             self.ahead.discard()  # its rollouts were drawn from the state being replaced
+        self.clock = RoleClock()  # spans of a failed step never close
         self.step, self.version = state.step, state.version
         self.data = DataCursor(self.data.questions, self.cfg.data.shuffle_seed, state.cursor, state.epoch)
         state.restore_rng(self.rng)
 
     def close(self) -> None:
-        """Stop producing ahead (waits for the calls in flight; their step is dropped)."""
+        """Stop producing ahead: waits until the step being produced is done, then drops it."""
         if self.ahead is not None:
             self.ahead.close()
 

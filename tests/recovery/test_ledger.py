@@ -78,3 +78,27 @@ def test_a_question_trained_again_after_graduating_is_trained():
     led.settle(["q4", "q1"], [], [], [])
     log[3] = {"new": ["q4", "q1"], "replay": [], "skipped": []}
     assert audit(led.state, log, expected + [["q4", "q1"]], [], [_fate("q1", "graduated", 2)]).ok
+
+
+def test_a_question_in_flight_in_two_steps_keeps_the_later_step_and_checkpoints_its_earlier_outcome():
+    """Asynchronous rollouts: step 2 serves q1 (the data wrapped around) while step 1, which also holds it,
+    trains. Settling step 1 leaves q1 in flight for step 2; a checkpoint then shows step 1's outcome."""
+    from zppo_ray.state.ledger import Ledger
+
+    led = Ledger(["q0", "q1", "q2"])
+    led.serve(["q0", "q1"], 1)
+    led.serve(["q1", "q2"], 2)
+    assert led.in_flight() == {"q0", "q1", "q2"}
+    led.settle(["q0", "q1"], [], ["q1"], [], 1)
+    assert led.state == {"q0": "trained", "q1": "in_flight", "q2": "in_flight"}
+    assert led.settled() == {"q0": "trained", "q1": "in_buffer", "q2": "not_served"}
+    led.settle(["q1", "q2"], [], [], [{"qid": "q1", "fate": "graduated"}], 2)
+    assert led.state == {"q0": "trained", "q1": "graduated", "q2": "trained"} and not led.in_flight()
+
+
+def test_role_clock_reports_idle_seconds_as_the_complement_of_the_busy_union():
+    from zppo_ray.step import _union
+
+    assert _union([(1.0, 3.0), (2.0, 4.0), (6.0, 7.0)], 0.0, 10.0) == pytest.approx(4.0)
+    assert _union([(-5.0, 1.0), (9.0, 20.0)], 0.0, 10.0) == pytest.approx(2.0)  # clipped to the window
+    assert _union([(11.0, 12.0)], 0.0, 10.0) == 0.0  # began after the window: no negative length

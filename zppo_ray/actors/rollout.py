@@ -2,8 +2,8 @@
 
 The actor is a shell over `zppo_ray.engine.vllm_engine.VLLMEngine`; all sampling and weight-loading logic lives there.
 
-Versioning and atomic pushes (docs/stack.md lesson 2). The pool is driven by ONE controller (the trainer
-loop), and every call it makes is synchronous from the controller's point of view:
+Versioning and atomic pushes (docs/stack.md lesson 2). The pool is driven by the controller (the trainer
+loop) and, with asynchronous rollouts, by its producer thread too (zppo_ray/lookahead.py):
 
 * `update_weights(version, transfer)` lets a weight sync (zppo_ray/weights) move the bytes to every serving
   (or stale) worker, then commits the version on each, and returns when each confirmed it. A worker that
@@ -12,8 +12,9 @@ loop), and every call it makes is synchronous from the controller's point of vie
   error): it refuses to generate until a push succeeds, so a mixed-version pool never serves.
 * a lock serialises `generate` dispatch and `update_weights`, and no generate runs while weights change: a
   push waits until the generate calls other threads have in flight are collected (asynchronous rollouts:
-  the producer thread's calls), holding back new ones meanwhile, and refuses to start while its own thread
-  has one uncollected (it would wait for itself).
+  the producer thread's calls), holding back new ones from threads with none in flight (a thread that has
+  some may finish sending its batch: the push waits for it anyway), and refuses to start while its own
+  thread has one uncollected (it would wait for itself). A call its caller gives up on is `abandon`ed.
 * every generate call checks that all returned samples carry the pool's current version.
 
 Failures (`zppo_ray.actors.replicas`, `zppo_ray.actors.health`): a worker that dies mid-call has its requests
@@ -226,8 +227,11 @@ class RolloutPool:
         def call(worker: Any, chunk: list, idx: list[int]) -> Any:  # seeds follow the request, not the worker
             return worker.generate.remote(chunk, seeds_for_part(sampling, idx))
 
+        me = threading.get_ident()
         with self._lock:
-            while self._pushing:  # a push waits for the calls in flight: new ones wait for the push
+            # a push waits for the calls in flight; new ones wait for the push, except from a thread that has
+            # calls in flight already (it sends the rest of its batch, then collects, which ends the wait)
+            while self._pushing and not any(p.thread == me for p in self._pending):
                 self._changed.wait()
             if self._broken:
                 raise WeightPushError(f"pool not serving: {self._broken}")
@@ -250,6 +254,14 @@ class RolloutPool:
             raise MixedVersionError(f"one generate call returned samples of policy versions {sorted(versions)}, "
                                     f"expected only {pending.version}")
         return [[] if o is SKIPPED else o for o in out]
+
+    def abandon(self, pending: PendingGenerate) -> None:
+        """Give up on an async generate (its caller failed before collecting it): it no longer holds back a
+        push. The workers finish it on their own; its samples are dropped."""
+        with self._lock:
+            pending.done = True
+            self._pending = [p for p in self._pending if not p.done]
+            self._changed.notify_all()
 
     def generate(self, requests: Sequence[GenRequest], sampling: dict) -> list[list[Sample]]:
         """`n` samples per request, in request order, all produced by the pool's current version."""

@@ -61,7 +61,8 @@ def mismatch(items: Sequence[TrainItem], version: int, cap: float | None) -> dic
     """Rollout/learner mismatch over the student's own loss tokens, for the step metrics:
 
     rollout_kl          k3 estimate of KL(mu || pi_old): mean of (r - 1) - log r with r = pi_old / mu,
-                        which is >= 0 per token and unbiased over tokens drawn from mu;
+                        which is >= 0 per token and unbiased over tokens drawn from mu (when the engine's
+                        logprobs are its sampling distribution: temperature 1, no top-p/top-k cut);
     rollout_logp_diff   mean |log pi_old - log mu| (the drift in logprob units);
     tis_truncated_frac  share of tokens whose weight hit the cap (0 when the correction is off);
     sample_age_mean / sample_age_max   policy versions between the samples and the learner.

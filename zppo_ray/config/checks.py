@@ -209,6 +209,10 @@ def _check_algo(cfg: RunConfig, p: list) -> None:
                           "zppo/grpo_* method"))
     if a.tis_cap != 0 and a.tis_cap < 1:
         p.append(("algo.tis_cap", f"0 (off) or >= 1 (a cap below 1 would shrink on-policy tokens), got {a.tis_cap}"))
+    if cfg.trainer.max_staleness > 1:
+        p.append(("trainer.max_staleness", f"0 or 1, got {cfg.trainer.max_staleness}: the controller produces one "
+                  "step ahead (the buffer's refresh of step t must land before step t+2 draws), so samples are "
+                  "never more than one version behind and a larger bound would change nothing"))
     if cfg.trainer.max_staleness > 0:
         if a.tis_cap == 0:
             p.append(("algo.tis_cap", "asynchronous rollouts (trainer.max_staleness >= 1) train on samples of an "

@@ -294,9 +294,10 @@ class TrainerConfig:
     # checkpoint with a new learner group, at most this many times; then (or with no checkpoint yet) it stops
     # with a message to rerun with trainer.resume=auto (README "Recovery").
     learner_restarts: int = 2
-    # Asynchronous rollouts: 0 (the paper, on-policy) samples, learns, pushes, in that order. k >= 1 produces
-    # step t+1's rollouts (plain, teacher, BCQ/NCQ) while the learner trains on step t; no sample more than k
-    # policy versions behind the learner is trained on, and algo.tis_cap corrects for the lag.
+    # Asynchronous rollouts: 0 (the paper, on-policy) samples, learns, pushes, in that order. 1 produces step
+    # t+1's rollouts (plain, teacher, BCQ/NCQ) while the learner trains on step t; no sample more than 1 policy
+    # version behind the learner is trained on, and algo.tis_cap corrects for the lag. (One step ahead is all
+    # the buffer's order allows: step t's refresh must land before step t+2 draws.)
     max_staleness: int = 0
 
 

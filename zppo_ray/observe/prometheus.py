@@ -223,7 +223,7 @@ def record_step(m: dict, push_bytes: int) -> None:
             record("zppo_reform_accuracy", m[f"{kind}_reward"], kind=kind)
     record("zppo_reform_batch_share", m.get("reform_share", 0.0))
     learn = m.get("learn") or {}
-    if learn:
+    if learn.get("tokens"):  # a step without an update (no loss tokens) records no learner gauges
         record("zppo_learner_loss", learn.get("loss", 0.0))
         record("zppo_learner_grad_norm", learn.get("grad_norm", 0.0))
         record("zppo_learner_entropy", learn.get("entropy", 0.0))

@@ -3,7 +3,8 @@
 A question of the training set is in exactly one state:
 
     not_served   the data cursor has not reached it yet
-    in_flight    in the step now running (served as new or as replay, not yet settled)
+    in_flight    in a step now running (served as new or as replay, not yet settled); with asynchronous
+                 rollouts two steps run at once, and a question can be in flight in both
     trained      its rollouts went into a completed step and it is not in the buffer
     in_buffer    hard, waiting in the replay buffer
     graduated    left the buffer by reaching accuracy >= tau

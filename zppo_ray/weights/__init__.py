@@ -53,6 +53,10 @@ class PoolSync(ABC):
     learner: Any = None
     rollout: Any = None
     last_buckets = 0
+    # False with asynchronous rollouts: a replacement worker then waits for the next push instead of
+    # streaming from a learner the controller may be training at that moment (the version check and the
+    # stream would race with the update and could label new weights with the old version).
+    reload_replacements = True
 
     def init(self, learner: Any, rollout: Any) -> None:
         self.learner, self.rollout = learner, rollout
@@ -73,7 +77,8 @@ class PoolSync(ABC):
 
     def _reload(self, slot: int) -> bool | None:
         """A replacement worker: the learner's weights to it alone, if they are the pool's version."""
-        if self.learner is None or self.learner.weights_version != self.rollout.version:
+        if (not self.reload_replacements or self.learner is None
+                or self.learner.weights_version != self.rollout.version):
             return None
         return self.rollout.reload_slot(slot, self._transfer)
 
@@ -83,16 +88,20 @@ class PoolSync(ABC):
         self.learner = self.rollout = None
 
 
-def make_weight_sync(rollout_cfg: Any) -> WeightSync:
-    """The implementation `rollout.weight_sync` names (config checks reject a GPU backend without GPUs)."""
+def make_weight_sync(rollout_cfg: Any, reload_replacements: bool = True) -> WeightSync:
+    """The implementation `rollout.weight_sync` names (config checks reject a GPU backend without GPUs).
+    `reload_replacements`: see PoolSync (False with asynchronous rollouts)."""
     kind = rollout_cfg.weight_sync
     bucket_bytes = int(rollout_cfg.weight_bucket_mb * 2**20)
     if kind == "object_store":
         from zppo_ray.weights.object_store import ObjectStoreSync
 
-        return ObjectStoreSync(bucket_bytes)
-    if kind in ("nccl", "ipc"):
+        sync = ObjectStoreSync(bucket_bytes)
+    elif kind in ("nccl", "ipc"):
         from zppo_ray.weights.vllm_transfer import VllmTransferSync
 
-        return VllmTransferSync(kind, bucket_bytes, rollout_cfg.request_timeout_s)
-    raise ValueError(f"rollout.weight_sync must be one of {', '.join(WEIGHT_SYNCS)}; got {kind!r}")
+        sync = VllmTransferSync(kind, bucket_bytes, rollout_cfg.request_timeout_s)
+    else:
+        raise ValueError(f"rollout.weight_sync must be one of {', '.join(WEIGHT_SYNCS)}; got {kind!r}")
+    sync.reload_replacements = reload_replacements
+    return sync
