@@ -188,11 +188,12 @@ def test_a_push_waits_for_another_threads_generate_call_and_never_splits_it(ray_
         learner.train()
         dispatched, release, out = threading.Event(), threading.Event(), {}
 
-        def producer():
+        def producer():  # sends two chunks, then collects them, as the trainer's plain rollouts do
             pending = pool.generate_async([GenRequest("p", n=2)], {})
             dispatched.set()
             release.wait(10)
-            out["samples"] = pool.collect(pending)
+            second = pool.generate_async([GenRequest("q", n=1)], {})  # not held back: it has a call in flight
+            out["samples"] = pool.collect(pending) + pool.collect(second)
 
         t = threading.Thread(target=producer)
         t.start()
@@ -205,7 +206,7 @@ def test_a_push_waits_for_another_threads_generate_call_and_never_splits_it(ray_
         t.join(10)
         pushing.join(30)
         assert not pushing.is_alive() and pool.version == 1 and out["report"].buckets == 3
-        assert {s.version for g in out["samples"] for s in g} == {0}
+        assert len(out["samples"]) == 2 and {s.version for g in out["samples"] for s in g} == {0}
         assert {s.version for g in pool.generate([GenRequest("p", n=2)], {}) for s in g} == {1}
         mine = pool.generate_async([GenRequest("p", n=1)], {})
         with pytest.raises(WeightPushError, match="this thread"):
