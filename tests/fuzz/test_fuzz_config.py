@@ -256,6 +256,7 @@ def _loads_as_yaml(text: str) -> bool:
 @settings(max_examples=30 * SCALE)
 @given(case=yaml_document())
 @example(case=("algo:\n  tau: .nan\n", ["algo.tau"]))
+@example(case=("algo:\n  enable_ncq: ${oc.env:NOPE_ZPPO}\n", ["algo.enable_ncq"]))  # read by the method preset
 def test_yaml_file_is_loaded_or_names_a_key_it_sets(case):
     text, keys = case
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,8 +52,8 @@ def load_config(
         _apply(node, RunConfig, _read_yaml(Path(path)), "", touched)
     for item in overrides:
         _apply(node, RunConfig, _parse_override(item), "", touched)
-    _apply_algorithm_preset(node, touched)
     try:
+        _apply_algorithm_preset(node, touched)  # reads the user's algo keys: an interpolation may fail here
         for key in sorted(touched):  # the user's own keys first, so a bad interpolation is blamed on them
             OmegaConf.select(node, key, throw_on_missing=True)
         cfg = OmegaConf.to_object(node)
