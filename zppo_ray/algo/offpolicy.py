@@ -18,8 +18,9 @@ learner's logprobs of the same tokens is also how an engine/learner numeric bug 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+
+import torch
 
 from zppo_ray.types import TrainItem
 
@@ -36,25 +37,31 @@ def split_stale(items: Sequence[TrainItem], version: int, max_staleness: int) ->
     return keep, len(items) - len(keep)
 
 
-def _student_tokens(item: TrainItem):
-    """(token index, behaviour logprob, step-start logprob) of the loss tokens the student itself sampled."""
+def _log_ratio(item: TrainItem) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(log pi_old - log mu clamped to +-50, loss mask as bool) per completion token, or None for an item the
+    student did not sample (an injected teacher answer) or that carries no logprobs. Tensors, not Python
+    loops: at paper scale a step holds millions of tokens and this runs on the controller every step."""
     if item.version < 0 or item.behaviour_logprobs is None or item.old_logprobs is None:
-        return []
-    mask = item.loss_mask if item.loss_mask is not None else [1] * len(item.completion_ids)
-    return [(t, b, o) for t, (m, b, o) in enumerate(zip(mask, item.behaviour_logprobs, item.old_logprobs)) if m]
+        return None
+    n = min(len(item.old_logprobs), len(item.behaviour_logprobs), len(item.completion_ids))
+    d = (torch.tensor(item.old_logprobs[:n], dtype=torch.float64)
+         - torch.tensor(item.behaviour_logprobs[:n], dtype=torch.float64)).clamp(-50.0, 50.0)  # exp() stays finite
+    mask = (torch.tensor(item.loss_mask[:n], dtype=torch.bool) if item.loss_mask is not None
+            else torch.ones(n, dtype=torch.bool))
+    return d, mask
 
 
 def tis_weights(item: TrainItem, cap: float) -> list[float] | None:
     """Per completion token, w = min(exp(old - behaviour), cap); 1 where the student did not sample the token
     (a forced prefix, an injected teacher answer: there is no behaviour probability to correct). None for
     an item with nothing to correct."""
-    tokens = _student_tokens(item)
-    if not tokens:
+    ratio = _log_ratio(item)
+    if ratio is None or not ratio[1].any():
         return None
-    w = [1.0] * len(item.completion_ids)
-    for t, b, o in tokens:
-        w[t] = min(math.exp(min(o - b, 50.0)), cap)  # 50: exp() stays finite; the cap is far below anyway
-    return w
+    d, mask = ratio
+    w = torch.ones(len(item.completion_ids), dtype=torch.float64)
+    w[:len(d)] = torch.where(mask, d.exp().clamp(max=cap), w[:len(d)])
+    return w.tolist()
 
 
 def mismatch(items: Sequence[TrainItem], version: int, cap: float | None) -> dict[str, float]:
@@ -67,15 +74,11 @@ def mismatch(items: Sequence[TrainItem], version: int, cap: float | None) -> dic
     tis_truncated_frac  share of tokens whose weight hit the cap (0 when the correction is off);
     sample_age_mean / sample_age_max   policy versions between the samples and the learner.
     """
-    kl, diff, capped, n = 0.0, 0.0, 0, 0
-    for it in items:
-        for _, b, o in _student_tokens(it):
-            d = max(min(o - b, 50.0), -50.0)
-            kl += math.expm1(d) - d
-            diff += abs(d)
-            capped += cap is not None and math.exp(d) > cap
-            n += 1
+    parts = [d[mask] for d, mask in filter(None, map(_log_ratio, items))]
+    d = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    n = d.numel()
     ages = [age(it, version) for it in items if it.version >= 0]
-    return {"rollout_kl": kl / n if n else 0.0, "rollout_logp_diff": diff / n if n else 0.0,
-            "tis_truncated_frac": capped / n if n else 0.0,
+    return {"rollout_kl": (torch.expm1(d) - d).mean().item() if n else 0.0,
+            "rollout_logp_diff": d.abs().mean().item() if n else 0.0,
+            "tis_truncated_frac": (d.exp() > cap).double().mean().item() if n and cap is not None else 0.0,
             "sample_age_mean": sum(ages) / len(ages) if ages else 0.0, "sample_age_max": max(ages, default=0)}
