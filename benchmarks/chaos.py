@@ -392,4 +392,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main))

@@ -109,4 +109,6 @@ def main(argv=None) -> None:
     print(body, flush=True)
 
 if __name__ == "__main__":
-    main()
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main))

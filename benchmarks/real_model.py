@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -152,7 +153,7 @@ def push_and_learn(cfg, student: str, pool, requests, pushes: int) -> dict:
             "push": {"weights_mb": round(report.bytes / 2**20, 1), "pushes": push}}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     import ray
 
     from zppo_ray.config import load_config
@@ -165,7 +166,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pushes", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/smollm2/bench.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cfg = load_config(args.config, [])
     student = str(ensure_smollm2(cfg.smollm2.cache_dir))
     questions = Smollm2World(cfg.smollm2, cfg.templates).questions("train")[::37][:args.prompts]
@@ -184,4 +185,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main))

@@ -105,4 +105,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main))

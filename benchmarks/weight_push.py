@@ -168,13 +168,13 @@ def compare(before: dict, after: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10m,135m,500m,toy")
     ap.add_argument("--pushes", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/weight_push/after.json"))
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.compare:
         print(compare(*(json.loads(p.read_text()) for p in args.compare)))
         return
@@ -208,4 +208,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main))

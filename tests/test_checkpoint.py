@@ -4,6 +4,7 @@ import pytest
 
 from zppo_ray.actors.buffer import ReplayBufferShell
 from zppo_ray.data.schema import Question
+from zppo_ray.errors import CheckpointError
 from zppo_ray.state import checkpoint as ckpt
 from zppo_ray.state.buffer import BufferConfig
 
@@ -26,7 +27,7 @@ def test_latest_ignores_interrupted_saves(tmp_path):
     assert ckpt.latest(tmp_path).name == "step-000010"
     assert ckpt.resolve_resume("auto", tmp_path).name == "step-000010"
     assert ckpt.resolve_resume("never", tmp_path) is None
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         ckpt.resolve_resume(str(ckpt.checkpoint_dir(tmp_path, 12)), tmp_path)
 
 

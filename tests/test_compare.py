@@ -97,7 +97,7 @@ def test_a_torn_line_is_only_forgiven_at_the_end(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(good + "\n" + '{"kind": "st')
     assert len(read_run(tmp_path)["steps"]) == 1
     (tmp_path / "metrics.jsonl").write_text('{"kind": "st\n' + good + "\n")
-    with pytest.raises(ValueError, match="metrics.jsonl:1 is not JSON"):
+    with pytest.raises(ValueError, match="metrics.jsonl line 1 is not JSON"):
         read_run(tmp_path)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from zppo_ray.errors import RunDirError
 from zppo_ray.eval.compare import read_run
 from zppo_ray.plot import plot
 
@@ -99,7 +100,7 @@ def test_not_a_run_directory_is_a_clear_error(tmp_path):
     assert out.returncode == 2 and "has no metrics.jsonl" in out.stderr
     before = '{"kind": "eval", "step": 0, "label": "before", "accuracy": {"all": 0.5}}\n'
     (tmp_path / "metrics.jsonl").write_text(before)
-    with pytest.raises(ValueError, match="no training steps logged yet"):
+    with pytest.raises(RunDirError, match="no training steps logged yet"):
         plot([tmp_path])
 
 

@@ -32,9 +32,62 @@ class ZppoError(Exception):
     """Base of this project's errors. Arguments are plain values only, so every subclass pickles."""
 
 
-class SetupError(ZppoError):
+class UserError(ZppoError):
+    """A mistake the user can fix (a file, a path, an argument): the entry points print `label: message` on one
+    line and exit 2 (zppo_ray/cli.py). The message names the file, key or argument and what to do."""
+
+    label = "error"
+
+
+class SetupError(UserError):
     """What a run needs is not installed or cannot be built here (an optional package, a model conversion);
-    the message says what to install or fix. The entry points print it on one line and exit 2."""
+    the message says what to install or fix."""
+
+    label = "setup error"
+
+
+class ModelError(UserError):
+    """A model directory is missing or incomplete (no config, tokenizer or safetensors weights)."""
+
+    label = "model error"
+
+
+class CheckpointError(UserError):
+    """A checkpoint or run directory to read is missing or incomplete."""
+
+    label = "checkpoint error"
+
+
+class RunDirError(UserError):
+    """A run directory to read (audit, plot, compare) is missing or holds no run yet."""
+
+    label = "run directory error"
+
+
+class UsageError(UserError):
+    """A command-line argument is wrong in a way argparse cannot see (a value out of range, a clash)."""
+
+    label = "usage error"
+
+
+class Interrupted(ZppoError):
+    """Ctrl-C or SIGTERM before a checkpoint could be taken: the message says what was kept (the run directory,
+    the last checkpoint) and how to continue; `status` is the exit status (130 Ctrl-C, 143 SIGTERM)."""
+
+    def __init__(self, message: str, status: int = 130):
+        super().__init__(message, status)
+        self.status = status
+
+    @property
+    def how(self) -> str:
+        return "terminated (SIGTERM)" if self.status == 143 else "interrupted (Ctrl-C)"
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Preempted(ZppoError):
+    """SIGTERM arrived; the run stopped at a step boundary after writing a checkpoint."""
 
 
 class DataError(ZppoError, ValueError):

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +26,9 @@ import ray
 
 from zppo_ray.actors import placement
 from zppo_ray.algo.methods import method, needs_teacher
+from zppo_ray.cli import EXIT_PREEMPTED
 from zppo_ray.data.schema import Question
-from zppo_ray.errors import LearnerLost
+from zppo_ray.errors import LearnerLost, ModelError, Preempted
 from zppo_ray.observe import progress, prometheus
 from zppo_ray.observe.loggers import sinks_for
 from zppo_ray.observe.runlog import RunLog, timed
@@ -39,13 +41,6 @@ from zppo_ray.weights import make_weight_sync
 from zppo_ray.worlds import resolve_model
 
 log = logging.getLogger("zppo_ray")
-
-EXIT_PREEMPTED = 143  # 128 + SIGTERM, what Kubernetes and `ray job` expect of a process that obeyed SIGTERM
-
-
-class Preempted(Exception):
-    """SIGTERM arrived; the run stopped at a step boundary after writing a checkpoint."""
-
 
 # ---------------------------------------------------------------------------------------- resolution
 
@@ -73,6 +68,15 @@ def connect_ray(cfg) -> None:
     """Join `ray.address` / RAY_ADDRESS (e.g. under `ray job submit`), or start a local cluster."""
     if ray.is_initialized():  # a caller (a test, a notebook) already connected
         return
+    term = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit; the entry point's stays (cli.py)
+    try:
+        _init_ray(cfg)
+    finally:
+        if term is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, term)
+
+
+def _init_ray(cfg) -> None:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=cfg.ray.namespace, log_to_driver=True)
@@ -187,7 +191,9 @@ def resume(trainer: Trainer, roles: Roles, d: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- the run
 
-def train(cfg, run_dir: Path, world) -> dict:
+def train(cfg, run_dir: Path, world, on_start=None) -> dict:
+    """Load, connect, start the roles, then run (`_loop`). `on_start()` is called once the roles are up: from
+    then on the run directory holds a run worth keeping, whatever happens next (zppo_ray/main.py)."""
     from transformers import AutoTokenizer
 
     student_path, teacher_path = model_paths(cfg, world)
@@ -201,6 +207,8 @@ def train(cfg, run_dir: Path, world) -> dict:
     connect_ray(cfg)
     roles = start_roles(cfg, student_path, teacher_path, run_dir)
     phases = {"ray_and_roles": time.perf_counter() - t0}
+    if on_start is not None:
+        on_start()
     try:
         with PreemptionNotice() as preempt:
             return _train(cfg, run_dir, roles, train_qs, eval_qs, tokenizer, preempt,
@@ -241,8 +249,9 @@ def check_shared_vocab(student_tokenizer, teacher_path: str) -> None:
 
     teacher = AutoTokenizer.from_pretrained(teacher_path)
     if student_tokenizer.get_vocab() != teacher.get_vocab():
-        raise ValueError(f"distillation needs the student and the teacher ({teacher_path}) to share one "
-                         f"vocabulary; they differ ({len(student_tokenizer)} vs {len(teacher)} tokens)")
+        raise ModelError(f"distillation needs the student and the teacher ({teacher_path}) to share one "
+                         f"vocabulary; they differ ({len(student_tokenizer)} vs {len(teacher)} tokens): choose a "
+                         "teacher of the student's family, or a method that is not a distillation")
 
 
 def stop_roles(roles: Roles) -> None:

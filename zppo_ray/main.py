@@ -1,55 +1,102 @@
-"""Entry point: `python -m zppo_ray.main [config.yaml] [dotted.overrides=...]`.
+"""Entry point: `python -m zppo_ray.main [config.yaml] [dotted.overrides=...] [--debug]`.
 
-Loads and validates the whole configuration before anything starts, saves the resolved config into the
-run directory, makes sure the toy world (tokenizer, pretrained student and teacher) exists when the
-config refers to it (zppo_ray/worlds/), then trains (`zppo_ray.launch.train`). Under `ray job submit` it joins the cluster
-in RAY_ADDRESS; otherwise it starts a local one.
+Loads and validates the whole configuration, then checks everything the run will need (zppo_ray/preflight.py)
+before anything expensive starts. Only then does it create the run directory and save the resolved config
+there, make sure the world's models exist when the config refers to one (zppo_ray/worlds/), and train
+(`zppo_ray.launch.train`). Under `ray job submit` it joins the cluster in RAY_ADDRESS; otherwise it starts a
+local one. A run that stops before training began leaves no run directory behind (`RunDirectory`); how each
+failure ends (one line, an exit status) is zppo_ray/cli.py's.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 log = logging.getLogger("zppo_ray")
 
-EXIT_INFRA = 3  # the run stopped on an infrastructure failure it could not recover from; resume=auto continues
-
 
 def run(argv: list[str]) -> Path:
-    from zppo_ray import worlds
+    from zppo_ray import preflight, worlds
     from zppo_ray.config import load_config, save_resolved, split_cli_args
-    from zppo_ray.launch import train
 
     path, overrides = split_cli_args(argv)
     cfg = load_config(path, overrides, check_paths=True)
-    run_dir = Path(cfg.trainer.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, run_dir)
-    log.info("run directory %s (resolved config saved as config.yaml)", run_dir)
     world = worlds.for_config(cfg)
-    t_world = time.perf_counter()
-    if world is not None:  # a generated world: install, build or reuse its models, say what they can do
-        world.ensure()
-        report = world.report()
-        print(report, flush=True)
-        (run_dir / f"{world.name}_report.txt").write_text(report + "\n")
-    if cfg.trainer.steps > 0:
-        world_s = time.perf_counter() - t_world
-        summary = train(cfg, run_dir, world)
-        print(f"run directory: {run_dir}  (config.yaml, metrics.jsonl, final/, buffer/, summary.json)")
-        if cfg.metrics.plots and cfg.metrics.jsonl:
-            write_plots(run_dir)
-        elif cfg.metrics.plots:
-            log.warning("no plots: they are drawn from metrics.jsonl, and metrics.jsonl=false")
-        print(phase_line({"world": world_s, **summary.get("phase_seconds", {})}), flush=True)
-        if summary.get("eval_before") and summary.get("eval_after"):
-            b, a = summary["eval_before"]["all"], summary["eval_after"]["all"]
-            print(f"held-out accuracy: {b:.1%} before -> {a:.1%} after {summary['steps']} steps", flush=True)
+    preflight.check_run(cfg)
+    run_dir = Path(cfg.trainer.run_dir)
+    with RunDirectory(run_dir) as rd:
+        save_resolved(cfg, run_dir)
+        log.info("run directory %s (resolved config saved as config.yaml)", run_dir)
+        t_world = time.perf_counter()
+        if world is not None:  # a generated world: install, build or reuse its models, say what they can do
+            world.ensure()
+            if worlds.is_world_alias(cfg.student.path):
+                preflight.check_disk(cfg, world.model_path("student"))
+            report = world.report()
+            print(report, flush=True)
+            (run_dir / f"{world.name}_report.txt").write_text(report + "\n")
+        if cfg.trainer.steps > 0:
+            from zppo_ray.launch import train
+
+            world_s = time.perf_counter() - t_world
+            summary = train(cfg, run_dir, world, on_start=rd.keep)
+            print(f"run directory: {run_dir}  (config.yaml, metrics.jsonl, final/, buffer/, summary.json)")
+            if cfg.metrics.plots and cfg.metrics.jsonl:
+                write_plots(run_dir)
+            elif cfg.metrics.plots:
+                log.warning("no plots: they are drawn from metrics.jsonl, and metrics.jsonl=false")
+            print(phase_line({"world": world_s, **summary.get("phase_seconds", {})}), flush=True)
+            if summary.get("eval_before") and summary.get("eval_after"):
+                b, a = summary["eval_before"]["all"], summary["eval_after"]["all"]
+                print(f"held-out accuracy: {b:.1%} before -> {a:.1%} after {summary['steps']} steps", flush=True)
+        rd.keep()
     return run_dir
+
+
+class RunDirectory:
+    """Creates the run directory and removes it again if the command stops before the run began (a failure
+    or Ctrl-C while the world builds, the data loads, Ray or the roles start): a directory holding only a
+    config of a run that never happened misleads whoever lists `runs/` later. Once `keep()` is called (the
+    roles are up) the directory stays, whatever happens; a directory that existed before is never removed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.created = not path.exists()
+        self.kept = not self.created
+
+    def __enter__(self) -> "RunDirectory":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def keep(self) -> None:
+        self.kept = True
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and not self.kept:
+            shutil.rmtree(self.path, ignore_errors=True)
+            log.info("removed the run directory %s: the run stopped before it began", self.path)
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (cli.Terminated)
+            from zppo_ray.cli import EXIT_INTERRUPTED, EXIT_PREEMPTED, Terminated
+            from zppo_ray.errors import Interrupted
+
+            status = EXIT_PREEMPTED if issubclass(exc_type, Terminated) else EXIT_INTERRUPTED
+            raise Interrupted(self._interrupted(), status) from None
+        return False
+
+    def _interrupted(self) -> str:
+        from zppo_ray.state import checkpoint as ckpt
+
+        if not self.kept:
+            return f"the run stopped before training began; nothing was kept ({self.path} removed)"
+        last = ckpt.latest(self.path)
+        if last is None:
+            return (f"no checkpoint was written yet; the logs so far are in {self.path}; a new run starts from "
+                    "the beginning")
+        return (f"the last checkpoint is {last}; continue with trainer.run_dir={self.path} trainer.resume=auto")
 
 
 def phase_line(phases: dict[str, float]) -> str:
@@ -71,29 +118,9 @@ def write_plots(run_dir: Path) -> None:
 
 
 def cli() -> None:
-    logging.basicConfig(level=os.environ.get("ZPPO_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from zppo_ray.redact import install_log_redaction
+    from zppo_ray.cli import run_entry
 
-    install_log_redaction()
-    from zppo_ray.config import ConfigError
-    from zppo_ray.errors import InfraError, SetupError
-    from zppo_ray.launch import EXIT_PREEMPTED, Preempted
-
-    try:
-        run(sys.argv[1:])
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except SetupError as e:
-        print(f"setup error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except Preempted as e:
-        print(f"preempted: {e}", file=sys.stderr)
-        sys.exit(EXIT_PREEMPTED)
-    except InfraError as e:  # a role that could not be kept alive (README "Recovery")
-        print(f"run stopped: {e}", file=sys.stderr)
-        sys.exit(EXIT_INFRA)
+    sys.exit(run_entry(run))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from zppo_ray.errors import RunDirError, UsageError
 from zppo_ray.eval.compare import graduation, read_run
 from zppo_ray.observe.runlog import accuracy_label
 
@@ -200,11 +201,11 @@ def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> list[Path
 
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
-        raise ValueError("plot needs at least one run directory")
+        raise UsageError("plot needs at least one run directory")
     runs = {name: read_run(d) for name, d in zip(_labels(dirs), dirs)}
     empty = [n for n, r in runs.items() if not r["steps"]]
     if len(empty) == len(runs):
-        raise ValueError(f"no training steps logged yet in {', '.join(map(str, dirs))}: nothing to plot")
+        raise RunDirError(f"no training steps logged yet in {', '.join(map(str, dirs))}: nothing to plot")
     for n in empty:
         log.warning("%s has no training steps logged yet: left out of the step plots", n)
     group_sizes = {n: _group_size(d) for n, d in zip(runs, dirs)}
@@ -252,15 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("run_dirs", nargs="+", type=Path, help="run directories (each with a metrics.jsonl)")
     ap.add_argument("--out", type=Path, help="where the PNGs go (one run: RUN_DIR/plots; several: ./plots)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        files = plot(args.run_dirs, args.out)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"plot: {e}", file=sys.stderr)
-        sys.exit(2)
-    for f in files:
+    for f in plot(args.run_dirs, args.out):
         print(f)
 
 
 if __name__ == "__main__":
-    main()
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main, log_format="%(message)s"))

@@ -19,6 +19,7 @@ from zppo_ray.data import (
     resolve_column_map,
 )
 from zppo_ray.data.loaders import _last_boxed
+from zppo_ray.errors import SetupError
 
 
 def test_gsm8k_parquet(tmp_path, write_parquet):
@@ -174,7 +175,7 @@ def test_load_hf_object_and_split(tmp_path):
 
 def test_hf_path_without_datasets(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets → ImportError
-    with pytest.raises(ImportError, match="pip install datasets"):
+    with pytest.raises(SetupError, match="pip install datasets"):
         load_questions(f"hf:{tmp_path}")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from zppo_ray.config import ConfigError, load_config, split_cli_args, to_yaml
+from zppo_ray.cli import run_entry
+from zppo_ray.config import load_config, split_cli_args, to_yaml
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,11 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--available-gpus", type=int, default=None, help="also check the GPU layout fits")
     args = parser.parse_args(argv)
     path, items = split_cli_args(args.items)
-    try:
-        cfg = load_config(path, items, available_gpus=args.available_gpus)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(path, items, available_gpus=args.available_gpus)  # a ConfigError: one line, exit 2 (cli.py)
     from zppo_ray.redact import redact_text
 
     print(redact_text(to_yaml(cfg)), end="")
@@ -28,4 +25,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main))

@@ -41,23 +41,38 @@ class BadRow(Exception):
 
 @dataclass
 class LoadReport:
-    """What one load did: rows read, questions kept, skipped rows by reason (with the first example)."""
+    """What one load did: rows read, questions kept, skipped rows by reason (with the first few places)."""
 
     origin: str
     rows: int = 0
     loaded: int = 0
     skipped: Counter = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> the first skipped row and what was wrong
+    where: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first FIRST_PLACES rows skipped
+
+    FIRST_PLACES = 3
 
     def skip(self, reason: str, where: str, detail: str) -> None:
         self.skipped[reason] += 1
         self.examples.setdefault(reason, f"{where}: {detail}")
+        places = self.where.setdefault(reason, [])
+        if len(places) < self.FIRST_PLACES:
+            places.append(where)
+
+    def summary(self) -> str:
+        """'skipped 3 of 10 rows (missing_answer=3 at line 2, line 5, line 9 ...); first: line 2: ...'"""
+        reasons = ", ".join(f"{r}={n} at {', '.join(self._short(w) for w in self.where[r])}"
+                            f"{' ...' if n > len(self.where[r]) else ''}" for r, n in sorted(self.skipped.items()))
+        return (f"skipped {sum(self.skipped.values())} of {self.rows} rows ({reasons}); "
+                f"first: {'; '.join(self.examples.values())}")
+
+    def _short(self, where: str) -> str:
+        """'data/x.jsonl line 3' -> 'line 3' when the report is of that one file (named once, in front)."""
+        return where.removeprefix(f"{self.origin} ")
 
     def log(self) -> None:
         if self.skipped:
-            reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.skipped.items()))
-            log.warning("%s: skipped %d of %d rows (%s); first: %s", self.origin, sum(self.skipped.values()),
-                        self.rows, reasons, "; ".join(self.examples.values()))
+            log.warning("%s: %s", self.origin, self.summary())
         log.info("%s: loaded %d questions", self.origin, self.loaded)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from zppo_ray.config import ConfigError, load_config
 from zppo_ray.data.loaders import PRESETS
+from zppo_ray.errors import DataError, UsageError
 from zppo_ray.eval.harness import (
     NATIVE,
     _check_model_path,
@@ -65,7 +66,7 @@ def _resolve_model(path: str, cfg: Any, flag: str) -> str:
     try:
         return worlds.resolve_model(path, worlds.world_named(path.partition(":")[0], cfg))
     except ValueError as e:
-        raise ValueError(f"{flag} {e}") from None
+        raise UsageError(f"{flag} {e}") from None
 
 
 def _plan(args: argparse.Namespace) -> dict:
@@ -122,12 +123,14 @@ def _engine_kwargs(model_cfg: Any, role_cfg: Any, dtype: str | None, max_model_l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run through zppo_ray.cli.run_entry (`python -m zppo_ray.eval`): a bad input is one line and exit 2."""
+    args = build_parser().parse_args(argv)
     try:
         plan = _plan(args)
-    except (ConfigError, ValueError) as e:  # DataError is a ValueError
-        parser.error(str(e))  # exits 2 with the usage line and the message
+    except (ConfigError, DataError):
+        raise
+    except ValueError as e:  # _plan checks arguments only: a ValueError here is a bad argument
+        raise UsageError(f"{e} (python -m zppo_ray.eval --help)") from None
     report = evaluate_checkpoint(**plan)
     print(render_markdown(report), end="")
     print(f"\nwrote {', '.join(Path(p).name for p in report['files'].values())} to {plan['out_dir']}")

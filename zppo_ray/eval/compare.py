@@ -27,7 +27,10 @@ def read_run(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     path = run_dir / "metrics.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
+        from zppo_ray.errors import RunDirError
+
+        what = "has no metrics.jsonl" if run_dir.is_dir() else "does not exist"
+        raise RunDirError(f"{run_dir} is not a run directory: it {what} (give a run's trainer.run_dir)")
     by_kind: dict[str, list[dict]] = defaultdict(list)
     last_step = 0
     lines = path.read_text().splitlines()
@@ -39,7 +42,9 @@ def read_run(run_dir: str | Path) -> dict:
         except json.JSONDecodeError:  # a run killed mid-write leaves one torn last line
             if n == len(lines):
                 continue
-            raise ValueError(f"{path}:{n} is not JSON: {line[:80]!r}") from None
+            from zppo_ray.errors import DataError
+
+            raise DataError(f"{path} line {n} is not JSON: {line[:80]!r}", origin=f"{path} line {n}") from None
         if r.get("kind") == "step":
             if r["step"] <= last_step:  # resumed from a checkpoint before this step
                 for rows in by_kind.values():

@@ -219,8 +219,10 @@ def _first_text(samples: list[Sample]) -> str | None:
 
 def _check_model_path(model: Any, what: str) -> None:
     """Fail before minutes of engine start (or of student generation, for the judge) on a bad path."""
-    if isinstance(model, (str, Path)) and not Path(model).expanduser().exists():
-        raise ValueError(f"{what} {model}: no such file or directory (an HF-format model directory)")
+    if isinstance(model, (str, Path)):
+        from zppo_ray.preflight import check_model_dir
+
+        check_model_dir(model, what)
 
 
 def _as_generator(model: Any) -> Generator:

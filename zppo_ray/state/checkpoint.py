@@ -89,8 +89,9 @@ def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
         return latest(run_dir)
     path = Path(resume)
     if not (path / MARKER).exists():
-        raise FileNotFoundError(f"trainer.resume={resume!r} is not a complete checkpoint "
-                                f"(no {MARKER} file in it)")
+        from zppo_ray.errors import CheckpointError
+
+        raise CheckpointError(f"trainer.resume={resume!r} is not a complete checkpoint (no {MARKER} file in it)")
     return path
 
 

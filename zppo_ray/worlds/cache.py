@@ -15,15 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def atomic_dir(final: Path) -> Path:
-    """A temporary sibling directory that replaces `final` only once fully written (`publish`)."""
+@contextmanager
+def building(final: Path) -> Iterator[Path]:
+    """A temporary sibling directory to write into; it replaces `final` when the block ends normally and is
+    removed when it does not (an error, Ctrl-C), so an interrupted build leaves nothing in the cache."""
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    return tmp
-
-
-def publish(tmp: Path, final: Path) -> None:
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

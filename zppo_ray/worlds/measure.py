@@ -157,7 +157,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--engine", choices=("hf", "vllm"), default="hf")
     ap.add_argument("--out", type=Path)
     args, rest = ap.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     path, overrides = split_cli_args(rest)
     report = measure(load_config(path, overrides), args.questions, engine=args.engine)
     text = json.dumps(report, indent=2)
@@ -168,4 +167,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main, log_format="%(asctime)s %(name)s %(message)s"))

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from zppo_ray.errors import SetupError
-from zppo_ray.worlds.cache import atomic_dir, locked, publish
+from zppo_ray.worlds.cache import building, locked
 
 log = logging.getLogger(__name__)
 
@@ -123,31 +123,27 @@ def ensure_smollm2(cache: str | os.PathLike = DEFAULT_CACHE) -> Path:
         if (final / "convert.json").exists():  # another process converted it while we waited
             return final
         log.info("converting %s once into %s", GGUF_FILE, final)
-        tmp = atomic_dir(final)
-        report = _convert(src, tmp)
-        (tmp / "convert.json").write_text(json.dumps(report, indent=2))
-        publish(tmp, final)
+        with building(final) as tmp:
+            report = _convert(src, tmp)
+            (tmp / "convert.json").write_text(json.dumps(report, indent=2))
         log.info("converted in %.0f s; greedy text identical before and after on %d probes", report["seconds"],
                  len(PROBES))
     return final
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-
     ap = argparse.ArgumentParser(prog="python -m zppo_ray.worlds.smollm2.acquire", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default=DEFAULT_CACHE)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        path = ensure_smollm2(args.cache)
-    except (MissingPackageError, ConversionError) as e:
-        print(f"smollm2: {e}", file=sys.stderr)
-        sys.exit(2)
+    path = ensure_smollm2(args.cache)  # a missing package or a failed conversion: a SetupError (cli.py)
     print(path)
     print((path / "convert.json").read_text())
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main, log_format="%(asctime)s %(message)s"))

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from zppo_ray.algo.reformulate import Templates, question_prompt
-from zppo_ray.worlds.cache import atomic_dir, locked, publish
+from zppo_ray.worlds.cache import building, locked
 from zppo_ray.worlds.smollm2 import task
 from zppo_ray.worlds.supervised import by_tier, encode_pair, greedy_grades, train_on_completions
 
@@ -105,16 +105,15 @@ def _build(role: str, cfg, base_dir: Path, templates: Templates, final: Path) ->
     train_s = time.time() - t0
     log.info("measuring the %s's greedy accuracy on %d held-out sums", role, len(held_out))
     grades = greedy_grades(model, tok, held_out, MAX_NEW_TOKENS, templates)
-    tmp = atomic_dir(final)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
     report = {"base": str(base_dir), "examples": len(docs), "steps": steps, "finetune_seconds": round(train_s, 1),
               "final_loss": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4),
               "heldout_greedy_accuracy_by_tier": by_tier(held_out, grades),
               "heldout_greedy_accuracy_by_skill": skill_accuracy(held_out, grades),
               "seconds": round(time.time() - t0, 1)}
-    (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    publish(tmp, final)
+    with building(final) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
     log.info("smollm2 %s built in %.0f s: held-out greedy accuracy by tier %s, by skill %s", role,
              report["seconds"], report["heldout_greedy_accuracy_by_tier"], report["heldout_greedy_accuracy_by_skill"])
 

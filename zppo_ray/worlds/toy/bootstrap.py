@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerFast
 
 from zppo_ray.algo.reformulate import Templates
 from zppo_ray.data.schema import Question
-from zppo_ray.worlds.cache import atomic_dir, locked, publish
+from zppo_ray.worlds.cache import building, locked
 from zppo_ray.worlds.supervised import by_tier, encode_pair, greedy_grades, train_on_completions
 from zppo_ray.worlds.toy import corpus, shipped
 from zppo_ray.worlds.toy.models import Arch, build_model
@@ -175,9 +175,8 @@ def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question], t: Templ
         tok = build_tokenizer([p + "\n" + c for p, c in docs] + ["user assistant system"] * 100,
                               vocab_size=toy_cfg.vocab_size)
         art.root.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_dir(art.tokenizer)
-        tok.save_pretrained(tmp)
-        publish(tmp, art.tokenizer)
+        with building(art.tokenizer) as tmp:
+            tok.save_pretrained(tmp)
         world = {"world_key": art.root.name, "tiers_operands": list(toy_spec(toy_cfg).tiers),
                  "mc_fraction": toy_cfg.mc_fraction, "n_eval_per_tier": toy_cfg.n_eval}
         (art.root / "world.json").write_text(json.dumps(world, indent=2))
@@ -219,9 +218,6 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
         for name, want in (("needs_held_out", True), ("other", False)):
             pairs = [(q, g) for q, g in zip(held_out, grades) if bool(gap(q)) == want]
             by_skill[name] = by_tier([q for q, _ in pairs], [g for _, g in pairs])
-    tmp = atomic_dir(final)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
     report = {
         "params": sum(p.numel() for p in model.parameters()),
         "pretrain_seconds": round(train_s, 1),
@@ -229,8 +225,10 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
         "heldout_greedy_accuracy_by_tier": acc,
         **({"heldout_greedy_accuracy_by_skill": by_skill} if by_skill else {}),
     }
-    (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    publish(tmp, final)
+    with building(final) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
     log.info("toy %s: %s params, %.0fs, held-out greedy accuracy by tier %s", role, report["params"],
              train_s, acc)
 
@@ -294,12 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     """`bootstrap [config.yaml] [overrides] [--force] [--ship]`: without --force, reuse a cached world or
     build what is missing from scratch (never from the shipped copy); --force rebuilds everything; --ship
     then refreshes the package's shipped copy (zppo_ray/worlds/toy/shipped/) with new checksums."""
-    import sys
-
     from zppo_ray.config import load_config, split_cli_args
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    argv = sys.argv[1:] if argv is None else argv
     flags = {a for a in argv if a in ("--force", "--ship")}
     path, overrides = split_cli_args(a for a in argv if a not in flags)
     cfg = load_config(path, overrides)
@@ -312,4 +306,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main, log_format="%(asctime)s %(name)s %(message)s"))

@@ -20,6 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
+from zppo_ray.worlds.cache import building
+
 log = logging.getLogger(__name__)
 
 SHIPPED = Path(__file__).parent / "shipped"
@@ -87,18 +89,13 @@ def install(root: Path, parts: list[str], shipped: Path = SHIPPED) -> list[str]:
                 log.info("shipped %s skipped: the cached tokenizer differs from the shipped one", part)
                 continue
         files = _verified(src, part, man)
-        tmp = root / f".{part}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        for f in files:
-            if f.name == "world.json":
-                continue
-            dst = tmp / f.relative_to(src / part)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, dst)
-        root.mkdir(parents=True, exist_ok=True)
-        if (root / part).exists():
-            shutil.rmtree(root / part)
-        os.replace(tmp, root / part)
+        with building(root / part) as tmp:
+            for f in files:
+                if f.name == "world.json":
+                    continue
+                dst = tmp / f.relative_to(src / part)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dst)
         if part == WORLD_PART:  # written last: world.json marks the world part complete
             shutil.copy2(src / "world.json", root / "world.json")
         done.append(part)

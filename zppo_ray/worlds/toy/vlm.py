@@ -25,6 +25,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from zppo_ray.data.schema import Question
+from zppo_ray.errors import UsageError
 from zppo_ray.worlds.toy.world import expr_of
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
@@ -116,9 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     from zppo_ray.config import load_config, split_cli_args
     from zppo_ray.worlds.toy.bootstrap import ensure_toy_world, toy_questions
 
-    argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        raise SystemExit("usage: python -m zppo_ray.worlds.toy.vlm OUT_DIR [config.yaml] [overrides...]")
+        raise UsageError("python -m zppo_ray.worlds.toy.vlm OUT_DIR [config.yaml] [overrides...]: OUT_DIR missing")
     out = Path(argv[0])
     path, overrides = split_cli_args(argv[1:])
     cfg = load_config(path, overrides)
@@ -136,4 +136,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from zppo_ray.cli import run_entry
+
+    sys.exit(run_entry(main))

@@ -1,0 +1,236 @@
+"""Everything a run needs, checked before anything expensive starts (README "Errors and exit statuses").
+
+`check_run` runs after the config has loaded and before the run directory, the world's models, Ray or any
+actor exist: a mistake here costs seconds, not the minutes of a world build and an engine start, and leaves
+nothing behind. Each check raises the project's own error (zppo_ray/errors.py) naming the key, file or row
+and what to do; `zppo_ray/cli.py` prints it on one line.
+
+What is checked: the run directory can be written and has room for checkpoints; the metrics port is free;
+a Ray address given answers; a resume checkpoint is complete; every model directory holds a config, a
+tokenizer and safetensors weights; every data file parses (bad rows counted under on_bad_row=skip).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zppo_ray.config.schema import ConfigError
+from zppo_ray.errors import CheckpointError, InfraError, ModelError
+from zppo_ray.worlds import WORLDS, is_world_alias
+
+log = logging.getLogger("zppo_ray")
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+# Bytes a checkpoint takes per byte of the saved model, as a lower bound: DeepSpeed keeps fp32 master weights
+# and two Adam moments besides the weights (about 16 bytes a parameter; 4x an fp32 file, 8x a bf16 one).
+CHECKPOINT_FACTOR = 4
+
+
+def check_run(cfg: Any) -> None:
+    """The checks of the module doc, cheapest first. Raises at the first problem."""
+    check_run_dir(cfg)
+    check_metrics_port(cfg)
+    check_ray_address(cfg)
+    check_resume(cfg)
+    for key, path, tokenizer in model_dirs(cfg):
+        check_model_dir(path, key, tokenizer_key=tokenizer[0] if tokenizer else None,
+                        tokenizer_dir=tokenizer[1] if tokenizer else None)
+    student = cfg.student.path
+    if not is_world_alias(student):
+        check_disk(cfg, student)  # a world's student is measured once it is built (zppo_ray/main.py)
+    check_data(cfg)
+
+
+# ---------------------------------------------------------------------------------------- run directory
+
+def check_run_dir(cfg: Any) -> None:
+    """The run directory (or the nearest folder above it that exists) takes a file; nothing is left there."""
+    run_dir = Path(cfg.trainer.run_dir).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("trainer.run_dir", f"{run_dir} exists and is not a directory")
+    probe = run_dir if run_dir.exists() else next(p for p in run_dir.absolute().parents if p.exists())
+    if not probe.is_dir():
+        raise ConfigError("trainer.run_dir", f"{probe} is not a directory, so {run_dir} cannot be created")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ConfigError("trainer.run_dir", f"cannot write in {probe} ({e.strerror}); choose a writable place "
+                          "with trainer.run_dir=DIR") from None
+
+
+def check_disk(cfg: Any, student_dir: str | os.PathLike) -> None:
+    """Room for the checkpoints the run keeps and the final model, from the size of the student's weights."""
+    weights = sum(f.stat().st_size for f in Path(student_dir).glob("*.safetensors"))
+    keep = cfg.checkpoint.keep_last or 1  # 0 keeps every checkpoint: at least one must fit
+    need = weights * (CHECKPOINT_FACTOR * keep + 1)
+    run_dir = Path(cfg.trainer.run_dir).expanduser()
+    probe = run_dir if run_dir.exists() else next(p for p in run_dir.absolute().parents if p.exists())
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise ConfigError("trainer.run_dir", f"{probe} has {_gib(free)} free; {keep} checkpoint(s) and the final "
+                          f"model of this student need about {_gib(need)} (checkpoint.keep_last={cfg.checkpoint.keep_last}): "
+                          "free space or choose another place with trainer.run_dir=DIR")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+
+
+# ---------------------------------------------------------------------------------------- ports and Ray
+
+def ray_address(cfg: Any) -> tuple[str, str] | None:
+    """(address, where it came from) when the run joins an existing cluster, else None."""
+    if cfg.ray.address:
+        return cfg.ray.address, "ray.address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    return None
+
+
+def check_metrics_port(cfg: Any) -> None:
+    """On a run's own cluster Ray's metrics agent binds metrics.port: a port in use makes Ray's node start time
+    out half a minute later with a message that does not name the port."""
+    if not cfg.metrics.prometheus or ray_address(cfg) is not None:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("", int(cfg.metrics.port)))
+        except OSError as e:
+            raise ConfigError("metrics.port", f"port {cfg.metrics.port} cannot be used ({e.strerror}); choose a "
+                              "free one with metrics.port=N, or metrics.prometheus=false") from None
+
+
+def check_ray_address(cfg: Any, timeout_s: float = 5.0) -> None:
+    """A cluster address given must answer: ray.init retries a missing one for minutes, saying only that the
+    GCS timed out. `auto` and `local` are Ray's own lookups and fail fast."""
+    given = ray_address(cfg)
+    if given is None or given[0] in ("auto", "local"):
+        return
+    address, source = given
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("ray.address", f"{address!r} (from {source}) is not HOST:PORT, ray://HOST:PORT, auto "
+                          "or local")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise InfraError(f"no Ray cluster answers at {address} (from {source}): {e.strerror or e}; start one "
+                         "(ray start --head), correct the address, or unset it to run on a local cluster") from None
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+def check_resume(cfg: Any) -> None:
+    if cfg.trainer.resume not in ("never", "auto"):
+        check_checkpoint(Path(cfg.trainer.resume).expanduser(), cfg.algo.use_buffer, key="trainer.resume")
+
+
+def check_checkpoint(d: Path, with_buffer: bool, key: str = "checkpoint") -> None:
+    """A checkpoint directory holds what `zppo_ray/state/checkpoint.py` writes, finished (its COMPLETE file)."""
+    from zppo_ray.state.checkpoint import MARKER
+
+    if not d.is_dir():
+        raise CheckpointError(f"{key}={d}: no such checkpoint directory (a run's checkpoints/step-NNNNNN)")
+    missing = [name for name, ok in ((MARKER, (d / MARKER).exists()), ("trainer.json", (d / "trainer.json").exists()),
+                                      ("learner/", (d / "learner").is_dir()),
+                                      ("buffer/", not with_buffer or (d / "buffer").is_dir())) if not ok]
+    if missing:
+        interrupted = " (an interrupted save: resume from an earlier one)" if MARKER in missing else ""
+        raise CheckpointError(f"{key}={d}: incomplete checkpoint, {', '.join(missing)} missing{interrupted}")
+    try:
+        json.loads((d / "trainer.json").read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{key}={d}: trainer.json does not parse ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------- models
+
+def model_dirs(cfg: Any) -> list[tuple[str, str, tuple[str, str] | None]]:
+    """(config key, directory, (tokenizer key, directory) or None) of every model the run loads from a path."""
+    from zppo_ray.algo.methods import needs_teacher
+
+    models = [("student", cfg.student)]
+    if cfg.teacher.num_replicas > 0 and needs_teacher(cfg.algo):
+        models.append(("teacher.model", cfg.teacher.model))
+    out = []
+    for key, m in models:
+        if is_world_alias(m.path):  # built by the world (zppo_ray/worlds/)
+            continue
+        tok = (f"{key}.tokenizer", m.tokenizer) if m.tokenizer else None
+        out.append((f"{key}.path", m.path, tok))
+    return out
+
+
+def check_model_dir(path: str | os.PathLike, key: str, *, tokenizer_key: str | None = None,
+                    tokenizer_dir: str | os.PathLike | None = None) -> Path:
+    """An HF-format model directory: config.json, a tokenizer (here or in `tokenizer_dir`) and safetensors
+    weights. Returns the directory; a ModelError names what is missing."""
+    d = Path(path).expanduser()
+    if not d.exists():
+        raise ModelError(f"{key}={path}: no such directory; give an HF-format model directory (config.json, a "
+                         f"tokenizer, *.safetensors) or a world's model ({', '.join(f'{w}:student' for w in WORLDS)})")
+    if not d.is_dir():
+        raise ModelError(f"{key}={path}: not a directory (an HF-format model directory holds config.json, a "
+                         "tokenizer and *.safetensors)")
+    missing = []
+    if not (d / "config.json").exists():
+        missing.append("config.json")
+    if tokenizer_dir is not None:
+        check_tokenizer_dir(tokenizer_dir, tokenizer_key or f"{key} tokenizer")
+    elif not _has_tokenizer(d):
+        elsewhere = f"; or set {key.removesuffix('.path')}.tokenizer" if key.endswith(".path") else ""
+        missing.append(f"a tokenizer ({', '.join(TOKENIZER_FILES)}{elsewhere})")
+    missing += _missing_weights(d)
+    if missing:
+        bins = " (it holds PyTorch .bin weights: save them as safetensors with save_pretrained)" \
+            if any(d.glob("*.bin")) and any(m.startswith("*.safetensors") for m in missing) else ""
+        raise ModelError(f"{key}={path}: not a complete HF-format model directory; missing: {'; '.join(missing)}{bins}")
+    return d
+
+
+def check_tokenizer_dir(path: str | os.PathLike, key: str) -> None:
+    d = Path(path).expanduser()
+    if not d.is_dir() or not _has_tokenizer(d):
+        raise ModelError(f"{key}={path}: no tokenizer there (none of {', '.join(TOKENIZER_FILES)})")
+
+
+def _has_tokenizer(d: Path) -> bool:
+    return any((d / f).exists() for f in TOKENIZER_FILES)
+
+
+def _missing_weights(d: Path) -> list[str]:
+    index = d / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, AttributeError) as e:
+            return [f"a readable {index.name} ({e})"]
+        absent = sorted(s for s in shards if not (d / s).exists())
+        return [f"shard(s) {', '.join(absent)} listed in {index.name}"] if absent else []
+    return [] if any(d.glob("*.safetensors")) else ["*.safetensors weights"]
+
+
+# ---------------------------------------------------------------------------------------- data
+
+def check_data(cfg: Any) -> None:
+    """Every file source parses. Under on_bad_row=error the first bad row raises its DataError (file, line,
+    reason and what to do); under skip the bad rows are counted and their first line numbers logged. Prompt
+    lengths need the tokenizer and are checked when the run loads the data for real."""
+    from zppo_ray.data.loaders import load_questions_report
+
+    for section in ("train", "eval"):
+        for src in getattr(cfg.data, section):
+            if src.path in WORLDS:  # generated: no file to parse
+                continue
+            _, report = load_questions_report(src, None, cfg.data.on_bad_row, log_report=False)
+            if report.skipped:
+                log.warning("data.%s %s: %s", section, src.path, report.summary())
