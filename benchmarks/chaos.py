@@ -40,6 +40,8 @@ from pathlib import Path
 
 import psutil
 
+from zppo_ray.errors import UsageError
+
 # Ray names an actor's worker process "ray::<Class>" (plus ".method" while it runs one).
 TARGETS = {"rollout": "RolloutWorker", "teacher": "TeacherReplica", "buffer": "ReplayBufferShell",
            "learner": "_LearnerShell", "driver-term": None, "driver-kill": None}
@@ -381,7 +383,7 @@ def main(argv: list[str]) -> int:
     known = set(TARGETS) | {f"node:{n}" for n in list(nodes)[1:]}
     unknown = set(plan) - known
     if unknown:
-        raise SystemExit(f"unknown target(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        raise UsageError(f"--schedule/--targets: unknown target(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
     overrides = (*(THREE_NODE_CONFIG if args.nodes == 3 else ()), *args.overrides)
     result = run_chaos(args.steps, plan, Path(args.out), args.seed, args.checkpoint_every, args.max_reruns,
                        args.timeout, overrides, nodes)

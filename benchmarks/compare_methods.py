@@ -68,7 +68,13 @@ def machine() -> str:
 
 
 def main(argv=None) -> None:
+    from zppo_ray.algo.methods import METHODS
+    from zppo_ray.errors import UsageError
+
     args = parse(argv if argv is not None else sys.argv[1:])
+    unknown = sorted(set(args.methods.split(",")) - set(METHODS))
+    if unknown:
+        raise UsageError(f"--methods: unknown method(s) {unknown}; known: {', '.join(sorted(METHODS))}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in args.methods.split(",") if m]

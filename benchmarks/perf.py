@@ -222,7 +222,12 @@ def ratios(st: dict) -> dict:
     return out
 
 
+SECTIONS = ("rollout", "rollout_real", "steps")
+
+
 def main(argv=None) -> None:
+    from zppo_ray.errors import UsageError
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sections", default="rollout,steps")
     ap.add_argument("--config", default=None, help="default: the toy world")
@@ -235,11 +240,14 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/perf"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    sections = args.sections.split(",")
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise UsageError(f"--sections: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "perf.json"
     report = json.loads(path.read_text()) if path.exists() else {}
     report.update(machine=machine(), date=time.strftime("%Y-%m-%d %H:%M"), command=" ".join(sys.argv))
-    sections = args.sections.split(",")
     if "rollout" in sections:
         cfg, student, questions = toy_setup(args.config, args.overrides)
         report["rollout"] = rollout(cfg, student, questions, args.rounds, args.prompts)

@@ -74,7 +74,9 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
                 "run continues from its last checkpoint with trainer.resume=auto"), EXIT_INFRA
     if isinstance(exc, RemoteFailure):
         return (f"infrastructure error: {_first_line(str(exc))}", EXIT_INFRA) if exc.kind == "infra" else None
-    if isinstance(exc, InfraError) or _is_ray_infra(exc):
+    if isinstance(exc, InfraError):
+        return f"infrastructure error: {_first_line(str(exc))}", EXIT_INFRA
+    if _is_ray_infra(exc):
         return f"infrastructure error: {_first_line(f'{type(exc).__name__}: {exc}')}", EXIT_INFRA
     return None
 
@@ -112,8 +114,8 @@ def run_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
     from zppo_ray.redact import install_log_redaction
 
     install_log_redaction()  # credentials in a URL or an override never reach a log line
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         status = main(argv)
         return status if isinstance(status, int) else 0  # a main may return what it made (a run directory)
@@ -132,3 +134,6 @@ def run_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
         line, status = known
         print(line, file=sys.stderr, flush=True)
         return status
+    finally:
+        if main_thread:  # a caller in-process (a test, a notebook) gets its own handler back
+            signal.signal(signal.SIGTERM, old_term)

@@ -1,0 +1,279 @@
+"""Every mistake a user can make at an entry point: one line on stderr, the documented exit status, no traceback,
+nothing left behind (README "Errors and exit statuses", zppo_ray/cli.py). No engine or Ray cluster starts for
+any of them: each case fails in the checks that run before anything expensive.
+
+The table drives each entry point's `main` in-process through `run_entry` (what `python -m` runs); the
+subprocess cases at the end check that every module's `python -m` goes through it."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zppo_ray.cli import describe, run_entry
+from zppo_ray.errors import InfraError, RemoteFailure
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYOUTS = ROOT / "tests" / "data" / "eval_layouts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def files(tmp_path):
+    """The broken inputs of the table, made once per case."""
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "1+1?", "answer": "2"}\n{"prompt": "2+2?"}\n')
+    (tmp_path / "notjson.jsonl").write_text('{"prompt": "1+1?", "answer": "2"}\n{"prompt": \n')
+    (tmp_path / "empty").mkdir()
+    bin_only = tmp_path / "bin_only"
+    bin_only.mkdir()
+    for name in ("config.json", "tokenizer.json", "pytorch_model.bin"):
+        (bin_only / name).write_text("{}")
+    huge = tmp_path / "huge"  # a complete-looking model whose (sparse) weights no disk here could checkpoint
+    huge.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (huge / name).write_text("{}")
+    with open(huge / "model.safetensors", "wb") as f:
+        f.truncate(2**50)
+    half = tmp_path / "run" / "checkpoints" / "step-000004"  # a save cut short: no COMPLETE, no learner/
+    half.mkdir(parents=True)
+    (half / "trainer.json").write_text("{}")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "norun").mkdir()
+    (tmp_path / "norun" / "config.yaml").write_text("{}\n")
+    (tmp_path / "norun" / "metrics.jsonl").write_text("")
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "metrics.jsonl").write_text('{"kind": "step", "step": 1}\nnot json\n{"kind": "x"}\n')
+    return tmp_path
+
+
+def _main(argv):
+    from zppo_ray.main import run
+
+    return run(argv)
+
+
+def _eval(argv):
+    from zppo_ray.eval.cli import main
+
+    return main(argv)
+
+
+def _audit(argv):
+    from zppo_ray.audit import main
+
+    return main(argv)
+
+
+def _plot(argv):
+    from zppo_ray.plot import main
+
+    return main(argv)
+
+
+def _config(argv):
+    from zppo_ray.config.__main__ import main
+
+    return main(argv)
+
+
+def _bootstrap(argv):
+    from zppo_ray.worlds.toy.bootstrap import main
+
+    return main(argv)
+
+
+def _vlm(argv):
+    from zppo_ray.worlds.toy.vlm import main
+
+    return main(argv)
+
+
+RUN = "trainer.run_dir={tmp}/runs/x"
+
+# (entry, argv, env, exit status, the one line, as a regex)
+CASES = {
+    "main: bad config value": (_main, ["trainer.steps=-1", RUN], {}, 2,
+                               r"config error: trainer\.steps: must be in \[0, inf\], got -1"),
+    "main: unknown key": (_main, ["trainer.stepz=3", RUN], {}, 2, r"config error: trainer\.stepz: unknown key"),
+    "main: row without an answer": (_main, ["data.train=[{path: {tmp}/bad.jsonl}]", RUN], {}, 2,
+                                    r"data error: \S+/bad\.jsonl line 2: missing_answer: .*data\.on_bad_row=skip"),
+    "main: torn JSON line": (_main, ["data.train=[{path: {tmp}/notjson.jsonl}]", RUN], {}, 2,
+                             r"data error: \S+/notjson\.jsonl line 2: bad_json"),
+    "main: missing data file": (_main, ["data.train=[{path: {tmp}/nope.jsonl}]", RUN], {}, 2,
+                                r"config error: data\.train\[0\]\.path: does not exist"),
+    "main: student is an empty directory": (
+        _main, ["student.path={tmp}/empty", RUN], {}, 2,
+        r"model error: student\.path=\S+/empty: not a complete HF-format model directory; missing: config\.json; "
+        r"a tokenizer .*; \*\.safetensors weights"),
+    "main: student does not exist": (_main, ["student.path={tmp}/nope", RUN], {}, 2,
+                                     r"model error: student\.path=\S+/nope: no such directory"),
+    "main: student has .bin weights only": (_main, ["student.path={tmp}/bin_only", RUN], {}, 2,
+                                            r"model error: .*missing: \*\.safetensors weights \(it holds PyTorch"),
+    "main: teacher is an empty directory": (_main, ["teacher.model.path={tmp}/empty", RUN], {}, 2,
+                                            r"model error: teacher\.model\.path=\S+/empty: not a complete"),
+    "main: resume from a save cut short": (
+        _main, ["trainer.resume={tmp}/run/checkpoints/step-000004", RUN], {}, 2,
+        r"checkpoint error: trainer\.resume=\S+step-000004: incomplete checkpoint, COMPLETE, learner/, buffer/ "
+        r"missing \(an interrupted save"),
+    "main: run directory is a file": (_main, ["trainer.run_dir={tmp}/afile"], {}, 2,
+                                      r"config error: trainer\.run_dir: \S+/afile exists and is not a directory"),
+    "main: run directory not writable": (_main, ["trainer.run_dir=/sys/zppo_run"], {}, 2,
+                                         r"config error: trainer\.run_dir: cannot write in /sys"),
+    "main: disk too small for checkpoints": (
+        _main, ["student.path={tmp}/huge", RUN], {}, 2,
+        r"config error: trainer\.run_dir: \S+ has .* free; 2 checkpoint\(s\) and the final model of this student "
+        r"need about .*checkpoint\.keep_last=2"),
+    "main: metrics port in use": (_main, ["metrics.prometheus=true", "metrics.port={busy}", RUN], {}, 2,
+                                  r"config error: metrics\.port: port \d+ cannot be used"),
+    "main: no Ray cluster at RAY_ADDRESS": (_main, [RUN], {"RAY_ADDRESS": "127.0.0.1:{free}"}, 3,
+                                            r"infrastructure error: no Ray cluster answers at 127\.0\.0\.1:\d+ "
+                                            r"\(from RAY_ADDRESS\)"),
+    "main: malformed ray.address": (_main, ["ray.address=nowhere", RUN], {}, 2,
+                                    r"config error: ray\.address: 'nowhere' \(from ray\.address\) is not HOST:PORT"),
+    "eval: no such model": (_eval, ["--model", "{tmp}/nope", "--toy"], {}, 2,
+                            r"model error: --model=\S+/nope: no such directory"),
+    "eval: model directory without weights": (_eval, ["--model", "{tmp}/empty", "--toy"], {}, 2,
+                                              r"model error: --model=\S+/empty: not a complete"),
+    "eval: bad benchmark row": (_eval, ["--model", "{tmp}/empty", "--bench", "b=native:{tmp}/bad.jsonl"], {}, 2,
+                                r"data error: .*bad\.jsonl line 2: missing_answer"),
+    "eval: n out of range": (_eval, ["--model", "{tmp}/empty", "--toy", "--n", "0"], {}, 2,
+                             r"usage error: --n must be >= 1, got 0 \(python -m zppo_ray\.eval --help\)"),
+    "audit: no such run directory": (_audit, ["{tmp}/nope"], {}, 2,
+                                     r"run directory error: \S+/nope: no such run directory"),
+    "audit: not a run directory": (_audit, ["{tmp}/empty"], {}, 2,
+                                   r"run directory error: \S+/empty has no config\.yaml"),
+    "audit: no complete checkpoint": (_audit, ["{tmp}/norun"], {}, 2,
+                                      r"checkpoint error: \S+/norun has no complete checkpoint to audit"),
+    "plot: no such run directory": (_plot, ["{tmp}/nope"], {}, 2,
+                                    r"run directory error: \S+/nope is not a run directory: it does not exist"),
+    "plot: torn run log": (_plot, ["{tmp}/torn"], {}, 2, r"data error: \S+/metrics\.jsonl line 2 is not JSON"),
+    "config: bad value": (_config, ["rollout.group_size=0"], {}, 2, r"config error: rollout\.group_size"),
+    "bootstrap: bad value": (_bootstrap, ["toy.tiers=[1]"], {}, 2, r"config error: toy\.tiers"),
+    "vlm: no output directory": (_vlm, [], {}, 2, r"usage error: .*OUT_DIR missing"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_mistake_is_one_line_with_its_exit_status(name, files, capsys, monkeypatch):
+    entry, argv, env, status, line = CASES[name]
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        fill = {"tmp": str(files), "busy": str(busy.getsockname()[1]), "free": str(_free_port())}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v.format(**fill))
+        if "RAY_ADDRESS" not in env:
+            monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        code = run_entry(entry, [a.replace("{tmp}", fill["tmp"]).replace("{busy}", fill["busy"]) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not re.match(r"^\d{4}-\d\d-\d\d ", ln)]  # log lines
+    assert len(lines) == 1 and re.fullmatch(line, lines[0]), err
+    assert code == status
+    assert not (files / "runs").exists()  # no run directory for a run that never began
+
+
+def test_skipped_rows_are_counted_with_their_first_lines(files, caplog):
+    from zppo_ray.config import load_config
+    from zppo_ray.preflight import check_data
+
+    rows = [{"prompt": f"{i}+1?", "answer": str(i + 1)} for i in range(6)]
+    for i in (1, 3, 4, 5):
+        del rows[i]["answer"]
+    (files / "some_bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(None, [f"data.train=[{{path: {files}/some_bad.jsonl}}]", "data.on_bad_row=skip"])
+    check_data(cfg)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("skipped 4 of 6 rows (missing_answer=4 at line 2, line 4, line 5 ...)" in w for w in warned), warned
+
+
+def test_debug_adds_the_traceback(files, capsys):
+    assert run_entry(_main, ["trainer.steps=-1", "--debug", f"trainer.run_dir={files}/runs/x"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("config error: trainer.steps")
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    def broken(argv):
+        raise RuntimeError("a bug")
+
+    assert run_entry(broken, []) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err and "this is a bug in zppo_ray" in err
+
+
+@pytest.mark.parametrize("exc, status, line", [
+    (KeyboardInterrupt(), 130, "interrupted (Ctrl-C)"),
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/metrics.jsonl"), 3,
+     "disk error: /runs/x/metrics.jsonl: No space left on device; free space"),
+    (InfraError("rollout has no live worker left"), 3, "infrastructure error: rollout has no live worker left"),
+    (RemoteFailure("infra", "teacher-0", "solve", "actor died\nmore"), 3,
+     "infrastructure error: infra failure in teacher-0.solve: actor died (more with --debug)"),
+    (ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379"), 3,
+     "infrastructure error: ConnectionError: Failed to connect to Ray cluster at 10.0.0.1:6379"),
+])
+def test_what_stops_a_run_from_outside(exc, status, line, capsys):
+    """Ctrl-C, a full disk, a role that could not be kept alive: one line each (no engine needed to raise them)."""
+    def stopped(argv):
+        raise exc
+
+    assert describe(exc)[1] == status
+    assert run_entry(stopped, []) == status
+    err = capsys.readouterr().err
+    assert err.startswith(line) and "Traceback" not in err
+
+
+def test_a_bug_in_an_actor_is_not_an_infrastructure_failure(capsys):
+    def bug(argv):
+        raise RemoteFailure("bug", "learner-0", "train", "KeyError: 'x'", "Traceback (actor):\n  ...\nKeyError: 'x'\n")
+
+    assert run_entry(bug, []) == 1
+    assert "-- in the actor:\nTraceback (actor)" in capsys.readouterr().err
+
+
+def test_sigterm_handler_is_restored(capsys):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    run_entry(lambda argv: 0, [])
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+# ------------------------------------------------------------------------ every `python -m` goes through run_entry
+
+MODULES = [
+    ("zppo_ray.main", ["trainer.steps=-1"], r"config error: trainer\.steps"),
+    ("zppo_ray.eval", ["--model", "/nonexistent", "--toy"], r"model error: --model=/nonexistent"),
+    ("zppo_ray.audit", ["/nonexistent"], r"run directory error: /nonexistent"),
+    ("zppo_ray.plot", ["/nonexistent"], r"run directory error: /nonexistent"),
+    ("zppo_ray.config", ["trainer.steps=-1"], r"config error: trainer\.steps"),
+    ("zppo_ray.worlds.toy.bootstrap", ["trainer.steps=-1"], r"config error: trainer\.steps"),
+    ("zppo_ray.worlds.toy.vlm", [], r"usage error: .*OUT_DIR missing"),
+    ("zppo_ray.worlds.measure", ["trainer.steps=-1"], r"config error: trainer\.steps"),
+    ("benchmarks/compare_methods.py", ["--methods", "nope", "--out", "{tmp}"], r"usage error: --methods: .*'nope'"),
+    ("benchmarks/perf.py", ["--sections", "nope", "--out", "{tmp}"], r"usage error: --sections: .*'nope'"),
+    ("benchmarks/chaos.py", ["--schedule", "nope", "--out", "{tmp}"], r"unknown target\(s\) \['nope'\].*"),
+]
+
+
+@pytest.mark.parametrize("module, argv, line", MODULES, ids=[m for m, _, _ in MODULES])
+def test_every_command_line_ends_in_one_line(module, argv, line, tmp_path):
+    cmd = [sys.executable, module] if module.endswith(".py") else [sys.executable, "-m", module]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run(cmd + [a.replace("{tmp}", str(tmp_path)) for a in argv], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env=env)
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not re.match(r"^\d{4}-\d\d-\d\d ", ln)]
+    assert out.returncode == 2 and len(lines) == 1 and re.fullmatch(line, lines[0]), out.stderr
