@@ -68,16 +68,33 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
         return "terminated (SIGTERM)", EXIT_PREEMPTED
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)", EXIT_INTERRUPTED
-    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return (f"disk error: {where}{exc.strerror or exc}; free space (or make it writable) and rerun; a training "
-                "run continues from its last checkpoint with trainer.resume=auto"), EXIT_INFRA
+    disk = _disk_error(exc)
+    if disk is not None:
+        return (f"disk error: {disk}; free space (or make it writable) and rerun; a training run continues from "
+                "its last checkpoint with trainer.resume=auto"), EXIT_INFRA
     if isinstance(exc, RemoteFailure):
         return (f"infrastructure error: {_first_line(str(exc))}", EXIT_INFRA) if exc.kind == "infra" else None
     if isinstance(exc, InfraError):
         return f"infrastructure error: {_first_line(str(exc))}", EXIT_INFRA
     if _is_ray_infra(exc):
         return f"infrastructure error: {_first_line(f'{type(exc).__name__}: {exc}')}", EXIT_INFRA
+    return None
+
+
+def _disk_error(exc: BaseException) -> str | None:
+    """'FILE: No space left on device' for a disk that refused a write, here or in an actor (Ray's wrapper and
+    zppo_ray's RemoteFailure both carry it), else None."""
+    cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError: the actor's own exception
+    if isinstance(cause, BaseException) and cause is not exc:
+        inner = _disk_error(cause)
+        where = getattr(exc, "function_name", None)
+        return f"in {where}: {inner}" if inner and where else inner
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror or exc)
+    if isinstance(exc, RemoteFailure):
+        for code in DISK_ERRNOS:
+            if f"[Errno {code}]" in exc.message:
+                return f"in {exc.role}.{exc.method}: {os.strerror(code)}"
     return None
 
 

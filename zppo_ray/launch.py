@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -163,12 +164,17 @@ def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: in
     t0 = time.perf_counter()
     d = ckpt.checkpoint_dir(run_dir, trainer.step)
     d.mkdir(parents=True, exist_ok=True)
-    roles.learner.save(str(d / "learner"))
-    if roles.buffer is not None:
-        roles.buffer.snapshot(str(d / "buffer"))
-    trainer.ledger.save(d / "ledger.json")
-    ckpt.write_trainer_state(d, trainer.state())
-    ckpt.mark_complete(d)
+    try:
+        roles.learner.save(str(d / "learner"))
+        if roles.buffer is not None:
+            roles.buffer.snapshot(str(d / "buffer"))
+        trainer.ledger.save(d / "ledger.json")
+        ckpt.write_trainer_state(d, trainer.state())
+        ckpt.mark_complete(d)
+    except BaseException:
+        # Half a checkpoint is never resumed from (no COMPLETE) and, on a full disk, holds the space a retry needs.
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     ckpt.prune(run_dir, keep_last)
     prometheus.record("zppo_checkpoint_seconds", time.perf_counter() - t0)
     log.info("checkpoint %s", d)

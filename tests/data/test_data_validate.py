@@ -77,7 +77,7 @@ def test_bad_row_skip_mode(tmp_path, write_jsonl, word_tokenizer, caplog, row, r
     assert [q.id for q in qs] == ["ok"]
     assert (report.rows, report.loaded, dict(report.skipped)) == (2, 1, {reason: 1})
     assert detail in report.examples[reason] and "line 2" in report.examples[reason]
-    assert f"skipped 1 of 2 rows ({reason}=1)" in caplog.text
+    assert f"skipped 1 of 2 rows ({reason}=1 at line 2)" in caplog.text  # the file is named once, in front
 
 
 def test_bad_rows_in_parquet_name_the_row(tmp_path, write_parquet):

@@ -61,6 +61,7 @@ from zppo_ray.algo.reformulate import (
 from zppo_ray.config import EvalConfig
 from zppo_ray.data.loaders import PRESETS, load_questions
 from zppo_ray.data.schema import Question
+from zppo_ray.errors import DataError
 from zppo_ray.eval.passk import (
     QuestionResult,
     benchmark_summary,
@@ -133,7 +134,9 @@ def load_benchmarks(sources: Mapping[str, Any], limit: int | None = None) -> dic
     for name, source in sources.items():
         try:
             qs = list(source) if _is_questions(source) else load_questions(_source_dict(source, limit))
-        except ValueError as e:  # DataError included: prefix the benchmark the path belongs to
+        except DataError as e:  # a bad file or row: still a data error, with the benchmark it belongs to
+            raise DataError(f"benchmark {name!r}: {e}", origin=e.origin, reason=e.reason) from e
+        except ValueError as e:  # an unknown preset, a bad column map: prefix the benchmark
             raise ValueError(f"benchmark {name!r}: {e}") from e
         if not qs:
             raise ValueError(f"benchmark {name!r} has no questions")
