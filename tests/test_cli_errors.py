@@ -127,8 +127,8 @@ CASES = {
                                             r"model error: teacher\.model\.path=\S+/empty: not a complete"),
     "main: resume from a save cut short": (
         _main, ["trainer.resume={tmp}/run/checkpoints/step-000004", RUN], {}, 2,
-        r"checkpoint error: trainer\.resume=\S+step-000004: incomplete checkpoint, COMPLETE, learner/, buffer/ "
-        r"missing \(an interrupted save"),
+        r"checkpoint error: trainer\.resume=\S+step-000004: incomplete checkpoint \(missing: COMPLETE, learner/, "
+        r"buffer/\) \(an interrupted save"),
     "main: run directory is a file": (_main, ["trainer.run_dir={tmp}/afile"], {}, 2,
                                       r"config error: trainer\.run_dir: \S+/afile exists and is not a directory"),
     "main: run directory not writable": (_main, ["trainer.run_dir=/sys/zppo_run"], {}, 2,

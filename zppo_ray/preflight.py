@@ -145,7 +145,7 @@ def check_checkpoint(d: Path, with_buffer: bool, key: str = "checkpoint") -> Non
                                       ("buffer/", not with_buffer or (d / "buffer").is_dir())) if not ok]
     if missing:
         interrupted = " (an interrupted save: resume from an earlier one)" if MARKER in missing else ""
-        raise CheckpointError(f"{key}={d}: incomplete checkpoint, {', '.join(missing)} missing{interrupted}")
+        raise CheckpointError(f"{key}={d}: incomplete checkpoint (missing: {', '.join(missing)}){interrupted}")
     try:
         json.loads((d / "trainer.json").read_text())
     except ValueError as e:

@@ -44,7 +44,8 @@ def read_run(run_dir: str | Path) -> dict:
                 continue
             from zppo_ray.errors import DataError
 
-            raise DataError(f"{path} line {n} is not JSON: {line[:80]!r}", origin=f"{path} line {n}") from None
+            raise DataError(f"{path} line {n} is not JSON: {line[:80]!r} (only a torn last line, from a run killed "
+                            "mid-write, is passed over)", origin=f"{path} line {n}") from None
         if r.get("kind") == "step":
             if r["step"] <= last_step:  # resumed from a checkpoint before this step
                 for rows in by_kind.values():
