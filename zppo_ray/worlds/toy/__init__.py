@@ -15,6 +15,9 @@ class ToyWorld:
         self.cfg, self.templates = toy_cfg, templates
         self._art = None
 
+    def check(self) -> None:
+        """The toy world needs nothing beyond the base install (torch, tokenizers)."""
+
     def ensure(self):
         from zppo_ray.worlds.toy.bootstrap import ensure_toy_world
 
