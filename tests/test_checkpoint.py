@@ -93,3 +93,25 @@ def test_buffer_restore_refuses_a_torn_snapshot(tmp_path):
     (tmp_path / "s1" / "buffer.json").write_bytes((tmp_path / "s2" / "buffer.json").read_bytes())
     with pytest.raises(ValueError, match="torn"):
         ReplayBufferShell(BufferConfig(capacity=10), seed=7).restore(str(tmp_path / "s1"))
+
+
+def test_a_save_that_fails_half_way_leaves_no_checkpoint_behind(tmp_path):
+    """A full disk during a save: the half-written directory (never resumable, no COMPLETE) is removed so that
+    it does not hold the space a retry needs; a complete checkpoint being saved over is left alone."""
+    from types import SimpleNamespace
+
+    from zppo_ray.launch import save_checkpoint
+
+    def full(path):
+        (tmp_path / "partial").touch()
+        raise OSError(28, "No space left on device")
+
+    roles = SimpleNamespace(learner=SimpleNamespace(save=full), buffer=None)
+    trainer = SimpleNamespace(step=3)
+    with pytest.raises(OSError):
+        save_checkpoint(trainer, roles, tmp_path, keep_last=2)
+    assert not ckpt.checkpoint_dir(tmp_path, 3).exists()
+    _save(tmp_path, 4)
+    with pytest.raises(OSError):
+        save_checkpoint(SimpleNamespace(step=4), roles, tmp_path, keep_last=2)
+    assert ckpt.latest(tmp_path) == ckpt.checkpoint_dir(tmp_path, 4)

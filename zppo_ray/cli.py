@@ -137,7 +137,10 @@ def run_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
         status = main(argv)
         return status if isinstance(status, int) else 0  # a main may return what it made (a run directory)
     except SystemExit as e:  # argparse's usage errors (2) and --help (0) are already printed
-        return e.code if isinstance(e.code, int) else (print(e.code, file=sys.stderr) or EXIT_USER)
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)  # sys.exit("message"): Python's own convention, status 1; ours is 2
+        return EXIT_USER
     except BaseException as e:  # noqa: BLE001 - every failure ends here, by design (module doc)
         known = describe(e)
         if known is None or debug:

@@ -163,6 +163,7 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
 def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: int) -> Path:
     t0 = time.perf_counter()
     d = ckpt.checkpoint_dir(run_dir, trainer.step)
+    fresh = not d.exists()  # a resumed run may save again at the step it resumed from
     d.mkdir(parents=True, exist_ok=True)
     try:
         roles.learner.save(str(d / "learner"))
@@ -173,7 +174,8 @@ def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: in
         ckpt.mark_complete(d)
     except BaseException:
         # Half a checkpoint is never resumed from (no COMPLETE) and, on a full disk, holds the space a retry needs.
-        shutil.rmtree(d, ignore_errors=True)
+        if fresh:
+            shutil.rmtree(d, ignore_errors=True)
         raise
     ckpt.prune(run_dir, keep_last)
     prometheus.record("zppo_checkpoint_seconds", time.perf_counter() - t0)

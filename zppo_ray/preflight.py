@@ -105,6 +105,8 @@ def check_metrics_port(cfg: Any) -> None:
     if not cfg.metrics.prometheus or ray_address(cfg) is not None:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As a server binds it: a port whose last connections linger in TIME_WAIT (a run that just ended) is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("", int(cfg.metrics.port)))
         except OSError as e:
