@@ -2,8 +2,8 @@
 nothing left behind (README "Errors and exit statuses", zppo_ray/cli.py). No engine or Ray cluster starts for
 any of them: each case fails in the checks that run before anything expensive.
 
-The table drives each entry point's `main` in-process through `run_entry` (what `python -m` runs); the
-subprocess cases at the end check that every module's `python -m` goes through it."""
+The table drives each entry point's `main` in-process through `run_entry` (what `python -m` runs); the cases
+at the end run every module's own `__main__` block, and the issue's two examples in a new interpreter."""
 
 from __future__ import annotations
 
@@ -264,21 +264,53 @@ MODULES = [
     ("zppo_ray.worlds.toy.bootstrap", ["trainer.steps=-1"], r"config error: trainer\.steps"),
     ("zppo_ray.worlds.toy.vlm", [], r"usage error: .*OUT_DIR missing"),
     ("zppo_ray.worlds.measure", ["trainer.steps=-1"], r"config error: trainer\.steps"),
+    ("zppo_ray.worlds.smollm2.acquire", ["--no-such-flag"], r"python -m zppo_ray\.worlds\.smollm2\.acquire: error: "),
     ("benchmarks/compare_methods.py", ["--methods", "nope", "--out", "{tmp}"], r"usage error: --methods: .*'nope'"),
     ("benchmarks/perf.py", ["--sections", "nope", "--out", "{tmp}"], r"usage error: --sections: .*'nope'"),
-    ("benchmarks/chaos.py", ["--schedule", "nope", "--out", "{tmp}"], r"usage error: --schedule/--targets: unknown target\(s\) \['nope'\]"),
+    ("benchmarks/chaos.py", ["--schedule", "nope", "--out", "{tmp}"],
+     r"usage error: --schedule/--targets: unknown target\(s\) \['nope'\]"),
+    ("benchmarks/real_model.py", ["--no-such-flag"], r".*error: unrecognized arguments: --no-such-flag"),
+    ("benchmarks/weight_push.py", ["--no-such-flag"], r".*error: unrecognized arguments: --no-such-flag"),
+    ("benchmarks/trl_peer.py", ["--no-such-flag"], r".*error: unrecognized arguments: --no-such-flag"),
 ]
 
 
-@pytest.mark.parametrize("module, argv, line", MODULES, ids=[m for m, _, _ in MODULES])
-def test_every_command_line_ends_in_one_line(module, argv, line, tmp_path):
-    cmd = [sys.executable, module] if module.endswith(".py") else [sys.executable, "-m", module]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run(cmd + [a.replace("{tmp}", str(tmp_path)) for a in argv], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, env=env)
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not re.match(r"^\d{4}-\d\d-\d\d ", ln)]
-    assert out.returncode == 2 and len(lines) == 1 and re.match(line, lines[0]), out.stderr
+def _one_line(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.strip() and not re.match(r"^\d{4}-\d\d-\d\d ", ln)
+            and not ln.startswith("usage:") and not ln.startswith(" ")]  # argparse's usage block precedes its line
 
+
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")  # runpy, known
+@pytest.mark.parametrize("module, argv, line", MODULES, ids=[m for m, _, _ in MODULES])
+def test_every_command_runs_through_run_entry(module, argv, line, tmp_path, capsys, monkeypatch):
+    """Each module's own `if __name__ == "__main__":` block, run in this interpreter (runpy: what `python -m`
+    and `python FILE` execute, without a new interpreter's start-up per module)."""
+    import runpy
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(sys, "argv", [module] + [a.replace("{tmp}", str(tmp_path)) for a in argv])
+    env = dict(os.environ)  # some scripts set engine variables when imported: they must not leak into later tests
+    try:
+        with pytest.raises(SystemExit) as done:
+            if module.endswith(".py"):
+                runpy.run_path(str(ROOT / module), run_name="__main__")
+            else:  # a package runs its __main__ module
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    lines = _one_line(capsys.readouterr().err)
+    assert done.value.code == 2 and len(lines) == 1 and re.match(line, lines[0]), lines
+
+
+@pytest.mark.parametrize("module, argv, line", [MODULES[0], MODULES[2]], ids=["zppo_ray.main", "zppo_ray.audit"])
+def test_a_new_interpreter_gets_the_same_line(module, argv, line, tmp_path):
+    """The issue's two examples as a user runs them, each in its own interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env=env)
+    lines = _one_line(out.stderr)
+    assert out.returncode == 2 and len(lines) == 1 and re.match(line, lines[0]), out.stderr
 
 def test_a_world_that_cannot_be_built_here_stops_before_anything(files, capsys, monkeypatch):
     """The real-model world without its package: one line naming the install command, before any run directory
