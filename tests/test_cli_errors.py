@@ -8,6 +8,7 @@ at the end run every module's own `__main__` block, and the issue's two examples
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import re
@@ -60,46 +61,21 @@ def files(tmp_path):
     return tmp_path
 
 
-def _main(argv):
-    from zppo_ray.main import run
-
-    return run(argv)
-
-
-def _eval(argv):
-    from zppo_ray.eval.cli import main
-
-    return main(argv)
+def _entry(target: str):
+    """`module:function`, imported when the case runs (an entry point's imports are part of what it does)."""
+    def call(argv):
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)(argv)
+    return call
 
 
-def _audit(argv):
-    from zppo_ray.audit import main
-
-    return main(argv)
-
-
-def _plot(argv):
-    from zppo_ray.plot import main
-
-    return main(argv)
-
-
-def _config(argv):
-    from zppo_ray.config.__main__ import main
-
-    return main(argv)
-
-
-def _bootstrap(argv):
-    from zppo_ray.worlds.toy.bootstrap import main
-
-    return main(argv)
-
-
-def _vlm(argv):
-    from zppo_ray.worlds.toy.vlm import main
-
-    return main(argv)
+_main = _entry("zppo_ray.main:run")
+_eval = _entry("zppo_ray.eval.cli:main")
+_audit = _entry("zppo_ray.audit:main")
+_plot = _entry("zppo_ray.plot:main")
+_config = _entry("zppo_ray.config.__main__:main")
+_bootstrap = _entry("zppo_ray.worlds.toy.bootstrap:main")
+_vlm = _entry("zppo_ray.worlds.toy.vlm:main")
 
 
 RUN = "trainer.run_dir={tmp}/runs/x"
