@@ -127,7 +127,7 @@ def check_ray_address(cfg: Any, timeout_s: float = 5.0) -> None:
         raise ConfigError("ray.address", f"{address!r} (from {source}) is not HOST:PORT, ray://HOST:PORT, auto "
                           "or local")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()  # [::1]:6379 too
     except OSError as e:
         raise InfraError(f"no Ray cluster answers at {address} (from {source}): {e.strerror or e}; start one "
                          "(ray start --head), correct the address, or unset it to run on a local cluster") from None
