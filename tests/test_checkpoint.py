@@ -1,4 +1,5 @@
 import random
+from pathlib import Path
 
 import pytest
 
@@ -96,22 +97,24 @@ def test_buffer_restore_refuses_a_torn_snapshot(tmp_path):
 
 
 def test_a_save_that_fails_half_way_leaves_no_checkpoint_behind(tmp_path):
-    """A full disk during a save: the half-written directory (never resumable, no COMPLETE) is removed so that
-    it does not hold the space a retry needs; a complete checkpoint being saved over is left alone."""
+    """A full disk during a save: the half-written directory (never resumable) is removed so that it does not
+    hold the space a retry needs. Saving again over a complete checkpoint (a resumed run saves at the step it
+    resumed from) first takes its COMPLETE away, so a torn one is never taken for whole."""
     from types import SimpleNamespace
 
     from zppo_ray.launch import save_checkpoint
 
     def full(path):
-        (tmp_path / "partial").touch()
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "half").write_text("x")
         raise OSError(28, "No space left on device")
 
     roles = SimpleNamespace(learner=SimpleNamespace(save=full), buffer=None)
-    trainer = SimpleNamespace(step=3)
     with pytest.raises(OSError):
-        save_checkpoint(trainer, roles, tmp_path, keep_last=2)
+        save_checkpoint(SimpleNamespace(step=3), roles, tmp_path, keep_last=2)
     assert not ckpt.checkpoint_dir(tmp_path, 3).exists()
+    _save(tmp_path, 2)
     _save(tmp_path, 4)
     with pytest.raises(OSError):
         save_checkpoint(SimpleNamespace(step=4), roles, tmp_path, keep_last=2)
-    assert ckpt.latest(tmp_path) == ckpt.checkpoint_dir(tmp_path, 4)
+    assert ckpt.latest(tmp_path) == ckpt.checkpoint_dir(tmp_path, 2)

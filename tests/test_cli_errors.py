@@ -97,6 +97,10 @@ CASES = {
         r"a tokenizer .*; \*\.safetensors weights"),
     "main: student does not exist": (_main, ["student.path={tmp}/nope", RUN], {}, 2,
                                      r"model error: student\.path=\S+/nope: no such directory"),
+    "main: a model id not in the local cache": (
+        _main, ["student.path=zppo-test/no-such-model", RUN], {}, 2,
+        r"model error: student\.path=zppo-test/no-such-model: no such directory, and not in the local Hugging Face "
+        r"cache \(nothing is downloaded at run time\)"),
     "main: student has .bin weights only": (_main, ["student.path={tmp}/bin_only", RUN], {}, 2,
                                             r"model error: .*missing: \*\.safetensors weights \(it holds PyTorch"),
     "main: teacher is an empty directory": (_main, ["teacher.model.path={tmp}/empty", RUN], {}, 2,
@@ -111,8 +115,8 @@ CASES = {
                                          r"config error: trainer\.run_dir: cannot write in /sys"),
     "main: disk too small for checkpoints": (
         _main, ["student.path={tmp}/huge", RUN], {}, 2,
-        r"config error: trainer\.run_dir: \S+ has .* free; 2 checkpoint\(s\) and the final model of this student "
-        r"need about .*checkpoint\.keep_last=2"),
+        r"config error: trainer\.run_dir: \S+ has .* free; 2 more checkpoint\(s\) and the final model of this "
+        r"student need about .*checkpoint\.keep_last=2"),
     "main: metrics port in use": (_main, ["metrics.prometheus=true", "metrics.port={busy}", RUN], {}, 2,
                                   r"config error: metrics\.port: port \d+ cannot be used"),
     "main: no Ray cluster at RAY_ADDRESS": (_main, [RUN], {"RAY_ADDRESS": "127.0.0.1:{free}"}, 3,
@@ -241,7 +245,8 @@ MODULES = [
     ("zppo_ray.worlds.toy.vlm", [], r"usage error: .*OUT_DIR missing"),
     ("zppo_ray.worlds.measure", ["trainer.steps=-1"], r"config error: trainer\.steps"),
     # argparse's own errors: only run_entry strips --debug first, so the line names the other flag alone
-    ("zppo_ray.worlds.smollm2.acquire", ["--debug", "--no-such-flag"], r".*error: unrecognized arguments: --no-such-flag$"),
+    ("zppo_ray.worlds.smollm2.acquire", ["--debug", "--no-such-flag"],
+     r".*error: unrecognized arguments: --no-such-flag$"),
     ("benchmarks/compare_methods.py", ["--methods", "nope", "--out", "{tmp}"], r"usage error: --methods: .*'nope'"),
     ("benchmarks/perf.py", ["--sections", "nope", "--out", "{tmp}"], r"usage error: --sections: .*'nope'"),
     ("benchmarks/chaos.py", ["--schedule", "nope", "--out", "{tmp}"],
@@ -266,7 +271,8 @@ def test_every_command_runs_through_run_entry(module, argv, line, tmp_path, caps
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(sys, "argv", [module] + [a.replace("{tmp}", str(tmp_path)) for a in argv])
-    env = dict(os.environ)  # some scripts set engine variables when imported: they must not leak into later tests
+    # Scripts set engine variables and sys.path when imported: none of it may leak into later tests.
+    env, path, modules = dict(os.environ), list(sys.path), set(sys.modules)
     try:
         with pytest.raises(SystemExit) as done:
             if module.endswith(".py"):
@@ -276,6 +282,10 @@ def test_every_command_runs_through_run_entry(module, argv, line, tmp_path, caps
     finally:
         os.environ.clear()
         os.environ.update(env)
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if not name.startswith(("zppo_ray", "ray", "vllm", "torch", "transformers")):  # libraries stay loaded
+                del sys.modules[name]
     lines = _one_line(capsys.readouterr().err)
     assert done.value.code == 2 and len(lines) == 1 and re.match(line, lines[0]), lines
 
@@ -303,10 +313,80 @@ def test_a_world_that_cannot_be_built_here_stops_before_anything(files, capsys, 
     assert not (files / "runs").exists()
 
 
-@pytest.mark.parametrize("exit_with, status, err", [(None, 0, ""), (0, 0, ""), (2, 2, ""), ("bad input", 2, "bad input")])
+@pytest.mark.parametrize("exit_with, status, err",
+                         [(None, 0, ""), (0, 0, ""), (2, 2, ""), ("bad input", 2, "bad input")])
 def test_sys_exit_inside_an_entry_point(exit_with, status, err, capsys):
     def leaves(argv):
         sys.exit(exit_with)
 
     assert run_entry(leaves, []) == status
     assert capsys.readouterr().err.strip() == err
+
+
+# ------------------------------------------------------------------------ after the run directory exists
+
+def _setup_fails():
+    from zppo_ray.errors import SetupError
+
+    raise SetupError("no compiler")
+
+
+def _ctrl_c():
+    raise KeyboardInterrupt
+
+
+def _sigterm():
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler raises first
+
+
+@pytest.mark.parametrize("stop, status, line", [
+    (_setup_fails, 2, "setup error: no compiler"),
+    (_ctrl_c, 130, "interrupted (Ctrl-C): the run stopped before training began; nothing was kept ("),
+    (_sigterm, 143, "terminated (SIGTERM): the run stopped before training began; nothing was kept ("),
+], ids=["error", "ctrl-c", "sigterm"])
+def test_a_run_stopped_while_its_world_builds_leaves_no_directory(stop, status, line, tmp_path, capsys, monkeypatch):
+    """The run directory exists once the checks pass; stopped before the roles are up, it goes again, with the
+    folders created for it (`runs/` on a first run)."""
+    from zppo_ray.worlds.toy import ToyWorld
+
+    monkeypatch.setattr(ToyWorld, "ensure", lambda self: stop())
+    run_dir = tmp_path / "runs" / "x"
+    assert run_entry(_main, [f"trainer.run_dir={run_dir}"]) == status
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(line), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_directory_that_existed_stays(tmp_path, capsys, monkeypatch):
+    from zppo_ray.worlds.toy import ToyWorld
+
+    monkeypatch.setattr(ToyWorld, "ensure", lambda self: _ctrl_c())
+    (tmp_path / "x" / "notes").mkdir(parents=True)
+    assert run_entry(_main, [f"trainer.run_dir={tmp_path / 'x'}"]) == 130
+    assert (tmp_path / "x" / "notes").is_dir()
+
+
+def test_an_interrupted_build_leaves_nothing_in_the_cache(tmp_path):
+    from zppo_ray.worlds.cache import building
+
+    with pytest.raises(KeyboardInterrupt):
+        with building(tmp_path / "model") as tmp:
+            (tmp / "half.safetensors").write_text("x")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with building(tmp_path / "model") as tmp:
+        (tmp / "whole.safetensors").write_text("x")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and (tmp_path / "model" / "whole.safetensors").exists()
+
+
+def test_lines_for_what_comes_through_ray_and_pipes():
+    from ray.exceptions import RayTaskError
+
+    failure = RemoteFailure("infra", "buffer", "snapshot", "actor died")
+    wrapped = RayTaskError("ReplayBufferShell.snapshot", "traceback text", failure).as_instanceof_cause()
+    assert describe(wrapped) == ("infrastructure error: infra failure in buffer.snapshot: actor died", 3)
+    assert describe(BrokenPipeError(32, "Broken pipe"))[1] == 1  # `... | head`: not a cluster failure

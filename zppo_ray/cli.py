@@ -54,6 +54,9 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     """(one line, exit status) for a failure the user can act on; None for a bug (print its traceback)."""
     from zppo_ray.config.schema import ConfigError  # light: no Ray, no torch
 
+    cause = _ray_cause(exc)
+    if cause is not None:  # an actor's own exception inside Ray's wrapper (whose text is a formatted traceback)
+        return describe(cause)
     if isinstance(exc, ConfigError):
         return f"config error: {exc}", EXIT_USER
     if isinstance(exc, DataError):
@@ -68,6 +71,8 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
         return "terminated (SIGTERM)", EXIT_PREEMPTED
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)", EXIT_INTERRUPTED
+    if isinstance(exc, BrokenPipeError):
+        return "broken pipe: the command reading this one's output stopped early", EXIT_BUG
     disk = _disk_error(exc)
     if disk is not None:
         return (f"disk error: {disk}; free space (or make it writable) and rerun; a training run continues from "
@@ -81,14 +86,19 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def _ray_cause(exc: BaseException) -> BaseException | None:
+    """The exception an actor raised, when `exc` is Ray's wrapper of it (ray.exceptions.RayTaskError)."""
+    if "ray" not in sys.modules:
+        return None
+    from ray.exceptions import RayTaskError
+
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(exc, RayTaskError) and isinstance(cause, BaseException) and cause is not exc else None
+
+
 def _disk_error(exc: BaseException) -> str | None:
-    """'FILE: No space left on device' for a disk that refused a write, here or in an actor (Ray's wrapper and
-    zppo_ray's RemoteFailure both carry it), else None."""
-    cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError: the actor's own exception
-    if isinstance(cause, BaseException) and cause is not exc:
-        inner = _disk_error(cause)
-        where = getattr(exc, "function_name", None)
-        return f"in {where}: {inner}" if inner and where else inner
+    """'FILE: No space left on device' for a disk that refused a write, here or in an actor (zppo_ray's
+    RemoteFailure carries it in its message), else None."""
     if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror or exc)
     if isinstance(exc, RemoteFailure):
@@ -100,6 +110,8 @@ def _disk_error(exc: BaseException) -> str | None:
 
 def _is_ray_infra(exc: BaseException) -> bool:
     """A Ray failure of the place, not of the work (zppo_ray/errors.py `classify`), or a connection refused."""
+    if isinstance(exc, BrokenPipeError):  # the reader of our output went away (`... | head`): not a cluster
+        return False
     if isinstance(exc, ConnectionError):
         return True
     if "ray" not in sys.modules:  # nothing Ray could have raised
@@ -137,6 +149,9 @@ def run_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
         status = main(argv)
         return status if isinstance(status, int) else 0  # a main may return what it made (a run directory)
     except SystemExit as e:  # argparse's usage errors (2) and --help (0) are already printed
+        if e.code == signal.SIGTERM:  # ray.init's own handler (sys.exit(15)) in a script that called it directly
+            print(describe(Terminated())[0], file=sys.stderr, flush=True)
+            return EXIT_PREEMPTED
         if e.code is None or isinstance(e.code, int):
             return e.code or 0
         print(e.code, file=sys.stderr)  # sys.exit("message"): Python's own convention, status 1; ours is 2

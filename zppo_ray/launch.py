@@ -72,6 +72,10 @@ def connect_ray(cfg) -> None:
     term = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit; the entry point's stays (cli.py)
     try:
         _init_ray(cfg)
+    except SystemExit as e:
+        if e.code == signal.SIGTERM and callable(term):  # SIGTERM while Ray started: what the entry point asked for
+            term(signal.SIGTERM, None)
+        raise
     finally:
         if term is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, term)
@@ -163,8 +167,8 @@ def start_roles(cfg, student_path: str, teacher_path: str, run_dir: Path) -> Rol
 def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: int) -> Path:
     t0 = time.perf_counter()
     d = ckpt.checkpoint_dir(run_dir, trainer.step)
-    fresh = not d.exists()  # a resumed run may save again at the step it resumed from
     d.mkdir(parents=True, exist_ok=True)
+    ckpt.unmark_complete(d)  # a resumed run may save again at the step it resumed from: never torn yet COMPLETE
     try:
         roles.learner.save(str(d / "learner"))
         if roles.buffer is not None:
@@ -174,8 +178,7 @@ def save_checkpoint(trainer: Trainer, roles: Roles, run_dir: Path, keep_last: in
         ckpt.mark_complete(d)
     except BaseException:
         # Half a checkpoint is never resumed from (no COMPLETE) and, on a full disk, holds the space a retry needs.
-        if fresh:
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
         raise
     ckpt.prune(run_dir, keep_last)
     prometheus.record("zppo_checkpoint_seconds", time.perf_counter() - t0)

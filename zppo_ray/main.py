@@ -27,7 +27,7 @@ def run(argv: list[str]) -> Path:
     cfg = load_config(path, overrides, check_paths=True)
     world = worlds.for_config(cfg)
     preflight.check_run(cfg, world)
-    run_dir = Path(cfg.trainer.run_dir)
+    run_dir = Path(cfg.trainer.run_dir).expanduser()
     with RunDirectory(run_dir) as rd:
         save_resolved(cfg, run_dir)
         log.info("run directory %s (resolved config saved as config.yaml)", run_dir)
@@ -67,6 +67,8 @@ class RunDirectory:
         self.path = path
         self.created = not path.exists()
         self.kept = not self.created
+        # the outermost folder this run creates (`runs/` on a first run): removed with it, if nothing else is there
+        self.top = next((p for p in reversed([path, *path.parents]) if not p.exists()), path)
 
     def __enter__(self) -> "RunDirectory":
         self.path.mkdir(parents=True, exist_ok=True)
@@ -78,13 +80,17 @@ class RunDirectory:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None and not self.kept:
             shutil.rmtree(self.path, ignore_errors=True)
+            for parent in self.path.parents:  # the folders created for it, innermost first, while empty
+                if not parent.is_relative_to(self.top) or any(parent.iterdir()):
+                    break
+                parent.rmdir()
             log.info("removed the run directory %s: the run stopped before it began", self.path)
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (cli.Terminated)
             from zppo_ray.cli import EXIT_INTERRUPTED, EXIT_PREEMPTED, Terminated
             from zppo_ray.errors import Interrupted
 
             status = EXIT_PREEMPTED if issubclass(exc_type, Terminated) else EXIT_INTERRUPTED
-            raise Interrupted(self._interrupted(), status) from None
+            raise Interrupted(self._interrupted(), status) from exc  # where it landed: shown with --debug only
         return False
 
     def _interrupted(self) -> str:

@@ -24,11 +24,13 @@ from typing import Any
 
 from zppo_ray.config.schema import ConfigError
 from zppo_ray.errors import CheckpointError, InfraError, ModelError
+from zppo_ray.state.checkpoint import MARKER
 from zppo_ray.worlds import WORLDS, is_world_alias
 
 log = logging.getLogger("zppo_ray")
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+# Any of these makes a loadable tokenizer (fast, BPE, WordPiece, sentencepiece or tiktoken files).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "*.model", "*.tiktoken")
 # Bytes a checkpoint takes per byte of the saved model, as a lower bound: DeepSpeed keeps fp32 master weights
 # and two Adam moments besides the weights (about 16 bytes a parameter; 4x an fp32 file, 8x a bf16 one).
 CHECKPOINT_FACTOR = 4
@@ -57,31 +59,44 @@ def check_run(cfg: Any, world: Any = None) -> None:
 def check_run_dir(cfg: Any) -> None:
     """The run directory (or the nearest folder above it that exists) takes a file; nothing is left there."""
     run_dir = Path(cfg.trainer.run_dir).expanduser()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("trainer.run_dir", f"{run_dir} exists and is not a directory")
-    probe = run_dir if run_dir.exists() else next(p for p in run_dir.absolute().parents if p.exists())
-    if not probe.is_dir():
-        raise ConfigError("trainer.run_dir", f"{probe} is not a directory, so {run_dir} cannot be created")
     try:
+        if os.path.lexists(run_dir) and not run_dir.exists():
+            raise ConfigError("trainer.run_dir", f"{run_dir} is a symbolic link to nothing; remove it or choose "
+                              "another place with trainer.run_dir=DIR")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError("trainer.run_dir", f"{run_dir} exists and is not a directory")
+        probe = _existing(run_dir)
+        if not probe.is_dir():
+            raise ConfigError("trainer.run_dir", f"{probe} is not a directory, so {run_dir} cannot be created")
         with tempfile.TemporaryFile(dir=probe):
             pass
-    except OSError as e:
-        raise ConfigError("trainer.run_dir", f"cannot write in {probe} ({e.strerror}); choose a writable place "
-                          "with trainer.run_dir=DIR") from None
+    except OSError as e:  # EACCES on a folder above, a read-only file system...
+        raise ConfigError("trainer.run_dir", f"cannot write in {e.filename or run_dir} ({e.strerror}); choose a "
+                          "writable place with trainer.run_dir=DIR") from None
+
+
+def _existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists (where it would be created)."""
+    return path if path.exists() else next(p for p in path.absolute().parents if p.exists())
 
 
 def check_disk(cfg: Any, student_dir: str | os.PathLike) -> None:
-    """Room for the checkpoints the run keeps and the final model, from the size of the student's weights."""
+    """Room for the checkpoints the run will add and the final model, from the size of the student's weights.
+    Checkpoints already in the run directory (a resumed run) hold their space already: each new save prunes
+    the oldest, so at least one more must fit."""
     weights = sum(f.stat().st_size for f in Path(student_dir).glob("*.safetensors"))
-    keep = cfg.checkpoint.keep_last or 1  # 0 keeps every checkpoint: at least one must fit
-    need = weights * (CHECKPOINT_FACTOR * keep + 1)
     run_dir = Path(cfg.trainer.run_dir).expanduser()
-    probe = run_dir if run_dir.exists() else next(p for p in run_dir.absolute().parents if p.exists())
+    keep = cfg.checkpoint.keep_last or 1  # 0 keeps every checkpoint: at least one must fit
+    have = sum(1 for d in (run_dir / "checkpoints").glob("step-*") if (d / MARKER).exists())
+    new = max(1, keep - have)
+    need = weights * (CHECKPOINT_FACTOR * new + 1)
+    probe = _existing(run_dir)
     free = shutil.disk_usage(probe).free
     if free < need:
-        raise ConfigError("trainer.run_dir", f"{probe} has {_gib(free)} free; {keep} checkpoint(s) and the final "
-                          f"model of this student need about {_gib(need)} (checkpoint.keep_last={cfg.checkpoint.keep_last}): "
-                          "free space or choose another place with trainer.run_dir=DIR")
+        raise ConfigError("trainer.run_dir", f"{probe} has {_gib(free)} free; {new} more checkpoint(s) and the final "
+                          f"model of this student need about {_gib(need)} "
+                          f"(checkpoint.keep_last={cfg.checkpoint.keep_last}): free space or choose another place with "
+                          "trainer.run_dir=DIR")
 
 
 def _gib(n: float) -> str:
@@ -102,7 +117,7 @@ def ray_address(cfg: Any) -> tuple[str, str] | None:
 def check_metrics_port(cfg: Any) -> None:
     """On a run's own cluster Ray's metrics agent binds metrics.port: a port in use makes Ray's node start time
     out half a minute later with a message that does not name the port."""
-    if not cfg.metrics.prometheus or ray_address(cfg) is not None:
+    if not cfg.metrics.prometheus or ray_address(cfg) is not None or _ray_connected():
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # As a server binds it: a port whose last connections linger in TIME_WAIT (a run that just ended) is free.
@@ -118,7 +133,7 @@ def check_ray_address(cfg: Any, timeout_s: float = 5.0) -> None:
     """A cluster address given must answer: ray.init retries a missing one for minutes, saying only that the
     GCS timed out. `auto` and `local` are Ray's own lookups and fail fast."""
     given = ray_address(cfg)
-    if given is None or given[0] in ("auto", "local"):
+    if given is None or given[0] in ("auto", "local") or _ray_connected():
         return
     address, source = given
     hostport = address.split("://", 1)[-1].rstrip("/")
@@ -133,6 +148,14 @@ def check_ray_address(cfg: Any, timeout_s: float = 5.0) -> None:
                          "(ray start --head), correct the address, or unset it to run on a local cluster") from None
 
 
+def _ray_connected() -> bool:
+    """This process already joined a cluster (a benchmark running several runs, a notebook): connect_ray reuses
+    it, so its port and address are in use by this very run."""
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
 # ---------------------------------------------------------------------------------------- checkpoints
 
 def check_resume(cfg: Any) -> None:
@@ -142,8 +165,13 @@ def check_resume(cfg: Any) -> None:
 
 def check_checkpoint(d: Path, with_buffer: bool, key: str = "checkpoint") -> None:
     """A checkpoint directory holds what `zppo_ray/state/checkpoint.py` writes, finished (its COMPLETE file)."""
-    from zppo_ray.state.checkpoint import MARKER
+    try:
+        _check_checkpoint(d, with_buffer, key)
+    except PermissionError as e:
+        raise CheckpointError(f"{key}={d}: cannot read {e.filename or d} ({e.strerror})") from None
 
+
+def _check_checkpoint(d: Path, with_buffer: bool, key: str) -> None:
     if not d.is_dir():
         raise CheckpointError(f"{key}={d}: no such checkpoint directory (a run's checkpoints/step-NNNNNN)")
     missing = [name for name, ok in ((MARKER, (d / MARKER).exists()), ("trainer.json", (d / "trainer.json").exists()),
@@ -180,7 +208,16 @@ def check_model_dir(path: str | os.PathLike, key: str, *, tokenizer_key: str | N
                     tokenizer_dir: str | os.PathLike | None = None) -> Path:
     """An HF-format model directory: config.json, a tokenizer (here or in `tokenizer_dir`) and safetensors
     weights. Returns the directory; a ModelError names what is missing."""
+    try:
+        return _check_model_dir(path, key, tokenizer_key, tokenizer_dir)
+    except PermissionError as e:
+        raise ModelError(f"{key}={path}: cannot read {e.filename or path} ({e.strerror})") from None
+
+
+def _check_model_dir(path, key, tokenizer_key, tokenizer_dir) -> Path:
     d = Path(path).expanduser()
+    if not d.exists() and _hub_id(path):
+        d = _hub_snapshot(str(path), key)
     if not d.exists():
         raise ModelError(f"{key}={path}: no such directory; give an HF-format model directory (config.json, a "
                          f"tokenizer, *.safetensors) or a world's model ({', '.join(f'{w}:student' for w in WORLDS)})")
@@ -203,6 +240,24 @@ def check_model_dir(path: str | os.PathLike, key: str, *, tokenizer_key: str | N
     return d
 
 
+def _hub_id(path: Any) -> bool:
+    """'org/name': a Hugging Face model id rather than a relative directory."""
+    text = str(path)
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
+
+
+def _hub_snapshot(repo_id: str, key: str) -> Path:
+    """The local Hugging Face cache's copy of a model id: zppo_ray never downloads at run time."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), or no hub library: say what to do
+        raise ModelError(f"{key}={repo_id}: no such directory, and not in the local Hugging Face cache (nothing is "
+                         f"downloaded at run time): `huggingface-cli download {repo_id}` first, or give a "
+                         "directory") from None
+
+
 def check_tokenizer_dir(path: str | os.PathLike, key: str) -> None:
     d = Path(path).expanduser()
     if not d.is_dir() or not _has_tokenizer(d):
@@ -210,7 +265,7 @@ def check_tokenizer_dir(path: str | os.PathLike, key: str) -> None:
 
 
 def _has_tokenizer(d: Path) -> bool:
-    return any((d / f).exists() for f in TOKENIZER_FILES)
+    return any(any(d.glob(pattern)) for pattern in TOKENIZER_FILES)
 
 
 def _missing_weights(d: Path) -> list[str]:

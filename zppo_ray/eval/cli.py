@@ -57,11 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_model(path: str, cfg: Any, flag: str) -> str:
+def _resolve_model(path: str, cfg: Any, flag: str, tokenizer: str | None = None) -> str:
     from zppo_ray import worlds
 
     if not worlds.is_world_alias(path):
-        _check_model_path(path, flag)
+        _check_model_path(path, flag, tokenizer)
         return path
     try:
         return worlds.resolve_model(path, worlds.world_named(path.partition(":")[0], cfg))
@@ -104,9 +104,10 @@ def _plan(args: argparse.Namespace) -> dict:
     if free and args.judge is None:
         raise ValueError("free-form questions need a judge model: --judge PATH")
     return {
-        "model": _resolve_model(args.model, cfg, "--model"), "benchmarks": questions, "families": families,
+        "model": _resolve_model(args.model, cfg, "--model", cfg.student.tokenizer), "benchmarks": questions,
+        "families": families,
         "n": n, "ks": ks, "sampling": sampling,
-        "judge": _resolve_model(args.judge, cfg, "--judge") if free else None,
+        "judge": _resolve_model(args.judge, cfg, "--judge", cfg.teacher.model.tokenizer) if free else None,
         "judge_max_tokens": cfg.teacher.judge_max_tokens, "templates": cfg.templates,
         "out_dir": args.out or f"runs/eval-{datetime.datetime.now():%Y%m%d-%H%M%S}",
         "engine_kwargs": _engine_kwargs(cfg.student, cfg.rollout, args.dtype, args.max_model_len, args.tp,

@@ -220,12 +220,13 @@ def _first_text(samples: list[Sample]) -> str | None:
     return samples[0].text if samples else None
 
 
-def _check_model_path(model: Any, what: str) -> None:
-    """Fail before minutes of engine start (or of student generation, for the judge) on a bad path."""
+def _check_model_path(model: Any, what: str, tokenizer: Any = None) -> None:
+    """Fail before minutes of engine start (or of student generation, for the judge) on a bad path.
+    `tokenizer`: the directory the engine takes the tokenizer from, when it is not the model's."""
     if isinstance(model, (str, Path)):
         from zppo_ray.preflight import check_model_dir
 
-        check_model_dir(model, what)
+        check_model_dir(model, what, tokenizer_key=f"{what} tokenizer", tokenizer_dir=tokenizer)
 
 
 def _as_generator(model: Any) -> Generator:
@@ -380,12 +381,12 @@ def evaluate_checkpoint(
     ks = check_ks(list(ks), n)
     questions = load_benchmarks(benchmarks, limit)
     families = check_families(families or {}, list(questions))
-    _check_model_path(model, "model")
+    _check_model_path(model, "model", (engine_kwargs or {}).get("tokenizer"))
     free = [b for b, qs in questions.items() if any(q.kind == "free" for q in qs)]
     if free:
         if judge is None:
             raise ValueError(f"benchmark(s) {free} hold free-form questions: they need a judge model (--judge)")
-        _check_model_path(judge, "judge")
+        _check_model_path(judge, "judge", (judge_engine_kwargs or {}).get("tokenizer"))
     sampling = {**eval_sampling(), **dict(sampling or {})}
     t0 = time.perf_counter()
     with _opened(model, engine_kwargs) as gen:

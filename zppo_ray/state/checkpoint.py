@@ -62,6 +62,11 @@ def mark_complete(directory: Path) -> None:
     (directory / MARKER).write_text("ok\n")
 
 
+def unmark_complete(directory: Path) -> None:
+    """Before a directory is written again: until the new save completes it is not a checkpoint."""
+    (directory / MARKER).unlink(missing_ok=True)
+
+
 def read_trainer_state(directory: Path) -> TrainerState:
     return TrainerState(**json.loads((directory / "trainer.json").read_text()))
 
