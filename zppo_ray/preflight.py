@@ -59,20 +59,21 @@ def check_run(cfg: Any, world: Any = None) -> None:
 def check_run_dir(cfg: Any) -> None:
     """The run directory (or the nearest folder above it that exists) takes a file; nothing is left there."""
     run_dir = Path(cfg.trainer.run_dir).expanduser()
+    where = run_dir
     try:
         if os.path.lexists(run_dir) and not run_dir.exists():
             raise ConfigError("trainer.run_dir", f"{run_dir} is a symbolic link to nothing; remove it or choose "
                               "another place with trainer.run_dir=DIR")
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError("trainer.run_dir", f"{run_dir} exists and is not a directory")
-        probe = _existing(run_dir)
-        if not probe.is_dir():
-            raise ConfigError("trainer.run_dir", f"{probe} is not a directory, so {run_dir} cannot be created")
-        with tempfile.TemporaryFile(dir=probe):
+        where = _existing(run_dir)
+        if not where.is_dir():
+            raise ConfigError("trainer.run_dir", f"{where} is not a directory, so {run_dir} cannot be created")
+        with tempfile.TemporaryFile(dir=where):
             pass
     except OSError as e:  # EACCES on a folder above, a read-only file system...
-        raise ConfigError("trainer.run_dir", f"cannot write in {e.filename or run_dir} ({e.strerror}); choose a "
-                          "writable place with trainer.run_dir=DIR") from None
+        raise ConfigError("trainer.run_dir", f"cannot write in {where} ({e.strerror}); choose a writable place with "
+                          "trainer.run_dir=DIR") from None
 
 
 def _existing(path: Path) -> Path:
