@@ -147,8 +147,22 @@ CASES = {
 }
 
 
+@pytest.fixture
+def no_engine(monkeypatch):
+    """Nothing past the checks may start: a case that got through would fail here, not start a run. The suite's
+    own Ray cluster (tests/conftest.py) may be up in this process, which makes a run skip the port and address
+    checks (it would reuse that cluster): the table checks them as a fresh process meets them."""
+    from zppo_ray import launch, preflight
+
+    def started(*args, **kwargs):
+        raise AssertionError("the checks let this case through: a run would start")
+
+    monkeypatch.setattr(launch, "train", started)
+    monkeypatch.setattr(preflight, "_ray_connected", lambda: False)
+
+
 @pytest.mark.parametrize("name", list(CASES))
-def test_each_mistake_is_one_line_with_its_exit_status(name, files, capsys, monkeypatch):
+def test_each_mistake_is_one_line_with_its_exit_status(name, files, capsys, monkeypatch, no_engine):
     entry, argv, env, status, line = CASES[name]
     with socket.socket() as busy:
         busy.bind(("", 0))
@@ -299,7 +313,7 @@ def test_a_new_interpreter_gets_the_same_line(module, argv, line, tmp_path):
     lines = _one_line(out.stderr)
     assert out.returncode == 2 and len(lines) == 1 and re.match(line, lines[0]), out.stderr
 
-def test_a_world_that_cannot_be_built_here_stops_before_anything(files, capsys, monkeypatch):
+def test_a_world_that_cannot_be_built_here_stops_before_anything(files, capsys, monkeypatch, no_engine):
     """The real-model world without its package: one line naming the install command, before any run directory
     or build (the world's own check, zppo_ray/preflight.py)."""
     from zppo_ray.worlds.smollm2 import acquire
@@ -348,7 +362,8 @@ def _sigterm():
     (_ctrl_c, 130, "interrupted (Ctrl-C): the run stopped before training began; nothing was kept ("),
     (_sigterm, 143, "terminated (SIGTERM): the run stopped before training began; nothing was kept ("),
 ], ids=["error", "ctrl-c", "sigterm"])
-def test_a_run_stopped_while_its_world_builds_leaves_no_directory(stop, status, line, tmp_path, capsys, monkeypatch):
+def test_a_run_stopped_while_its_world_builds_leaves_no_directory(stop, status, line, tmp_path, capsys, monkeypatch,
+                                                                 no_engine):
     """The run directory exists once the checks pass; stopped before the roles are up, it goes again, with the
     folders created for it (`runs/` on a first run)."""
     from zppo_ray.worlds.toy import ToyWorld
@@ -361,7 +376,7 @@ def test_a_run_stopped_while_its_world_builds_leaves_no_directory(stop, status, 
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_run_directory_that_existed_stays(tmp_path, capsys, monkeypatch):
+def test_a_run_directory_that_existed_stays(tmp_path, capsys, monkeypatch, no_engine):
     from zppo_ray.worlds.toy import ToyWorld
 
     monkeypatch.setattr(ToyWorld, "ensure", lambda self: _ctrl_c())
@@ -390,3 +405,19 @@ def test_lines_for_what_comes_through_ray_and_pipes():
     wrapped = RayTaskError("ReplayBufferShell.snapshot", "traceback text", failure).as_instanceof_cause()
     assert describe(wrapped) == ("infrastructure error: infra failure in buffer.snapshot: actor died", 3)
     assert describe(BrokenPipeError(32, "Broken pipe"))[1] == 1  # `... | head`: not a cluster failure
+
+
+def test_a_run_in_a_process_already_on_ray_skips_the_port_and_address_checks(monkeypatch):
+    """connect_ray reuses the cluster this process joined (a benchmark's second run, a notebook): the port it
+    would bind and the address it would join are not used, so they are not checked."""
+    from types import SimpleNamespace as NS
+
+    from zppo_ray import preflight
+
+    cfg = NS(metrics=NS(prometheus=True, port=1), ray=NS(address="127.0.0.1:1"))
+    monkeypatch.setattr(preflight, "_ray_connected", lambda: True)
+    preflight.check_metrics_port(cfg)
+    preflight.check_ray_address(cfg)
+    monkeypatch.setattr(preflight, "_ray_connected", lambda: False)
+    with pytest.raises(InfraError, match="no Ray cluster answers at 127.0.0.1:1"):
+        preflight.check_ray_address(cfg)
