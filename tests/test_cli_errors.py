@@ -421,3 +421,53 @@ def test_a_run_in_a_process_already_on_ray_skips_the_port_and_address_checks(mon
     monkeypatch.setattr(preflight, "_ray_connected", lambda: False)
     with pytest.raises(InfraError, match="no Ray cluster answers at 127.0.0.1:1"):
         preflight.check_ray_address(cfg)
+
+
+def test_smaller_checks(tmp_path):
+    """A dangling symlink as the run directory; a model whose tokenizer lives elsewhere (eval and the run pass
+    the configured one); the audit passing over a torn last line of the run log but not a torn middle one."""
+    from types import SimpleNamespace as NS
+
+    from zppo_ray.audit import served_log
+    from zppo_ray.config import ConfigError
+    from zppo_ray.errors import DataError, ModelError
+    from zppo_ray.preflight import check_model_dir, check_run_dir
+
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="symbolic link to nothing"):
+        check_run_dir(NS(trainer=NS(run_dir=str(tmp_path / "gone"))))
+    model, tok = tmp_path / "model", tmp_path / "tok"
+    model.mkdir()
+    tok.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_text("x")
+    with pytest.raises(ModelError, match="missing: a tokenizer"):
+        check_model_dir(model, "--model")
+    with pytest.raises(ModelError, match="--model tokenizer=.*no tokenizer there"):
+        check_model_dir(model, "--model", tokenizer_key="--model tokenizer", tokenizer_dir=tok)
+    (tok / "spm.model").write_text("x")
+    assert check_model_dir(model, "--model", tokenizer_dir=tok) == model
+    served = '{"kind": "served", "step": 1}\n'
+    (tmp_path / "metrics.jsonl").write_text(served + '{"kind": "ser')
+    assert list(served_log(tmp_path, 5)) == [1]
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "ser\n' + served)
+    with pytest.raises(DataError, match="metrics.jsonl line 1 is not JSON"):
+        served_log(tmp_path, 5)
+
+
+def test_a_run_directory_under_home_is_one_place(tmp_path, capsys, monkeypatch, no_engine):
+    """`trainer.run_dir=~/runs/x`: the checks, the saved config and the clean-up all mean $HOME/runs/x."""
+    from zppo_ray.worlds.toy import ToyWorld
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def ensure(self):
+        seen.append(sorted(os.listdir(tmp_path / "home")))
+        _ctrl_c()
+
+    monkeypatch.setattr(ToyWorld, "ensure", ensure)
+    assert run_entry(_main, ["trainer.run_dir=~/runs/x"]) == 130
+    assert seen == [["runs"]] and not (tmp_path / "~").exists() and os.listdir(tmp_path / "home") == []
