@@ -10,12 +10,12 @@ directory cannot be audited (missing, no complete checkpoint: zppo_ray/cli.py).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from zppo_ray.data.cursor import DataCursor
-from zppo_ray.errors import CheckpointError, DataError, RunDirError
+from zppo_ray.errors import CheckpointError, RunDirError
+from zppo_ray.observe.runlog import read_records
 from zppo_ray.state import checkpoint as ckpt
 from zppo_ray.state.buffer import PromptReplayBuffer
 from zppo_ray.state.ledger import Audit, audit
@@ -24,15 +24,7 @@ from zppo_ray.state.ledger import Audit, audit
 def served_log(run_dir: Path, up_to: int) -> dict[int, dict]:
     """step -> the last "served" record of that step (a rolled-back step was served again), steps <= up_to."""
     out: dict[int, dict] = {}
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    for n, line in enumerate(lines, 1):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines):  # a run killed mid-write leaves one torn last line
-                continue
-            raise DataError(f"{run_dir / 'metrics.jsonl'} line {n} is not JSON: {line[:80]!r}",
-                            origin=f"metrics.jsonl line {n}") from None
+    for rec in read_records(run_dir / "metrics.jsonl"):
         if rec.get("kind") == "served" and rec["step"] <= up_to:
             out[rec["step"]] = rec
     return out

@@ -25,9 +25,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 
-from zppo_ray.errors import DataError, InfraError, Interrupted, Preempted, RemoteFailure, UserError
-
-log = logging.getLogger("zppo_ray")
+from zppo_ray.errors import DataError, InfraError, Interrupted, Preempted, RemoteFailure, UserError, ray_cause
 
 EXIT_BUG = 1
 EXIT_USER = 2
@@ -54,7 +52,7 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     """(one line, exit status) for a failure the user can act on; None for a bug (print its traceback)."""
     from zppo_ray.config.schema import ConfigError  # light: no Ray, no torch
 
-    cause = _ray_cause(exc)
+    cause = ray_cause(exc)
     if cause is not None:  # an actor's own exception inside Ray's wrapper (whose text is a formatted traceback)
         return describe(cause)
     if isinstance(exc, ConfigError):
@@ -84,16 +82,6 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     if _is_ray_infra(exc):
         return f"infrastructure error: {_first_line(f'{type(exc).__name__}: {exc}')}", EXIT_INFRA
     return None
-
-
-def _ray_cause(exc: BaseException) -> BaseException | None:
-    """The exception an actor raised, when `exc` is Ray's wrapper of it (ray.exceptions.RayTaskError)."""
-    if "ray" not in sys.modules:
-        return None
-    from ray.exceptions import RayTaskError
-
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(exc, RayTaskError) and isinstance(cause, BaseException) and cause is not exc else None
 
 
 def _disk_error(exc: BaseException) -> str | None:

@@ -134,8 +134,8 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, RemoteFailure):
         return exc.kind  # type: ignore[return-value]
     if isinstance(exc, rex.RayTaskError):  # an exception raised in the actor: look at its cause
-        cause = getattr(exc, "cause", None)
-        return classify(cause) if cause is not None and cause is not exc else "bug"
+        cause = ray_cause(exc)
+        return classify(cause) if cause is not None else "bug"
     if isinstance(exc, (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError,
                         rex.GetTimeoutError, rex.TaskCancelledError, rex.OutOfMemoryError,
                         rex.ActorUnschedulableError, rex.RaySystemError, InfraError, TimeoutError,
@@ -144,6 +144,19 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, (DataError, *DATA_ERRORS)):
         return "data"
     return "bug"
+
+
+def ray_cause(exc: BaseException) -> BaseException | None:
+    """The exception an actor raised, when `exc` is Ray's wrapper of it (ray.exceptions.RayTaskError), else None.
+    Light: without Ray imported, nothing can be Ray's wrapper."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return None
+    from ray.exceptions import RayTaskError
+
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(exc, RayTaskError) and isinstance(cause, BaseException) and cause is not exc else None
 
 
 def remote_cause(exc: BaseException) -> BaseException:

@@ -65,8 +65,7 @@ class RunDirectory:
 
     def __init__(self, path: Path):
         self.path = path
-        self.created = not path.exists()
-        self.kept = not self.created
+        self.kept = path.exists()  # a directory that was there before is the user's
         # the outermost folder this run creates (`runs/` on a first run): removed with it, if nothing else is there
         self.top = next((p for p in reversed([path, *path.parents]) if not p.exists()), path)
 

@@ -43,9 +43,8 @@ def check_run(cfg: Any, world: Any = None) -> None:
     check_metrics_port(cfg)
     check_ray_address(cfg)
     check_resume(cfg)
-    for key, path, tokenizer in model_dirs(cfg):
-        check_model_dir(path, key, tokenizer_key=tokenizer[0] if tokenizer else None,
-                        tokenizer_dir=tokenizer[1] if tokenizer else None)
+    for key, model in model_configs(cfg):
+        check_model_dir(model.path, f"{key}.path", tokenizer_key=f"{key}.tokenizer", tokenizer_dir=model.tokenizer)
     if world is not None:
         world.check()
     student = cfg.student.path
@@ -189,20 +188,14 @@ def _check_checkpoint(d: Path, with_buffer: bool, key: str) -> None:
 
 # ---------------------------------------------------------------------------------------- models
 
-def model_dirs(cfg: Any) -> list[tuple[str, str, tuple[str, str] | None]]:
-    """(config key, directory, (tokenizer key, directory) or None) of every model the run loads from a path."""
+def model_configs(cfg: Any) -> list[tuple[str, Any]]:
+    """(config key, model section) of every model the run loads from a path (a world builds its own)."""
     from zppo_ray.algo.methods import needs_teacher
 
     models = [("student", cfg.student)]
     if cfg.teacher.num_replicas > 0 and needs_teacher(cfg.algo):
         models.append(("teacher.model", cfg.teacher.model))
-    out = []
-    for key, m in models:
-        if is_world_alias(m.path):  # built by the world (zppo_ray/worlds/)
-            continue
-        tok = (f"{key}.tokenizer", m.tokenizer) if m.tokenizer else None
-        out.append((f"{key}.path", m.path, tok))
-    return out
+    return [(key, m) for key, m in models if not is_world_alias(m.path)]
 
 
 def check_model_dir(path: str | os.PathLike, key: str, *, tokenizer_key: str | None = None,

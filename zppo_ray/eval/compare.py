@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from zppo_ray.observe.prometheus import entry_bin  # the same bins as the Prometheus labels
-from zppo_ray.observe.runlog import accuracy_label
+from zppo_ray.observe.runlog import accuracy_label, read_records
 
 
 def read_run(run_dir: str | Path) -> dict:
@@ -33,19 +33,7 @@ def read_run(run_dir: str | Path) -> dict:
         raise RunDirError(f"{run_dir} is not a run directory: it {what} (give a run's trainer.run_dir)")
     by_kind: dict[str, list[dict]] = defaultdict(list)
     last_step = 0
-    lines = path.read_text().splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:  # a run killed mid-write leaves one torn last line
-            if n == len(lines):
-                continue
-            from zppo_ray.errors import DataError
-
-            raise DataError(f"{path} line {n} is not JSON: {line[:80]!r} (only a torn last line, from a run killed "
-                            "mid-write, is passed over)", origin=f"{path} line {n}") from None
+    for r in read_records(path):
         if r.get("kind") == "step":
             if r["step"] <= last_step:  # resumed from a checkpoint before this step
                 for rows in by_kind.values():

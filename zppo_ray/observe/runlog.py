@@ -19,6 +19,26 @@ from zppo_ray.observe.loggers import namespaced
 log = logging.getLogger("zppo_ray.trainer")
 
 
+def read_records(path: Path) -> list[dict]:
+    """The records of a run log. A run killed mid-write leaves one torn last line, which is passed over; a line
+    that does not parse anywhere else is a DataError naming it."""
+    from zppo_ray.errors import DataError
+
+    lines = path.read_text().splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):
+                continue
+            raise DataError(f"{path} line {n} is not JSON: {line[:80]!r} (only a torn last line, from a run killed "
+                            "mid-write, is passed over)", origin=f"{path} line {n}") from None
+    return out
+
+
 @contextmanager
 def timed(report: Callable[[float], None]) -> Iterator[None]:
     """Time the block and hand the seconds to `report`, also when the block raises."""
