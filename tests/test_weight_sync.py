@@ -362,30 +362,64 @@ def test_gpu_transfer_failure_breaks_the_pool_and_membership_changes_reconnect(r
 # --------------------------------------------------------------- the real thing: learner → two engines
 
 
-@pytest.mark.slow
-def test_a_real_bucketed_push_with_a_worker_killed_mid_push_serves_only_the_new_weights(ray_cluster, tmp_path):
-    """A DeepSpeed learner group and two vLLM workers: one training step, then a push in three buckets
-    during which worker 1 is killed. Worker 0 commits; worker 1's replacement streams the learner's weights
-    before it serves; every sample then equals transformers' greedy decoding of the learner's weights."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from zppo_ray.actors.learner import LearnerGroup
-    from zppo_ray.config import AlgoConfig, LearnerConfig, ModelConfig, RolloutConfig
-    from zppo_ray.types import TrainItem
-    from zppo_ray.weights.object_store import ObjectStoreSync
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """An untrained tiny model (seconds to build): the push is about bytes and versions, not about skill."""
     from zppo_ray.worlds.toy.models import Arch, build_model
     from zppo_ray.worlds.toy.tokenizer import build_tokenizer
 
+    path = tmp_path_factory.mktemp("tiny")
     corpus = [f"What is {a} + {b}? {a + b}" for a in range(30) for b in range(30)] + ["user assistant system"] * 30
     tok = build_tokenizer(corpus, vocab_size=300)
-    build_model(Arch(64, 2, 2, 1, 128), tok, 512, seed=0).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    learner = LearnerGroup(str(tmp_path), LearnerConfig(lr=3e-3, weight_decay=0.0), AlgoConfig())
-    pool = RolloutPool.create(RolloutConfig(num_workers=2, max_restarts=1), ModelConfig(path=str(tmp_path), max_model_len=256))
+    build_model(Arch(64, 2, 2, 1, 128), tok, 512, seed=0).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, tok
+
+
+@pytest.fixture(scope="module")
+def real_learner(tiny, ray_cluster):
+    """One DeepSpeed learner group for every real-push test of this module."""
+    from zppo_ray.actors.learner import LearnerGroup
+    from zppo_ray.config import AlgoConfig, LearnerConfig
+
+    learner = LearnerGroup(str(tiny[0]), LearnerConfig(lr=3e-3, weight_decay=0.0), AlgoConfig())
+    yield learner
+    learner.shutdown()
+
+
+@pytest.mark.slow
+def test_a_real_bucketed_push_with_a_worker_killed_mid_push_serves_only_the_new_weights(tiny, real_learner):
+    """A DeepSpeed learner group and two vLLM workers. First the pool alone: seeded sampling, a push refused
+    while a call is in flight, unknown sampling keys refused. Then one training step and a push in three
+    buckets during which worker 1 is killed. Worker 0 commits; worker 1's replacement streams the learner's
+    weights before it serves; every sample then equals transformers' greedy decoding of the learner's weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from zppo_ray.config import ModelConfig, RolloutConfig
+    from zppo_ray.types import TrainItem
+    from zppo_ray.weights.object_store import ObjectStoreSync
+
+    path, tok = tiny
+    learner = real_learner
+    pool = RolloutPool.create(RolloutConfig(num_workers=2, max_restarts=1), ModelConfig(path=str(path), max_model_len=256))
     sync = ObjectStoreSync(bucket_bytes=100_000)  # embeddings, layer 0, layer 1 with the head: three buckets
     sync.init(learner, pool)
     try:
+        reqs = [GenRequest(f"What is {i} + 1?", n=i + 1, tag=f"q{i}") for i in range(3)]
+        seeded = {"temperature": 1.0, "max_tokens": 12, "seed": 5}
+        out = pool.generate(reqs, seeded)
+        assert [len(g) for g in out] == [1, 2, 3] and {s.version for g in out for s in g} == {0}
+        assert [[s.completion_ids for s in g] for g in pool.generate(reqs, seeded)] == \
+            [[s.completion_ids for s in g] for g in out]
+        with pytest.raises(ValueError, match="unknown sampling keys"):
+            pool.generate(reqs, {"temprature": 1.0})
+        pending = pool.generate_async(reqs[:1], {"temperature": 0.0, "max_tokens": 8})
+        with pytest.raises(WeightPushError, match="in flight"):  # a call never mixes two versions
+            sync.push(1)
+        pool.collect(pending)
+        assert pool.versions() == [0, 0]
+
         probes = [GenRequest(f"What is {i} + {2 * i}?", n=1) for i in range(8)]
         before = [g[0].completion_ids for g in pool.generate(probes, {"temperature": 0.0, "max_tokens": 12})]
         prompts = [GenRequest(f"What is {i} + {i + 3}?", n=4) for i in range(4)]
@@ -403,14 +437,16 @@ def test_a_real_bucketed_push_with_a_worker_killed_mid_push_serves_only_the_new_
                     _kill(pool.workers[1])
 
         learner.stream_weights = killing_stream
-        report = sync.push(1)
-        learner.stream_weights = stream
+        try:
+            report = sync.push(1)
+        finally:
+            learner.stream_weights = stream
         assert streamed == [0, 1, 2] and report.buckets == 3 and pool.version == 1
         assert pool.replicas.fleet[1].state is State.DEAD
         _wait_healthy(pool, 2, timeout=300)
         assert pool.versions() == [1, 1]
 
-        hf = AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32)
+        hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         hf.load_state_dict(learner.export_weights())
         greedy = pool.generate(probes, {"temperature": 0.0, "max_tokens": 12})
         assert [g[0].completion_ids for g in greedy] != before  # the step changed what the engines say
@@ -421,36 +457,39 @@ def test_a_real_bucketed_push_with_a_worker_killed_mid_push_serves_only_the_new_
                 out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
                 assert s.version == 1 and s.completion_ids == out[0, ids.shape[1]:].tolist()
-        assert {h["name"] for h in pool.health()} == {"rollout-0", "rollout-1"}
+        health = pool.health()
+        assert {h["name"] for h in health} == {"rollout-0", "rollout-1"}
+        assert all(h["alive"] and h["version"] == 1 for h in health) and health[0]["generated_tokens"] > 0
     finally:
         sync.shutdown()
         pool.shutdown()
-        learner.shutdown()
 
 
 @pytest.mark.slow
-def test_an_abandoned_stream_does_not_hold_up_the_next_one(ray_cluster, tmp_path):
+def test_an_abandoned_stream_does_not_hold_up_the_next_one(real_learner):
     """A push that fails half-way drops the learner's stream after one bucket; the learner's actor must still
-    serve the next push in full (Ray releases an out-of-scope generator's backpressure, so the old one ends)."""
-    from zppo_ray.actors.learner import LearnerGroup
-    from zppo_ray.config import AlgoConfig, LearnerConfig
-    from zppo_ray.worlds.toy.models import Arch, build_model
-    from zppo_ray.worlds.toy.tokenizer import build_tokenizer
+    serve the next push in full (Ray releases an out-of-scope generator's backpressure, so the old one ends).
+    Were it held up, the next stream would wait forever: it runs in a thread, so the test fails instead."""
+    import threading
 
-    tok = build_tokenizer([f"{a} + {b} = {a + b}" for a in range(20) for b in range(20)], vocab_size=200)
-    build_model(Arch(64, 2, 2, 1, 128), tok, 256, seed=0).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    learner = LearnerGroup(str(tmp_path), LearnerConfig(), AlgoConfig())
-    try:
-        first = learner.stream_weights(60_000)
-        next(first)
-        first.close()  # what an exception in the consumer's loop does to it
-        del first
-        t0 = time.monotonic()
-        blobs = [ray.get(ref) for ref in learner.stream_weights(60_000)]
-        assert len(blobs) >= 3 and time.monotonic() - t0 < 60
-    finally:
-        learner.shutdown()
+    first = real_learner.stream_weights(60_000)
+    next(first)
+    first.close()  # what an exception in the consumer's loop does to it
+    del first
+    got: dict = {}
+
+    def consume():
+        try:
+            got["blobs"] = [ray.get(ref) for ref in real_learner.stream_weights(60_000)]
+        except BaseException as e:  # noqa: BLE001 - reported below
+            got["error"] = e
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    reader.join(120)  # a bound on a hang, not a speed target: the stream itself takes about a second
+    assert not reader.is_alive(), "the next stream is still waiting: the abandoned one holds the learner"
+    assert "error" not in got, got.get("error")
+    assert len(got["blobs"]) >= 3
 
 
 def test_with_async_rollouts_a_replacement_waits_for_the_next_push_instead_of_streaming():

@@ -202,9 +202,11 @@ def resume(trainer: Trainer, roles: Roles, d: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- the run
 
-def train(cfg, run_dir: Path, world, on_start=None) -> dict:
+def train(cfg, run_dir: Path, world, on_start=None, roles: Roles | None = None) -> dict:
     """Load, connect, start the roles, then run (`_loop`). `on_start()` is called once the roles are up: from
-    then on the run directory holds a run worth keeping, whatever happens next (zppo_ray/main.py)."""
+    then on the run directory holds a run worth keeping, whatever happens next (zppo_ray/main.py).
+    `roles`: actors the caller started and keeps (several runs on one set, as the test suite does); the run
+    drives them as they are (weights, version, buffer) and leaves them running."""
     from transformers import AutoTokenizer
 
     student_path, teacher_path = model_paths(cfg, world)
@@ -216,7 +218,9 @@ def train(cfg, run_dir: Path, world, on_start=None) -> dict:
 
     t0 = time.perf_counter()
     connect_ray(cfg)
-    roles = start_roles(cfg, student_path, teacher_path, run_dir)
+    owned = roles is None
+    if owned:
+        roles = start_roles(cfg, student_path, teacher_path, run_dir)
     phases = {"ray_and_roles": time.perf_counter() - t0}
     if on_start is not None:
         on_start()
@@ -225,13 +229,16 @@ def train(cfg, run_dir: Path, world, on_start=None) -> dict:
             return _train(cfg, run_dir, roles, train_qs, eval_qs, tokenizer, preempt,
                           lambda: start_learner(cfg, student_path), phases)
     finally:
-        stop_roles(roles)
+        if owned:
+            stop_roles(roles)
 
 
 def recover_learner(trainer: Trainer, roles: Roles, run_dir: Path, err: LearnerLost, attempt: int, budget: int,
-                    new_learner) -> None:
+                    new_learner) -> int:
     """A learner rank died: rebuild the group and roll the whole run back to the last checkpoint (the
-    optimizer state of the lost rank exists nowhere else). Raises when that is not possible."""
+    optimizer state of the lost rank exists nowhere else). Returns the restarts spent: a new group that loses
+    a rank before it has resumed (placed on a node whose loss Ray has not noticed yet) is one more. Raises
+    when recovery is not possible."""
     d = ckpt.latest(run_dir)
     if d is None or attempt > budget or new_learner is None:
         why = ("no checkpoint to roll back to yet" if d is None else
@@ -245,11 +252,15 @@ def recover_learner(trainer: Trainer, roles: Roles, run_dir: Path, err: LearnerL
         roles.learner.shutdown()
     except Exception:  # noqa: BLE001 - the group is broken anyway
         log.exception("shutting down the broken learner group failed")
-    roles.learner = new_learner()
-    trainer.roles.learner = roles.learner
-    roles.weights.init(roles.learner, roles.rollout)
-    placement.record(run_dir, roles, "learner rebuilt")
-    resume(trainer, roles, d)
+    try:
+        roles.learner = new_learner()
+        trainer.roles.learner = roles.learner
+        roles.weights.init(roles.learner, roles.rollout)
+        resume(trainer, roles, d)
+    except LearnerLost as again:
+        return recover_learner(trainer, roles, run_dir, again, attempt + 1, budget, new_learner)
+    placement.record(run_dir, roles, "learner rebuilt")  # the group that resumed, not one that fell over
+    return attempt
 
 
 def check_shared_vocab(student_tokenizer, teacher_path: str) -> None:
@@ -339,8 +350,8 @@ def _loop(cfg, run_dir: Path, roles: Roles, trainer: Trainer, run_log: RunLog, p
         try:
             metrics = trainer.train_step()
         except LearnerLost as e:
-            learner_restarts += 1
-            recover_learner(trainer, roles, run_dir, e, learner_restarts, cfg.trainer.learner_restarts, new_learner)
+            learner_restarts = recover_learner(trainer, roles, run_dir, e, learner_restarts + 1,
+                                               cfg.trainer.learner_restarts, new_learner)
             steps.n = trainer.step
             continue
         steps.update(trainer.step - steps.n)

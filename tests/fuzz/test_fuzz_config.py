@@ -117,6 +117,10 @@ def known_override(draw) -> tuple[str, str]:
 @example(case=("algo.tau", str(10**400)))  # float(10**400) raises OverflowError inside OmegaConf
 @example(case=("algo.tau", "1" * 5000))  # YAML's int() refuses more than 4300 digits
 @example(case=("toy.student.tier_weights", "${algo.tau}"))  # a list resolved late: OmegaConf names no key
+@example(case=("learner.gradient_checkpointing", "-1"))  # OmegaConf made this True: now refused by name
+@example(case=("learner.gradient_checkpointing", "'2'"))  # and this
+@example(case=("learner.gradient_checkpointing", "n"))  # a yes/no word stays a switch
+@example(case=("algo.use_buffer", "0"))  # the user's key wins over the method's preset
 def test_override_of_a_known_key_is_loaded_or_named(case):
     key, raw = case
     try:
@@ -125,6 +129,44 @@ def test_override_of_a_known_key_is_loaded_or_named(case):
         assert names_key(e, key), f"{key}={raw!r} -> {e}"
         return
     assert isinstance(cfg, RunConfig)
+    # and the override took effect: an accepted switch that changed nothing would pass the lines above
+    want, got = asked_for(cfg, key, raw), value_at(cfg, key)
+    assert want is UNKNOWN or same_value(got, want, raw), f"{key}={raw!r} loaded as {got!r}, asked for {want!r}"
+
+
+UNKNOWN = object()
+
+
+def value_at(cfg, key: str):
+    node = cfg
+    for part in re.sub(r"\[(\d+)\]", r".\1", key).split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+def asked_for(cfg, key: str, raw: str):
+    """The value an override's text asks for, as the parser reads it (an interpolation: what it refers to)."""
+    from zppo_ray.config.load import _parse_override
+
+    if raw.strip() == "${algo.tau}":
+        return cfg.algo.tau
+    if "${" in raw:  # an environment variable or a resolver: what it yields is the resolver's business
+        return UNKNOWN
+    node = _parse_override(f"{key}={raw}")
+    for part in re.sub(r"\[(\d+)\]", r".\1", key).split("."):
+        node = node[part]
+    return node
+
+
+def same_value(got, want, raw: str) -> bool:
+    """Equal after the schema's type conversion: an int for a float field, a text kept verbatim for a str field."""
+    if isinstance(got, (list, tuple)) and isinstance(want, (list, tuple)):
+        return len(got) == len(want) and all(same_value(g, w, str(w)) for g, w in zip(got, want))
+    if isinstance(got, str) and not isinstance(want, str):
+        return got == raw.strip() or got == str(want)
+    if isinstance(got, bool) and isinstance(want, str):  # a yes/no word for a switch
+        return got == (want.strip().lower() in ("true", "yes", "on", "y", "1"))
+    return got == want
 
 
 @settings(max_examples=50 * SCALE)
@@ -268,6 +310,15 @@ def test_yaml_file_is_loaded_or_names_a_key_it_sets(case):
             assert any(names_key(e, k) for k in keys), f"{text!r} -> {e}"
             return
     assert isinstance(cfg, RunConfig)
+    doc = yaml.safe_load(text)
+    for key in keys:  # every key the file sets took effect
+        want = doc
+        for part in key.split("."):
+            want = want[part]
+        if isinstance(want, str) and "${" in want:
+            continue  # an interpolation: resolved by OmegaConf, checked by the override test's example
+        got = value_at(cfg, key)
+        assert same_value(got, want, str(want)), f"{key}: {want!r} in the file loaded as {got!r}"
 
 
 @settings(max_examples=25 * SCALE)

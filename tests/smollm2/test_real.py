@@ -15,7 +15,6 @@ import torch
 
 from zppo_ray.worlds.smollm2 import acquire
 
-HAVE = importlib.util.find_spec(acquire.MODULE) is not None and importlib.util.find_spec("gguf") is not None
 PROMPTS = ["What is 3 + 5?", "What is 47 + 38?", "Name a colour.", "What is 12 + 7? Answer with a number."]
 
 
@@ -26,18 +25,6 @@ def test_a_missing_package_names_the_install_command(monkeypatch):
         acquire.gguf_path()
 
 
-@pytest.fixture(scope="module")
-def cfg():
-    from zppo_ray.config import load_config
-
-    return load_config("configs/smollm2.yaml", [])
-
-
-@pytest.fixture(scope="module")
-def student_dir(cfg):
-    return acquire.ensure_smollm2(cfg.smollm2.cache_dir)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -45,7 +32,6 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE, reason=f"optional package missing: {acquire.INSTALL}")
 def test_the_conversion_is_verified_and_reused(student_dir, cfg):
     report = json.loads((student_dir / "convert.json").read_text())
     assert report["params"] == 134_515_008 and set(report["probes"]) == set(acquire.PROBES)
@@ -58,7 +44,6 @@ def test_the_conversion_is_verified_and_reused(student_dir, cfg):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE, reason=f"optional package missing: {acquire.INSTALL}")
 def test_after_a_learner_update_and_push_the_engine_decodes_as_the_learner(student_dir):
     """The learner trains on the engine's own samples, pushes, and the engine's greedy text equals the learner
     model's token for token. SmolLM2 ties lm_head to the embeddings: a push that left vLLM's head stale would
@@ -99,40 +84,9 @@ def test_after_a_learner_update_and_push_the_engine_decodes_as_the_learner(stude
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE, reason=f"optional package missing: {acquire.INSTALL}")
-@pytest.mark.parametrize("role", ["student", "teacher"])
-def test_each_model_is_fine_tuned_measured_and_cached(role, student_dir, cfg, tmp_path):
-    """Two-step builds (the real recipes are 30 and 120 steps): built, measured on the held-out split, reused;
-    the student's warm-up holds no sum with a carry."""
-    import dataclasses
-
-    from transformers import AutoModelForCausalLM
-
-    from zppo_ray.worlds.smollm2 import task
-    from zppo_ray.worlds.smollm2.models import _corpus, ensure_model
-
-    small = dataclasses.replace(cfg.smollm2, cache_dir=str(tmp_path), n_eval=2, tiers=2,
-                                **{role: dataclasses.replace(getattr(cfg.smollm2, role), steps=2, batch_size=2,
-                                                             examples_per_tier=4)})
-    path = ensure_model(role, small, student_dir, cfg.templates)
-    report = json.loads((path / "report.json").read_text())
-    assert report["examples"] == 8 and report["steps"] == 2
-    assert set(report["heldout_greedy_accuracy_by_tier"]) == {"1", "2"}
-    assert set(report["heldout_greedy_accuracy_by_skill"]) <= {"carry", "no_carry"}
-    assert AutoModelForCausalLM.from_pretrained(path).config.tie_word_embeddings
-    stamp = (path / "report.json").stat().st_mtime
-    assert ensure_model(role, small, student_dir, cfg.templates) == path
-    assert (path / "report.json").stat().st_mtime == stamp
-    held = task.splits(small.n_train, small.n_eval, small.tiers, small.seed, "eval")
-    carried = [task.has_carry(q) for q in _corpus(role, small, held)]
-    assert not any(carried) if role == "student" else any(carried)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not HAVE, reason=f"optional package missing: {acquire.INSTALL}")
 def test_one_training_step_of_the_real_loop(student_dir, tmp_path, ray_cluster):
     """configs/smollm2.yaml through Ray, vLLM and DeepSpeed for one step. Student and teacher are the converted
-    instruct model here (a plumbing test; the fine-tuned models are built and tested above)."""
+    instruct model here (a plumbing test; the fine-tuned models are built and tested in test_world_build.py)."""
     from zppo_ray.config import load_config
     from zppo_ray.launch import train
     from zppo_ray.worlds import for_config

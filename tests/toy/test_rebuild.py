@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from zppo_ray.worlds.toy import shipped
 from zppo_ray.worlds.toy.bootstrap import ensure_toy_world
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.world]  # runs when the build's inputs change (tests/world_stamp.py)
 
 # 5 of the 50 held-out questions per tier. The rebuild is bit-exact on the machine that built the shipped
 # copy, not across CPUs: on another 2-core AMD EPYC (2026-12-04) its weights differed by up to 0.56 and the

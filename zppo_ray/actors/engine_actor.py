@@ -40,7 +40,7 @@ def actor_options(num_cpus: float, num_gpus: int, tp: int, resources: dict | Non
       sit on several nodes (PACK). UNTESTED here (no GPU).
     * CPU: vLLM refuses its Ray executor there ("current platform cpu does not support ray."), so the TP
       workers are the actor's own processes (`"mp"`): the bundles reserve their cores on the actor's node
-      (STRICT_PACK). Run here with TP = 2 (tests/test_cluster.py).
+      (STRICT_PACK). Run here with TP = 2 (tests/recovery/test_chaos.py).
     """
     extra = dict(resources or {})
     if tp > 1:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,17 +128,26 @@ class LearnerGroup:
         cpus, gpus = float(learner_cfg.cpus_per_rank), float(learner_cfg.gpus_per_rank)
         bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {}), **(resources or {})}
         self._pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy)
-        ray.get(self._pg.ready(), timeout=ready_timeout_s)
-        self.actors = [
-            LearnerActor.options(
-                num_cpus=cpus, num_gpus=gpus,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=i),
-            ).remote(max(1, int(cpus)))
-            for i in range(n)
-        ]
-        addr, port = ray.get(self.actors[0].master_address.remote())
-        infos = ray.get([a.setup.remote(model_path, learner_cfg, algo_cfg, i, n, addr, port, seed, trust_remote_code)
-                         for i, a in enumerate(self.actors)], timeout=ready_timeout_s)
+        self.actors: list = []
+        try:
+            ray.get(self._pg.ready(), timeout=ready_timeout_s)
+            self.actors = [
+                LearnerActor.options(
+                    num_cpus=cpus, num_gpus=gpus,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=i),
+                ).remote(max(1, int(cpus)))
+                for i in range(n)
+            ]
+            addr, port = self._get([self.actors[0].master_address.remote()], "its start")[0]
+            infos = self._get([a.setup.remote(model_path, learner_cfg, algo_cfg, i, n, addr, port, seed,
+                                              trust_remote_code) for i, a in enumerate(self.actors)],
+                              "its start", timeout_s=ready_timeout_s)
+        except BaseException:
+            # Nothing of a group that did not start is left holding resources. A rank placed on a node that is
+            # going away (its loss not yet known to Ray) dies as it starts: that LearnerLost lets the caller
+            # try again (launch.recover_learner).
+            self.shutdown()
+            raise
         self.max_len = infos[0]["max_len"]
         self.multimodal = infos[0]["multimodal"]
         self.init_seconds = max(i["init_seconds"] for i in infos)
@@ -145,17 +155,22 @@ class LearnerGroup:
         # after an update that was not pushed yet. Set by the weight sync (zppo_ray/weights).
         self.weights_version: int | None = 0
 
-    def _get(self, refs: list, what: str) -> list[Any]:
+    def _get(self, refs: list, what: str, timeout_s: float | None = None) -> list[Any]:
         """ray.get of one ref per rank that fails fast: LearnerLost as soon as any rank's process died."""
         rank_of = {r: i for i, r in enumerate(refs)}
         pending = list(refs)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not ready:
+                raise ray.exceptions.GetTimeoutError(f"learner ranks not done with {what} after {timeout_s:.0f} s")
             try:
                 ray.get(ready[0])
             except ray.exceptions.RayActorError as e:
+                lost = "" if what == "its start" else "; its optimizer state is lost with it"
                 raise LearnerLost(f"learner rank {rank_of[ready[0]]} of {self.num_ranks} died during {what} "
-                                  f"({type(e).__name__}); its optimizer state is lost with it") from None
+                                  f"({type(e).__name__}){lost}") from None
         return ray.get(refs)
 
     def _all(self, method: str, *args) -> list[Any]:
@@ -189,7 +204,7 @@ class LearnerGroup:
 
     def weight_sizes(self) -> list[tuple[str, int]]:
         """(name, bytes) of everything a push sends, in model order (no gather: shapes only)."""
-        return ray.get(self.actors[0].weight_sizes.remote())
+        return self._get([self.actors[0].weight_sizes.remote()], "weight_sizes")[0]
 
     def stream_weights(self, max_bytes: int, poll_s: float = 5.0) -> Iterator[Any]:
         """Object references to rank 0's safetensors buckets, one at a time (collective on all ranks). The

@@ -164,7 +164,15 @@ def _is_index(key: Any) -> bool:
     return isinstance(key, str) and key.isascii() and key.isdigit()
 
 
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "1", "0"}
+
+
 def _assign(node: DictConfig, key: str, val: Any, path: str, tp: Any) -> None:
+    # OmegaConf turns any number, or its text, into a bool (-1 -> True, "2" -> True): a switch set to anything
+    # but a yes/no word or 0/1 is a mistake to name, not a value to guess
+    if tp is bool and not isinstance(val, bool) and not (
+            val in (0, 1) or (isinstance(val, str) and val.strip().lower() in _BOOL_WORDS)):
+        raise ConfigError(path, f"expected a boolean (true or false), got {val!r}")
     try:
         OmegaConf.update(node, key, val, merge=False)
     except (OmegaConfBaseException, OverflowError) as e:  # OverflowError: float(10**400), not wrapped by OmegaConf

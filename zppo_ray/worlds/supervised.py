@@ -31,11 +31,12 @@ def encode_pair(tokenizer, prompt: str, completion: str) -> tuple[list[int], int
 
 
 def train_on_completions(model, docs: list[tuple[list[int], int]], steps: int, batch_size: int, lr: float, seed: int,
-                         pad_id: int, label: str, bf16: bool = False) -> list[float]:
+                         pad_id: int, label: str, bf16: bool = False, stop_after: int | None = None) -> list[float]:
     """Supervised next-token training on completions only (prompt tokens are masked out).
 
     Cosine schedule with a short warm-up; batches are drawn from length-sorted buckets to keep
-    padding (wasted CPU) low.
+    padding (wasted CPU) low. `stop_after`: run only the first steps of the same `steps`-long schedule, so
+    their losses are the full run's first ones (tests/world_stamp.py fingerprints a build this way).
     """
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -47,8 +48,9 @@ def train_on_completions(model, docs: list[tuple[list[int], int]], steps: int, b
     model.train()
     losses: list[float] = []
     t0 = time.time()
-    progress = bar(steps, f"train {label}", unit="step")
-    for step in range(steps):
+    run = steps if stop_after is None else min(steps, stop_after)
+    progress = bar(run, f"train {label}", unit="step")
+    for step in range(run):
         batch = [docs[i] for i in rng.choice(buckets)]
         width = max(len(ids) for ids, _ in batch)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)

@@ -113,10 +113,14 @@ def _convert(src: Path, dst: Path) -> dict:
             "probes": {p: tok.decode(ids, skip_special_tokens=True) for p, ids in zip(PROBES, after)}}
 
 
+def converted_dir(cache: str | os.PathLike = DEFAULT_CACHE) -> Path:
+    """Where the conversion of the installed package's file lives (complete once it holds convert.json)."""
+    return Path(cache).expanduser() / f"SmolLM2-135M-Instruct-{cache_key(gguf_path())}"
+
+
 def ensure_smollm2(cache: str | os.PathLike = DEFAULT_CACHE) -> Path:
     """The converted model directory; converts (once, under a lock) when the cache lacks it."""
-    src = gguf_path()
-    final = Path(cache).expanduser() / f"SmolLM2-135M-Instruct-{cache_key(src)}"
+    src, final = gguf_path(), converted_dir(cache)
     if (final / "convert.json").exists():
         return final
     with locked(final.parent):

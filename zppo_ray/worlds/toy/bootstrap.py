@@ -164,16 +164,18 @@ def _pool(toy_cfg, held_out: list[Question]) -> list[Question]:
                           exclude={q.extra["expr"] for q in held_out})
 
 
+def tokenizer_corpus(toy_cfg, pool: list[Question], t: Templates) -> list[str]:
+    """The texts the world's tokenizer is trained on. Fixed uniform tier weights: the tokenizer (and with it
+    every cached model) does not change when one model's pretraining mix does."""
+    uniform = {tier: 1.0 for tier in sorted({q.tier for q in pool})}
+    docs = [d for role in ("student", "teacher")
+            for d in corpus.documents(pool, uniform, 3000, toy_cfg.seed, role, t, mix=corpus.TOKENIZER_MIXES[role])]
+    return [p + "\n" + c for p, c in docs] + ["user assistant system"] * 100
+
+
 def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question], t: Templates) -> PreTrainedTokenizerFast:
     if not (art.root / "world.json").exists():
-        # The corpus uses fixed uniform tier weights so that the tokenizer (and with it every cached
-        # model) does not change when one model's pretraining mix does.
-        tiers = sorted({q.tier for q in pool})
-        uniform = {t: 1.0 for t in tiers}
-        docs = [d for role in ("student", "teacher")
-                for d in corpus.documents(pool, uniform, 3000, toy_cfg.seed, role, t, mix=corpus.TOKENIZER_MIXES[role])]
-        tok = build_tokenizer([p + "\n" + c for p, c in docs] + ["user assistant system"] * 100,
-                              vocab_size=toy_cfg.vocab_size)
+        tok = build_tokenizer(tokenizer_corpus(toy_cfg, pool, t), vocab_size=toy_cfg.vocab_size)
         art.root.mkdir(parents=True, exist_ok=True)
         with building(art.tokenizer) as tmp:
             tok.save_pretrained(tmp)
@@ -183,10 +185,10 @@ def _ensure_tokenizer(toy_cfg, art: ToyArtifacts, pool: list[Question], t: Templ
     return PreTrainedTokenizerFast.from_pretrained(art.tokenizer)
 
 
-def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Question], final: Path,
-                t: Templates) -> None:
+def role_documents(toy_cfg, role: str, pool: list[Question], t: Templates) -> list[tuple[str, str]]:
+    """A model's pretraining documents (prompt, completion): the pool less the questions that need a step it
+    holds out, drawn with its tier weights (and, for the student, its shortcut habit)."""
     mcfg = getattr(toy_cfg, role)
-    t0 = time.time()
     held = held_out_of(mcfg)
     if held:
         kept = [q for q in pool if not needs(q, held)]
@@ -195,35 +197,59 @@ def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Qu
         pool = kept
     tiers = sorted({q.tier for q in pool})
     shortcut = dict(zip(tiers, (float(x) for x in mcfg.shortcut))) if role == "student" else None
-    docs = corpus.documents(pool, _tier_weights(mcfg, tiers), mcfg.pretrain_docs, toy_cfg.seed, role, t,
+    return corpus.documents(pool, _tier_weights(mcfg, tiers), mcfg.pretrain_docs, toy_cfg.seed, role, t,
                             shortcut=shortcut)
-    model = build_model(_arch(mcfg), tok, mcfg.max_position_embeddings, toy_cfg.seed)
-    encoded = [encode_pair(tok, p, c) for p, c in docs]
+
+
+def initial_model(toy_cfg, role: str, tok):
+    """A model's weights before pretraining (seeded: the same on every machine)."""
+    mcfg = getattr(toy_cfg, role)
+    return build_model(_arch(mcfg), tok, mcfg.max_position_embeddings, toy_cfg.seed)
+
+
+def pretrain(toy_cfg, role: str, model, tok, encoded: list[tuple[list[int], int]],
+             stop_after: int | None = None) -> list[float]:
+    """Pretrain `model` on its encoded documents; `stop_after`: only the first steps of the same schedule."""
+    mcfg = getattr(toy_cfg, role)
     # A fixed thread count: CPU matmuls sum in an order that depends on it, and these tiny models can
     # amplify last-bit differences over 1,500 steps into different models. Pinning removes that source of
     # machine-to-machine difference (the default student was built, twice, with 2 threads).
     threads = torch.get_num_threads()
     torch.set_num_threads(PRETRAIN_THREADS)
     try:
-        losses = train_on_completions(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
-                          toy_cfg.seed, tok.pad_token_id, role)
+        return train_on_completions(model, encoded, mcfg.pretrain_steps, mcfg.pretrain_batch_size, mcfg.pretrain_lr,
+                                    toy_cfg.seed, tok.pad_token_id, role, stop_after=stop_after)
     finally:
         torch.set_num_threads(threads)
+
+
+def by_skill(questions: list[Question], grades: list[float], gap: Callable[[Question], bool]) -> dict:
+    """Held-out accuracy by tier, split by whether a question needs what the model never saw (gap_of)."""
+    out = {}
+    for name, want in (("needs_held_out", True), ("other", False)):
+        pairs = [(q, g) for q, g in zip(questions, grades) if bool(gap(q)) == want]
+        out[name] = by_tier([q for q, _ in pairs], [g for _, g in pairs])
+    return out
+
+
+def _train_role(toy_cfg, role: str, tok, pool: list[Question], held_out: list[Question], final: Path,
+                t: Templates) -> None:
+    t0 = time.time()
+    docs = role_documents(toy_cfg, role, pool, t)
+    model = initial_model(toy_cfg, role, tok)
+    encoded = [encode_pair(tok, p, c) for p, c in docs]
+    losses = pretrain(toy_cfg, role, model, tok, encoded)
     train_s = time.time() - t0
     grades = greedy_grades(model, tok, held_out, max_new_tokens=96, templates=t)
     acc = by_tier(held_out, grades)
-    by_skill = {}
     gap = gap_of(toy_cfg, role)
-    if gap:  # the same held-out grades, split by whether a question needs what this model never saw
-        for name, want in (("needs_held_out", True), ("other", False)):
-            pairs = [(q, g) for q, g in zip(held_out, grades) if bool(gap(q)) == want]
-            by_skill[name] = by_tier([q for q, _ in pairs], [g for _, g in pairs])
+    skills = by_skill(held_out, grades, gap) if gap else {}
     report = {
         "params": sum(p.numel() for p in model.parameters()),
         "pretrain_seconds": round(train_s, 1),
         "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4),
         "heldout_greedy_accuracy_by_tier": acc,
-        **({"heldout_greedy_accuracy_by_skill": by_skill} if by_skill else {}),
+        **({"heldout_greedy_accuracy_by_skill": skills} if skills else {}),
     }
     with building(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
