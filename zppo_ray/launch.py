@@ -206,7 +206,8 @@ def train(cfg, run_dir: Path, world, on_start=None, roles: Roles | None = None) 
     """Load, connect, start the roles, then run (`_loop`). `on_start()` is called once the roles are up: from
     then on the run directory holds a run worth keeping, whatever happens next (zppo_ray/main.py).
     `roles`: actors the caller started and keeps (several runs on one set, as the test suite does); the run
-    drives them as they are (weights, version, buffer) and leaves them running."""
+    drives them as they are (weights, version, buffer) and leaves them running. A learner group rebuilt after a
+    lost rank replaces `roles.learner` in that object, for the caller to stop with the rest."""
     from transformers import AutoTokenizer
 
     student_path, teacher_path = model_paths(cfg, world)

@@ -96,3 +96,47 @@ def test_a_rank_that_dies_while_the_group_starts_is_a_learner_loss(ray_cluster, 
     with pytest.raises(LearnerLost, match=r"learner rank \d of 2 died during its start"):
         learner_mod.LearnerGroup("unused", LearnerConfig(num_ranks=2, cpus_per_rank=0.01), AlgoConfig())
     assert len(removed) == 1  # the half-started group freed its placement group
+
+
+@ray.remote(num_cpus=0)
+class Rank:
+    """A rank in a collective: `dies` exits its process; the other fails as gloo does when its peer is gone."""
+
+    def __init__(self, dies: bool, error: str):
+        self.dies, self.error = dies, error
+
+    def step(self):
+        import time
+
+        if self.dies:
+            time.sleep(0.5)  # the survivor's error comes back first, as it did in the chaos run
+            os._exit(1)
+        raise RuntimeError(self.error)
+
+
+def _group(actors):
+    from zppo_ray.actors.learner import LearnerGroup
+
+    group = object.__new__(LearnerGroup)  # the ranks are the fakes above; _get is the unit under test
+    group.actors, group.num_ranks = actors, len(actors)
+    return group
+
+
+@pytest.fixture
+def ranks(ray_cluster):
+    made = []
+    yield lambda *specs: made.extend(Rank.remote(*spec) for spec in specs) or _group(made)
+    for actor in made:
+        ray.kill(actor)
+
+
+def test_a_collective_failing_because_a_peer_died_is_that_peers_loss(ranks):
+    group = ranks((False, "Connection closed by peer [127.0.0.1]:12206"), (True, ""))
+    with pytest.raises(LearnerLost, match=r"learner rank 1 of 2 died during train_minibatch"):
+        group._get([a.step.remote() for a in group.actors], "train_minibatch")
+
+
+def test_an_error_on_ranks_that_are_all_alive_stays_an_error(ranks):
+    group = ranks((False, "a bug"), (False, "a bug"))
+    with pytest.raises(ray.exceptions.RayTaskError, match="a bug"):
+        group._get([a.step.remote() for a in group.actors], "train_minibatch")

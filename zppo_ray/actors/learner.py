@@ -118,6 +118,11 @@ def shard(items: list, n: int) -> list[list]:
     return out
 
 
+# How long a failed collective waits for Ray to say whether a peer rank died (Ray declares a lost node dead after
+# its health checks fail, seconds to tens of seconds).
+PEER_WAIT_S = 60.0
+
+
 class LearnerGroup:
     """`learner_cfg.num_ranks` data-parallel ranks; one method call = one collective call on every rank."""
 
@@ -171,7 +176,29 @@ class LearnerGroup:
                 lost = "" if what == "its start" else "; its optimizer state is lost with it"
                 raise LearnerLost(f"learner rank {rank_of[ready[0]]} of {self.num_ranks} died during {what} "
                                   f"({type(e).__name__}){lost}") from None
+            except ray.exceptions.RayTaskError:
+                # When a rank's process dies, the others' collective fails too (gloo: "Connection closed by
+                # peer"), and that error can come back before Ray knows of the death (a lost node is noticed
+                # after its health checks fail): a dead peer is the cause, the error only its echo. Found by the
+                # chaos run, node b lost during a training step.
+                self._raise_if_peer_lost(what)
+                raise
         return ray.get(refs)
+
+    def _raise_if_peer_lost(self, what: str, wait_s: float = PEER_WAIT_S) -> None:
+        """LearnerLost if a rank is dead, or does not answer within `wait_s` (stuck in a collective with a dead
+        peer, or on a node Ray has not declared lost yet); returns when every rank answers alive."""
+        refs = [a.__ray_ready__.remote() for a in self.actors]
+        _, silent = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
+        for rank, ref in enumerate(refs):
+            if ref in silent:
+                raise LearnerLost(f"learner rank {rank} of {self.num_ranks} did not answer for {wait_s:.0f} s after "
+                                  f"{what} failed on another rank; its optimizer state is taken as lost")
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                raise LearnerLost(f"learner rank {rank} of {self.num_ranks} died during {what}; its optimizer "
+                                  "state is lost with it") from None
 
     def _all(self, method: str, *args) -> list[Any]:
         return self._get([getattr(a, method).remote(*args) for a in self.actors], method)
