@@ -14,7 +14,9 @@ def test_every_test_has_a_limit_and_slow_ones_a_larger_one(request):
     assert request.node.get_closest_marker("timeout") is None  # a fast test keeps the default
     for item in request.session.items:
         if item.get_closest_marker("slow"):
-            assert item.get_closest_marker("timeout").args[0] > fast, item.nodeid
+            mark = item.get_closest_marker("timeout")
+            limit = mark.args[0] if mark.args else mark.kwargs["timeout"]
+            assert limit > fast, item.nodeid
 
 
 def test_a_hung_test_fails_by_timeout_with_its_name_and_a_stack(tmp_path):
